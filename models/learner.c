@@ -1,0 +1,2 @@
+/* placeholder: being written */
+#include "models/learner.h"
