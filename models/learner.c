@@ -1,2 +1,1375 @@
-/* placeholder: being written */
+/* Online generalised linear models over hashed sparse features. One weight table of 2^bits
+ * entries, each entry holding a coordinate's whole optimizer state side by side (one cache
+ * access per coordinate), in float32 or bfloat16; learn() is a predict pass plus an update pass
+ * over the same entries, specialised per optimizer and storage format so the loops carry no
+ * per-coordinate dispatch.
+ *
+ * Semantics worth knowing (also covered by tests/unit/reference/glm_reference.py):
+ *  - Margin m = sum(w_i * x_i) [+ w_0 for the intercept], summed in double, clipped to
+ *    +-max_abs_margin; output = sigmoid(m) (logistic), m (linear, hinge).
+ *  - Loss gradient with respect to m, times the importance weight k:
+ *    logistic p - y; squared m - y; Huber clamp(m - y, -delta, delta);
+ *    hinge -y' if y' m < 1 else 0, where y' = +1 for label > 0.5 and -1 otherwise.
+ *  - Coordinate gradient g_i = k * dloss * x_i. Duplicate hashes in one example are applied one
+ *    after the other, each seeing the state the previous one left.
+ *  - FTRL-Proximal (McMahan et al. 2013, Algorithm 1): per coordinate z, n;
+ *    w = 0 if |z| <= l1 else -(z - sgn(z) l1) / ((beta + sqrt(n)) / alpha + l2);
+ *    sigma = (sqrt(n + g^2) - sqrt(n)) / alpha; z += g - sigma w; n += g^2.
+ *  - AdaGrad: g_i += l2 w_i; G += g_i^2; w -= learning_rate g_i / sqrt(G) (no step while G = 0).
+ *  - SGD: g_i += l2 w_i; w -= rate_t g_i, rate_t = learning_rate (initial_t / (initial_t + t))
+ *    ^ power_t, t = updates applied before this one.
+ *  - l1 is FTRL's only; AdaGrad and SGD ignore it. L2 is a per-update decay of the coordinates an
+ *    example touches (lazy, as in VW) and is not scaled by the importance weight.
+ *  - The intercept is one more coordinate outside the table, value 1, same optimizer, never
+ *    regularised (l1 = l2 = 0 for it): a bias should follow the base rate, not shrink to 0.
+ *  - An update with a non-finite feature value, label or importance is skipped as a whole and
+ *    counted in stats.nonfinite; predictions treat a non-finite value as 0. As a backstop, a
+ *    coordinate whose new state would not fit the storage keeps its old state (counted too).
+ *    An importance <= 0 makes learn() a predict().
+ */
 #include "models/learner.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/* Largest magnitude a state value may take. Below FLT_MAX and below bfloat16's largest finite
+ * value (3.39e38) even after rounding up, so nothing stored can become infinite. */
+#define STATE_LIMIT 1e38
+
+/* The hot functions take the storage format as a constant and must be specialised by it: a
+ * plain `inline` leaves that to the compiler, which declines for functions this size. */
+#define HOT static inline __attribute__((always_inline))
+
+/* Values per entry at most (FTRL's). */
+#define FTRL_STRIDE_MAX 4
+
+/* Admission counters are saturating bytes. */
+#define ADMIT_MAX 255
+
+/* Tables from this size on are mapped directly so they can be asked for huge pages: with random
+ * access over tens of megabytes, TLB misses cost as much as the cache misses. */
+#define TABLE_MMAP_MIN (2u << 20)
+#define HUGE_PAGE      (2u << 20)
+
+typedef double (*pd_learn_fn)(pd_learner *l, const pd_feature *x, size_t n, double label,
+                              double importance);
+typedef double (*pd_margin_fn)(const pd_learner *l, const pd_feature *x, size_t n, bool *ret_bad);
+
+struct pd_learner {
+    pd_learner_conf conf;
+    uint32_t mask;
+    bool f16;
+    size_t stride; /* values per entry */
+    size_t entry_bytes;
+    /* derived hyper-parameters */
+    double inv_alpha;
+    double ftrl_den;      /* beta + alpha * l2: the FTRL denominator times alpha, less sqrt(n) */
+    double ftrl_icpt_den; /* the same without l2, for the intercept */
+    void *table;
+    size_t table_bytes;
+    size_t table_map_bytes;      /* non-zero when table came from mmap */
+    uint8_t *seen;               /* admission counters, one per table entry; NULL when off */
+    float icpt[FTRL_STRIDE_MAX]; /* intercept state, laid out like a float32 entry */
+    uint64_t updates;
+    uint64_t nonfinite;
+    uint64_t clipped;
+    uint64_t not_admitted;
+    uint64_t nonzero; /* table entries whose weight is non-zero */
+    pd_learn_fn learn;
+    pd_margin_fn margin;
+};
+
+/* ---- errors ---- */
+
+static void set_error(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_error(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errbuf == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- storage formats ---- */
+
+static inline float f32_from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+static inline uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    return u;
+}
+
+static inline double bf16_decode(uint16_t h)
+{
+    return f32_from_bits((uint32_t)h << 16);
+}
+
+/* bfloat16 keeps float32's exponent (accumulators such as z and n grow without a bound that
+ * IEEE half's 65504 could hold; the conversion is a shift, no F16C needed) and 8 bits of
+ * precision. Round-to-nearest lets an accumulator stop moving once each increment is below
+ * half a unit in the last place (FTRL's sqrt(n) stops growing once |g| < sqrt(n)/11), so state
+ * is rounded stochastically: the 16 dropped bits decide up or down with probability equal to
+ * their fraction, which makes every store unbiased. Measured by tests/bench/bench_learner at
+ * 2^22 weights: progressive log loss 0.4357 against 0.4348 for float32, where round-to-nearest
+ * gave 2.63. The random bits are a hash of (entry, update count): deterministic, so a replay
+ * reproduces the same weights. dither 0x8000 is round-half-up. |x| <= STATE_LIMIT. */
+HOT uint16_t bf16_encode(double x, uint32_t dither)
+{
+    return (uint16_t)((f32_bits((float)x) + (dither & 0xffffu)) >> 16);
+}
+
+HOT uint32_t dither_hash(uint32_t idx, uint32_t salt)
+{
+    uint32_t h = idx * 0x9e3779b1u ^ salt;
+
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+static inline uint32_t update_salt(uint64_t updates)
+{
+    uint64_t x = updates + 0x9e3779b97f4a7c15ull;
+
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return (uint32_t)(x ^ (x >> 31));
+}
+
+/* An entry is `stride` consecutive values, float32 or bfloat16; value 0 is always the weight:
+ *   FTRL    stride 4: w, z, sqrt(n), unused. w is cached so predict() is a plain gather and n
+ *           is kept as its root so an update costs one sqrt and one division; the unused value
+ *           makes entries 16 (8) bytes, so none straddles a cache line. VW's FTRL also keeps
+ *           four floats per weight.
+ *   AdaGrad stride 2: w, G
+ *   SGD     stride 1: w */
+enum { FTRL_STRIDE = FTRL_STRIDE_MAX, ADAGRAD_STRIDE = 2, SGD_STRIDE = 1 };
+
+static size_t stride_of(pd_optimizer opt)
+{
+    return opt == PD_OPT_FTRL ? FTRL_STRIDE : (opt == PD_OPT_ADAGRAD ? ADAGRAD_STRIDE : SGD_STRIDE);
+}
+
+HOT double get_val(const void *tab, size_t pos, bool f16)
+{
+    if (f16)
+        return bf16_decode(((const uint16_t *)tab)[pos]);
+    return ((const float *)tab)[pos];
+}
+
+/* Stores x rounded (stochastically by dither for bfloat16) and returns the value as stored. */
+HOT double put_val(void *tab, size_t pos, bool f16, double x, uint32_t dither)
+{
+    if (f16) {
+        uint16_t h = bf16_encode(x, dither);
+        ((uint16_t *)tab)[pos] = h;
+        return bf16_decode(h);
+    }
+    float f = (float)x;
+    ((float *)tab)[pos] = f;
+    return f;
+}
+
+/* Whether a stored value is non-zero, from its bits (no float compare). */
+HOT bool stored_nonzero(const void *tab, size_t pos, bool f16)
+{
+    if (f16)
+        return (((const uint16_t *)tab)[pos] & 0x7fffu) != 0;
+    uint32_t u;
+    memcpy(&u, (const float *)tab + pos, sizeof(u));
+    return (u & 0x7fffffffu) != 0;
+}
+
+static inline bool in_range(double x)
+{
+    return fabs(x) <= STATE_LIMIT;
+}
+
+/* bfloat16 dither that rounds to nearest (ties up): for values derived from state, such as
+ * FTRL's cached weight, where noise would only hurt. */
+#define ROUND_NEAREST 0x8000u
+
+/* ---- per-coordinate arithmetic ---- */
+
+/* McMahan's closed form, multiplied through by alpha, with s = sqrt(n):
+ * -sgn(z) max(|z| - l1, 0) alpha / (beta + s + alpha l2). Whether |z| <= l1 is data, and a
+ * mispredicted branch per coordinate costs more than the division it would skip, so the dead
+ * zone is arithmetic: (t + |t|) / 2 is exactly max(t, 0), and compilers turn a ?: on it into
+ * a branch. Adding +0 turns the dead zone's -0 into 0. */
+HOT double ftrl_weight(double z, double s, double l1, double alpha, double den)
+{
+    double t = fabs(z) - l1;
+
+    t = 0.5 * (t + fabs(t));
+    return -copysign(t, z) * alpha / (den + s) + 0.0;
+}
+
+/* ---- margins ---- */
+
+/* Every entry starts with its weight, so one gather serves all optimizers. Four partial sums:
+ * one chain of dependent additions would cost more than the loads. */
+HOT double margin_sum(const pd_learner *l, const pd_feature *x, size_t n, bool f16, size_t stride)
+{
+    const uint32_t mask = l->mask;
+    const void *tab = l->table;
+    double m0 = 0.0, m1 = 0.0, m2 = 0.0, m3 = 0.0;
+    size_t i = 0;
+
+    for (; i + 4 <= n; i += 4) {
+        m0 += get_val(tab, (size_t)(x[i].hash & mask) * stride, f16) * x[i].value;
+        m1 += get_val(tab, (size_t)(x[i + 1].hash & mask) * stride, f16) * x[i + 1].value;
+        m2 += get_val(tab, (size_t)(x[i + 2].hash & mask) * stride, f16) * x[i + 2].value;
+        m3 += get_val(tab, (size_t)(x[i + 3].hash & mask) * stride, f16) * x[i + 3].value;
+    }
+    for (; i < n; i++)
+        m0 += get_val(tab, (size_t)(x[i].hash & mask) * stride, f16) * x[i].value;
+    return (m0 + m1) + (m2 + m3);
+}
+
+/* The margin with non-finite values taken as 0, for the rare example that has one. */
+static double margin_sum_checked(const pd_learner *l, const pd_feature *x, size_t n, size_t stride)
+{
+    double m = 0.0;
+
+    for (size_t i = 0; i < n; i++) {
+        double v = x[i].value;
+        if (fabs(v) <= FLT_MAX)
+            m += get_val(l->table, (size_t)(x[i].hash & l->mask) * stride, l->f16) * v;
+    }
+    return m;
+}
+
+/* Weights are at most STATE_LIMIT and finite values at most FLT_MAX, so a sum of their
+ * products cannot overflow a double: a non-finite sum means a non-finite value, and only then
+ * are the values looked at one by one. */
+HOT double margin_gather(const pd_learner *l, const pd_feature *x, size_t n, bool f16,
+                         size_t stride, bool *ret_bad)
+{
+    double m = margin_sum(l, x, n, f16, stride);
+
+    *ret_bad = !isfinite(m);
+    if (__builtin_expect(*ret_bad, 0))
+        m = margin_sum_checked(l, x, n, stride);
+    return m + (l->conf.intercept ? l->icpt[0] : 0.0);
+}
+
+#define MARGIN_FN(name, f16, stride)                                                               \
+    static double name(const pd_learner *l, const pd_feature *x, size_t n, bool *ret_bad)          \
+    {                                                                                              \
+        return margin_gather(l, x, n, f16, stride, ret_bad);                                       \
+    }
+MARGIN_FN(margin_ftrl_f32, false, FTRL_STRIDE)
+MARGIN_FN(margin_ftrl_f16, true, FTRL_STRIDE)
+MARGIN_FN(margin_adagrad_f32, false, ADAGRAD_STRIDE)
+MARGIN_FN(margin_adagrad_f16, true, ADAGRAD_STRIDE)
+MARGIN_FN(margin_sgd_f32, false, SGD_STRIDE)
+MARGIN_FN(margin_sgd_f16, true, SGD_STRIDE)
+#undef MARGIN_FN
+
+/* ---- link and loss ---- */
+
+/* Clips m in place; returns whether it had to. A NaN margin (not reachable from finite state
+ * and inputs, but cheap to rule out) becomes 0 and counts as clipped. */
+HOT bool clip_margin(double *m, double limit)
+{
+    double v = *m;
+
+    if (fabs(v) <= limit)
+        return false;
+    *m = isnan(v) ? 0.0 : copysign(limit, v);
+    return true;
+}
+
+HOT double link_output(const pd_learner *l, double m)
+{
+    if (l->conf.type == PD_MODEL_LOGISTIC)
+        return 1.0 / (1.0 + exp(-m));
+    return m;
+}
+
+/* d loss / d margin, at the clipped margin m whose output is out. */
+HOT double loss_gradient(const pd_learner *l, double m, double out, double label)
+{
+    switch (l->conf.loss) {
+    case PD_LOSS_LOGISTIC:
+    case PD_LOSS_SQUARED:
+        return out - label;
+    case PD_LOSS_HUBER: {
+        double r = out - label, d = l->conf.huber_delta;
+        return r > d ? d : (r < -d ? -d : r);
+    }
+    case PD_LOSS_HINGE: {
+        double y = label > 0.5 ? 1.0 : -1.0;
+        return y * m < 1.0 ? -y : 0.0;
+    }
+    }
+    return 0.0;
+}
+
+/* The part of learn() before the update pass: clip, output, input checks. Returns whether to
+ * update, with the importance-scaled loss gradient in ret_gm. */
+HOT bool learn_prologue(pd_learner *l, double m, bool bad, double label, double importance,
+                        double *ret_out, double *ret_gm)
+{
+    if (clip_margin(&m, l->conf.max_abs_margin))
+        l->clipped++;
+    *ret_out = link_output(l, m);
+    if (bad || !isfinite(label) || !isfinite(importance)) {
+        l->nonfinite++;
+        return false;
+    }
+    if (!(importance > 0))
+        return false;
+    *ret_gm = loss_gradient(l, m, *ret_out, label) * importance;
+    return true;
+}
+
+/* Admission for an entry whose state is all zero: count the sighting and say whether the
+ * coordinate may learn now. An entry with state is admitted already (only admitted entries
+ * learn), so the counters are only touched on the way in. */
+HOT bool admit(pd_learner *l, uint32_t idx)
+{
+    unsigned c = l->seen[idx];
+
+    c += c < ADMIT_MAX;
+    l->seen[idx] = (uint8_t)c;
+    if (c >= (unsigned)l->conf.admission_min_count)
+        return true;
+    l->not_admitted++;
+    return false;
+}
+
+/* ---- update passes ----
+ *
+ * Each is specialised by storage format (f16) and admission (adm), both constants, so the loop
+ * carries neither test. A coordinate's new state is checked against STATE_LIMIT before any of
+ * it is stored. */
+
+HOT double learn_ftrl(pd_learner *l, const pd_feature *x, size_t n, double label, double importance,
+                      bool f16, bool adm)
+{
+    const double l1 = l->conf.l1, alpha = l->conf.alpha, den = l->ftrl_den;
+    const double inv_alpha = l->inv_alpha;
+    const uint32_t mask = l->mask, salt = f16 ? update_salt(l->updates) : 0;
+    void *tab = l->table;
+    bool bad, failed = false;
+    double out, gm;
+    int64_t nz = 0;
+    double m = margin_gather(l, x, n, f16, FTRL_STRIDE, &bad);
+
+    if (!learn_prologue(l, m, bad, label, importance, &out, &gm))
+        return out;
+
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t idx = x[i].hash & mask;
+        const size_t pos = (size_t)idx * FTRL_STRIDE;
+        const double w = get_val(tab, pos, f16), z = get_val(tab, pos + 1, f16);
+        const double s = get_val(tab, pos + 2, f16);
+
+        if (adm && z == 0.0 && s == 0.0 && !admit(l, idx))
+            continue;
+        const double g = gm * x[i].value;
+        const double s2 = sqrt(s * s + g * g);
+        const double z2 = z + g - (s2 - s) * inv_alpha * w;
+        if (__builtin_expect(!(fabs(z2) <= STATE_LIMIT && s2 <= STATE_LIMIT), 0)) {
+            failed = true;
+            continue;
+        }
+        const uint32_t d = f16 ? dither_hash(idx, salt) : 0;
+        const bool was = stored_nonzero(tab, pos, f16);
+        /* the cached weight is that of the state as stored */
+        const double zs = put_val(tab, pos + 1, f16, z2, d);
+        const double ss = put_val(tab, pos + 2, f16, s2, d >> 16);
+        put_val(tab, pos, f16, ftrl_weight(zs, ss, l1, alpha, den), ROUND_NEAREST);
+        nz += (int)stored_nonzero(tab, pos, f16) - (int)was;
+    }
+    if (l->conf.intercept) {
+        const double w = l->icpt[0], z = l->icpt[1], s = l->icpt[2];
+        const double s2 = sqrt(s * s + gm * gm);
+        const double z2 = z + gm - (s2 - s) * inv_alpha * w;
+
+        if (in_range(z2) && s2 <= STATE_LIMIT) {
+            l->icpt[1] = (float)z2;
+            l->icpt[2] = (float)s2;
+            l->icpt[0] = (float)ftrl_weight(l->icpt[1], l->icpt[2], 0.0, alpha, l->ftrl_icpt_den);
+        } else {
+            failed = true;
+        }
+    }
+    l->nonzero += (uint64_t)nz;
+    l->nonfinite += failed;
+    l->updates++;
+    return out;
+}
+
+HOT double learn_adagrad(pd_learner *l, const pd_feature *x, size_t n, double label,
+                         double importance, bool f16, bool adm)
+{
+    const double l2 = l->conf.l2, rate = l->conf.learning_rate;
+    const uint32_t mask = l->mask, salt = f16 ? update_salt(l->updates) : 0;
+    void *tab = l->table;
+    bool bad, failed = false;
+    double out, gm;
+    int64_t nz = 0;
+    double m = margin_gather(l, x, n, f16, ADAGRAD_STRIDE, &bad);
+
+    if (!learn_prologue(l, m, bad, label, importance, &out, &gm))
+        return out;
+
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t idx = x[i].hash & mask;
+        const size_t pos = (size_t)idx * ADAGRAD_STRIDE;
+        const double w = get_val(tab, pos, f16), G = get_val(tab, pos + 1, f16);
+
+        if (adm && w == 0.0 && G == 0.0 && !admit(l, idx))
+            continue;
+        const double g = gm * x[i].value + l2 * w;
+        const double G2 = G + g * g;
+        /* G2 = 0 only when g = 0: no step, and no 0/0 */
+        const double w2 = w - (G2 > 0.0 ? rate * g / sqrt(G2) : 0.0);
+        if (__builtin_expect(!(fabs(w2) <= STATE_LIMIT && G2 <= STATE_LIMIT), 0)) {
+            failed = true;
+            continue;
+        }
+        const uint32_t d = f16 ? dither_hash(idx, salt) : 0;
+        const bool was = stored_nonzero(tab, pos, f16);
+        put_val(tab, pos, f16, w2, d);
+        put_val(tab, pos + 1, f16, G2, d >> 16);
+        nz += (int)stored_nonzero(tab, pos, f16) - (int)was;
+    }
+    if (l->conf.intercept) {
+        double G2 = l->icpt[1] + gm * gm;
+        double w2 = l->icpt[0] - (G2 > 0 ? rate * gm / sqrt(G2) : 0.0);
+
+        if (in_range(w2) && G2 <= STATE_LIMIT) {
+            l->icpt[0] = (float)w2;
+            l->icpt[1] = (float)G2;
+        } else {
+            failed = true;
+        }
+    }
+    l->nonzero += (uint64_t)nz;
+    l->nonfinite += failed;
+    l->updates++;
+    return out;
+}
+
+static double sgd_rate(const pd_learner_conf *conf, uint64_t t)
+{
+    double p = conf->power_t;
+
+    if (p == 0.0)
+        return conf->learning_rate;
+    double r = conf->initial_t / (conf->initial_t + (double)t);
+    if (p == 0.5)
+        return conf->learning_rate * sqrt(r);
+    if (p == 1.0)
+        return conf->learning_rate * r;
+    return conf->learning_rate * pow(r, p);
+}
+
+HOT double learn_sgd(pd_learner *l, const pd_feature *x, size_t n, double label, double importance,
+                     bool f16, bool adm)
+{
+    const double l2 = l->conf.l2;
+    const uint32_t mask = l->mask, salt = f16 ? update_salt(l->updates) : 0;
+    void *tab = l->table;
+    bool bad, failed = false;
+    double out, gm;
+    int64_t nz = 0;
+    double m = margin_gather(l, x, n, f16, SGD_STRIDE, &bad);
+
+    if (!learn_prologue(l, m, bad, label, importance, &out, &gm))
+        return out;
+
+    const double rate = sgd_rate(&l->conf, l->updates);
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t idx = x[i].hash & mask;
+        const double w = get_val(tab, idx, f16);
+
+        if (adm && w == 0.0 && !admit(l, idx))
+            continue;
+        const double w2 = w - rate * (gm * x[i].value + l2 * w);
+        if (__builtin_expect(!(fabs(w2) <= STATE_LIMIT), 0)) {
+            failed = true;
+            continue;
+        }
+        const bool was = stored_nonzero(tab, idx, f16);
+        put_val(tab, idx, f16, w2, f16 ? dither_hash(idx, salt) : 0);
+        nz += (int)stored_nonzero(tab, idx, f16) - (int)was;
+    }
+    if (l->conf.intercept) {
+        double w2 = l->icpt[0] - rate * gm;
+
+        if (in_range(w2))
+            l->icpt[0] = (float)w2;
+        else
+            failed = true;
+    }
+    l->nonzero += (uint64_t)nz;
+    l->nonfinite += failed;
+    l->updates++;
+    return out;
+}
+
+#define LEARN_FN(name, body, f16, adm)                                                             \
+    static double name(pd_learner *l, const pd_feature *x, size_t n, double label,                 \
+                       double importance)                                                          \
+    {                                                                                              \
+        return body(l, x, n, label, importance, f16, adm);                                         \
+    }
+LEARN_FN(learn_ftrl_f32, learn_ftrl, false, false)
+LEARN_FN(learn_ftrl_f16, learn_ftrl, true, false)
+LEARN_FN(learn_ftrl_f32_adm, learn_ftrl, false, true)
+LEARN_FN(learn_ftrl_f16_adm, learn_ftrl, true, true)
+LEARN_FN(learn_adagrad_f32, learn_adagrad, false, false)
+LEARN_FN(learn_adagrad_f16, learn_adagrad, true, false)
+LEARN_FN(learn_adagrad_f32_adm, learn_adagrad, false, true)
+LEARN_FN(learn_adagrad_f16_adm, learn_adagrad, true, true)
+LEARN_FN(learn_sgd_f32, learn_sgd, false, false)
+LEARN_FN(learn_sgd_f16, learn_sgd, true, false)
+LEARN_FN(learn_sgd_f32_adm, learn_sgd, false, true)
+LEARN_FN(learn_sgd_f16_adm, learn_sgd, true, true)
+#undef LEARN_FN
+
+/* The kernels for a learner's optimizer, format and admission; [optimizer][f16][adm]. */
+static const pd_learn_fn learn_kernels[3][2][2] = {
+    [PD_OPT_FTRL] = {{learn_ftrl_f32, learn_ftrl_f32_adm}, {learn_ftrl_f16, learn_ftrl_f16_adm}},
+    [PD_OPT_ADAGRAD] = {{learn_adagrad_f32, learn_adagrad_f32_adm},
+                        {learn_adagrad_f16, learn_adagrad_f16_adm}},
+    [PD_OPT_SGD] = {{learn_sgd_f32, learn_sgd_f32_adm}, {learn_sgd_f16, learn_sgd_f16_adm}},
+};
+static const pd_margin_fn margin_kernels[3][2] = {
+    [PD_OPT_FTRL] = {margin_ftrl_f32, margin_ftrl_f16},
+    [PD_OPT_ADAGRAD] = {margin_adagrad_f32, margin_adagrad_f16},
+    [PD_OPT_SGD] = {margin_sgd_f32, margin_sgd_f16},
+};
+
+static void select_kernels(pd_learner *l)
+{
+    l->learn = learn_kernels[l->conf.optimizer][l->f16][l->seen != NULL];
+    l->margin = margin_kernels[l->conf.optimizer][l->f16];
+}
+
+/* ---- configuration ---- */
+
+static const char *type_name(pd_model_type t)
+{
+    switch (t) {
+    case PD_MODEL_LOGISTIC:
+        return "logistic";
+    case PD_MODEL_LINEAR:
+        return "linear";
+    case PD_MODEL_HINGE:
+        return "hinge";
+    }
+    return "unknown";
+}
+
+static const char *loss_name(pd_loss loss)
+{
+    switch (loss) {
+    case PD_LOSS_LOGISTIC:
+        return "logistic";
+    case PD_LOSS_SQUARED:
+        return "squared";
+    case PD_LOSS_HUBER:
+        return "huber";
+    case PD_LOSS_HINGE:
+        return "hinge";
+    }
+    return "unknown";
+}
+
+static bool positive(double v)
+{
+    return v > 0 && isfinite(v);
+}
+
+static bool non_negative(double v)
+{
+    return v >= 0 && isfinite(v);
+}
+
+int pd_learner_check_conf(const pd_learner_conf *conf, char *errbuf, size_t errlen)
+{
+    if (conf == NULL) {
+        set_error(errbuf, errlen, "no learner configuration");
+        return -EINVAL;
+    }
+    switch (conf->type) {
+    case PD_MODEL_LOGISTIC:
+    case PD_MODEL_HINGE:
+        if (conf->loss != (conf->type == PD_MODEL_LOGISTIC ? PD_LOSS_LOGISTIC : PD_LOSS_HINGE))
+            goto bad_loss;
+        break;
+    case PD_MODEL_LINEAR:
+        if (conf->loss != PD_LOSS_SQUARED && conf->loss != PD_LOSS_HUBER)
+            goto bad_loss;
+        break;
+    default:
+        set_error(errbuf, errlen, "unknown model type %d", (int)conf->type);
+        return -EINVAL;
+    }
+    if (conf->loss == PD_LOSS_HUBER && !positive(conf->huber_delta)) {
+        set_error(errbuf, errlen, "huber_delta must be > 0, not %g", conf->huber_delta);
+        return -EINVAL;
+    }
+    switch (conf->optimizer) {
+    case PD_OPT_FTRL:
+        if (!positive(conf->alpha)) {
+            set_error(errbuf, errlen, "ftrl alpha must be > 0, not %g", conf->alpha);
+            return -EINVAL;
+        }
+        /* beta = 0 would divide by sqrt(n) = 0 for a coordinate whose gradients underflowed */
+        if (!positive(conf->beta)) {
+            set_error(errbuf, errlen, "ftrl beta must be > 0, not %g", conf->beta);
+            return -EINVAL;
+        }
+        if (!non_negative(conf->l1)) {
+            set_error(errbuf, errlen, "l1 must be >= 0, not %g", conf->l1);
+            return -EINVAL;
+        }
+        break;
+    case PD_OPT_ADAGRAD:
+    case PD_OPT_SGD:
+        if (!positive(conf->learning_rate)) {
+            set_error(errbuf, errlen, "learning_rate must be > 0, not %g", conf->learning_rate);
+            return -EINVAL;
+        }
+        break;
+    default:
+        set_error(errbuf, errlen, "unknown optimizer %d", (int)conf->optimizer);
+        return -EINVAL;
+    }
+    if (!non_negative(conf->l2)) {
+        set_error(errbuf, errlen, "l2 must be >= 0, not %g", conf->l2);
+        return -EINVAL;
+    }
+    if (conf->optimizer == PD_OPT_SGD) {
+        if (!non_negative(conf->power_t) || !non_negative(conf->initial_t)) {
+            set_error(errbuf, errlen, "sgd power_t and initial_t must be >= 0");
+            return -EINVAL;
+        }
+        if (conf->power_t > 0 && conf->initial_t == 0) {
+            set_error(errbuf, errlen, "sgd initial_t must be > 0 when power_t is > 0");
+            return -EINVAL;
+        }
+        /* the L2 decay alone multiplies w by (1 - rate l2) each update */
+        if (conf->learning_rate * conf->l2 > 1.0) {
+            set_error(errbuf, errlen, "sgd learning_rate * l2 must be <= 1 (is %g)",
+                      conf->learning_rate * conf->l2);
+            return -EINVAL;
+        }
+    }
+    if (conf->bits < PD_MIN_HASH_BITS || conf->bits > PD_MAX_HASH_BITS) {
+        set_error(errbuf, errlen, "bits must be between %d and %d, not %d", PD_MIN_HASH_BITS,
+                  PD_MAX_HASH_BITS, conf->bits);
+        return -EINVAL;
+    }
+    if (conf->weights != PD_WEIGHTS_F32 && conf->weights != PD_WEIGHTS_F16) {
+        set_error(errbuf, errlen, "unknown weight format %d", (int)conf->weights);
+        return -EINVAL;
+    }
+    if (conf->admission_min_count < 0 || conf->admission_min_count > ADMIT_MAX) {
+        set_error(errbuf, errlen, "admission_min_count must be between 0 and %d, not %lld",
+                  ADMIT_MAX, (long long)conf->admission_min_count);
+        return -EINVAL;
+    }
+    if (!positive(conf->max_abs_margin)) {
+        set_error(errbuf, errlen, "max_abs_margin must be > 0 and finite, not %g",
+                  conf->max_abs_margin);
+        return -EINVAL;
+    }
+    return 0;
+
+bad_loss:
+    set_error(errbuf, errlen, "loss %s does not go with model type %s", loss_name(conf->loss),
+              type_name(conf->type));
+    return -EINVAL;
+}
+
+size_t pd_learner_bytes_per_weight(const pd_learner_conf *conf)
+{
+    size_t bytes = stride_of(conf->optimizer) * (conf->weights == PD_WEIGHTS_F16 ? 2 : 4);
+
+    return bytes + (conf->admission_min_count > 0 ? 1 : 0);
+}
+
+static void derive(pd_learner *l)
+{
+    l->inv_alpha = 1.0 / l->conf.alpha;
+    l->ftrl_den = l->conf.beta + l->conf.alpha * l->conf.l2;
+    l->ftrl_icpt_den = l->conf.beta;
+}
+
+static void *table_alloc(size_t bytes, size_t *ret_map_bytes)
+{
+    *ret_map_bytes = 0;
+    if (bytes < TABLE_MMAP_MIN)
+        return calloc(1, bytes);
+
+    /* Anonymous memory is zero and only backed as it is touched. Over-map by a huge page to
+     * align the table on one, and give the slack back. */
+    size_t map = bytes + HUGE_PAGE;
+    char *p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    uintptr_t start = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    size_t head = start - (uintptr_t)p;
+    if (head > 0)
+        munmap(p, head);
+    size_t tail = map - head - bytes;
+    if (tail > 0)
+        munmap((char *)start + bytes, tail);
+#ifdef MADV_HUGEPAGE
+    /* advice only: without transparent huge pages the table still works */
+    (void)madvise((void *)start, bytes, MADV_HUGEPAGE);
+#endif
+    *ret_map_bytes = bytes;
+    return (void *)start;
+}
+
+static void table_release(void *table, size_t map_bytes)
+{
+    if (map_bytes > 0)
+        munmap(table, map_bytes);
+    else
+        free(table);
+}
+
+pd_learner *pd_learner_new(const pd_learner_conf *conf, char *errbuf, size_t errlen)
+{
+    pd_learner *l;
+
+    if (pd_learner_check_conf(conf, errbuf, errlen) < 0)
+        return NULL;
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        set_error(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    l->conf = *conf;
+    l->mask = (uint32_t)((1ull << conf->bits) - 1);
+    l->f16 = conf->weights == PD_WEIGHTS_F16;
+    l->stride = stride_of(conf->optimizer);
+    l->entry_bytes = l->stride * (l->f16 ? 2 : 4);
+    l->table_bytes = l->entry_bytes << conf->bits;
+    derive(l);
+
+    l->table = table_alloc(l->table_bytes, &l->table_map_bytes);
+    if (l->table == NULL) {
+        set_error(errbuf, errlen, "cannot allocate a weight table of %zu bytes (bits %d)",
+                  l->table_bytes, conf->bits);
+        goto out_free_learner;
+    }
+    if (conf->admission_min_count > 0) {
+        l->seen = calloc((size_t)1 << conf->bits, 1);
+        if (l->seen == NULL) {
+            set_error(errbuf, errlen, "cannot allocate admission counters (bits %d)", conf->bits);
+            goto out_free_table;
+        }
+    }
+
+    select_kernels(l);
+    return l;
+
+out_free_table:
+    table_release(l->table, l->table_map_bytes);
+out_free_learner:
+    free(l);
+    return NULL;
+}
+
+void pd_learner_free(pd_learner *learner)
+{
+    if (learner == NULL)
+        return;
+    if (learner->table != NULL)
+        table_release(learner->table, learner->table_map_bytes);
+    free(learner->seen);
+    free(learner);
+}
+
+double pd_learner_predict(const pd_learner *learner, const pd_feature *x, size_t n)
+{
+    bool bad;
+    double m = learner->margin(learner, x, n, &bad);
+
+    clip_margin(&m, learner->conf.max_abs_margin);
+    return link_output(learner, m);
+}
+
+void pd_learner_prefetch(const pd_learner *learner, const pd_feature *x, size_t n)
+{
+    const char *tab = learner->table;
+
+    for (size_t i = 0; i < n; i++)
+        __builtin_prefetch(tab + (size_t)(x[i].hash & learner->mask) * learner->entry_bytes, 1);
+    /* a coordinate not yet admitted reads its counter on every occurrence */
+    if (learner->seen != NULL)
+        for (size_t i = 0; i < n; i++)
+            __builtin_prefetch(learner->seen + (x[i].hash & learner->mask), 1);
+}
+
+double pd_learner_learn(pd_learner *learner, const pd_feature *x, size_t n, double label,
+                        double importance)
+{
+    return learner->learn(learner, x, n, label, importance);
+}
+
+static double entry_weight(const pd_learner *l, uint32_t idx)
+{
+    return get_val(l->table, (size_t)idx * l->stride, l->f16);
+}
+
+double pd_learner_weight(const pd_learner *learner, uint32_t hash)
+{
+    return entry_weight(learner, hash & learner->mask);
+}
+
+double pd_learner_intercept(const pd_learner *learner)
+{
+    return learner->conf.intercept ? learner->icpt[0] : 0.0;
+}
+
+static uint64_t count_nonzero(const pd_learner *l)
+{
+    uint64_t nz = 0;
+
+    for (uint64_t i = 0; i <= l->mask; i++)
+        nz += entry_weight(l, (uint32_t)i) != 0.0;
+    return nz;
+}
+
+/* FTRL derives w from z and n, so new alpha, beta, l1 or l2 would move every weight at its
+ * next update. To keep the weights, each z is re-expressed: a non-zero w gets the z that yields
+ * it under the new parameters, z = -sgn(w) (l1' + |w| ((beta' + sqrt(n)) / alpha' + l2')); a
+ * zero w keeps its relative place inside the new dead zone, z' = z l1' / l1. n, the gradient
+ * history, stays; so does the cached w. */
+static void ftrl_reexpress(pd_learner *l, const pd_learner_conf *old)
+{
+    const double l1 = l->conf.l1, inv_alpha = l->inv_alpha, den = l->ftrl_den;
+    const double dead = old->l1 > 0 ? l1 / old->l1 : 0.0;
+
+    for (uint64_t i = 0; i <= l->mask; i++) {
+        size_t pos = (size_t)i * FTRL_STRIDE;
+        double w = get_val(l->table, pos, l->f16), z = get_val(l->table, pos + 1, l->f16);
+        double s = get_val(l->table, pos + 2, l->f16), z_new;
+
+        if (z == 0.0)
+            continue;
+        if (w != 0.0)
+            z_new = copysign(l1 + fabs(w) * (den + s) * inv_alpha, -w);
+        else
+            z_new = z * dead;
+        if (!in_range(z_new))
+            z_new = copysign(STATE_LIMIT, z_new);
+        put_val(l->table, pos + 1, l->f16, z_new, ROUND_NEAREST);
+    }
+    if (l->icpt[0] != 0.0f) {
+        double z_new = -l->icpt[0] * (l->ftrl_icpt_den + l->icpt[2]) * inv_alpha;
+        if (in_range(z_new))
+            l->icpt[1] = (float)z_new;
+    }
+}
+
+int pd_learner_set_conf(pd_learner *learner, const pd_learner_conf *conf)
+{
+    pd_learner_conf old;
+    uint8_t *seen = learner->seen;
+
+    if (pd_learner_check_conf(conf, NULL, 0) < 0)
+        return -EINVAL;
+    if (conf->type != learner->conf.type || conf->loss != learner->conf.loss ||
+        conf->optimizer != learner->conf.optimizer || conf->bits != learner->conf.bits ||
+        conf->weights != learner->conf.weights)
+        return -EINVAL;
+
+    /* admission switched on: counting starts now; entries with state are admitted already */
+    if (conf->admission_min_count > 0 && seen == NULL) {
+        seen = calloc((size_t)1 << conf->bits, 1);
+        if (seen == NULL)
+            return -ENOMEM;
+    }
+
+    if (conf->admission_min_count == 0) {
+        free(seen);
+        seen = NULL;
+    }
+
+    old = learner->conf;
+    learner->conf = *conf;
+    learner->seen = seen;
+    derive(learner);
+    select_kernels(learner);
+    if (conf->optimizer == PD_OPT_FTRL && (old.alpha != conf->alpha || old.beta != conf->beta ||
+                                           old.l1 != conf->l1 || old.l2 != conf->l2)) {
+        ftrl_reexpress(learner, &old);
+    }
+    return 0;
+}
+
+void pd_learner_get_stats(const pd_learner *learner, pd_learner_stats *ret_stats)
+{
+    ret_stats->updates = learner->updates;
+    ret_stats->nonfinite = learner->nonfinite;
+    ret_stats->clipped = learner->clipped;
+    ret_stats->not_admitted = learner->not_admitted;
+    ret_stats->weights_nonzero = learner->nonzero;
+}
+
+size_t pd_learner_memory(const pd_learner *learner)
+{
+    size_t bytes = sizeof(*learner) + learner->table_bytes;
+
+    if (learner->seen != NULL)
+        bytes += (size_t)learner->mask + 1;
+    return bytes;
+}
+
+/* ---- serialisation ----
+ *
+ * Little-endian throughout:
+ *   "PDLEARN\0"  u32 version (1)
+ *   u32 type, loss, optimizer, weights, bits, flags (bit 0: intercept)
+ *   f64 huber_delta, alpha, beta, l1, l2, learning_rate, power_t, initial_t, max_abs_margin
+ *   i64 admission_min_count
+ *   u64 updates, nonfinite, clipped, not_admitted
+ *   u32 intercept state[3] (float32 bits, laid out as a float32 entry: FTRL w, z, sqrt(n);
+ *       AdaGrad w, G; SGD w)
+ *   table:    u32 encoding, u64 count, then entries
+ *   counters: u32 encoding, u64 count, then counters
+ * An encoding is 0 (absent), 1 (raw: all 2^bits entries in index order) or 2 (sparse: count
+ * pairs of u32 index and entry, ascending, for entries that are not all zero). The writer picks
+ * whichever is smaller. An entry is its 16- or 32-bit values in order; a counter is one byte. */
+
+#define SAVE_MAGIC   "PDLEARN"
+#define SAVE_VERSION 1u
+
+enum { ENC_NONE = 0, ENC_RAW = 1, ENC_SPARSE = 2 };
+
+static int write_bytes(FILE *out, const void *p, size_t n)
+{
+    return fwrite(p, 1, n, out) == n ? 0 : -EIO;
+}
+
+static int write_u32(FILE *out, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+
+    return write_bytes(out, b, sizeof(b));
+}
+
+static int write_u64(FILE *out, uint64_t v)
+{
+    int r = write_u32(out, (uint32_t)v);
+
+    return r < 0 ? r : write_u32(out, (uint32_t)(v >> 32));
+}
+
+static int write_f64(FILE *out, double v)
+{
+    uint64_t u;
+
+    memcpy(&u, &v, sizeof(u));
+    return write_u64(out, u);
+}
+
+static int read_bytes(FILE *in, void *p, size_t n)
+{
+    return fread(p, 1, n, in) == n ? 0 : -EIO;
+}
+
+static int read_u32(FILE *in, uint32_t *ret)
+{
+    uint8_t b[4];
+
+    if (read_bytes(in, b, sizeof(b)) < 0)
+        return -EIO;
+    *ret = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return 0;
+}
+
+static int read_u64(FILE *in, uint64_t *ret)
+{
+    uint32_t lo, hi;
+
+    if (read_u32(in, &lo) < 0 || read_u32(in, &hi) < 0)
+        return -EIO;
+    *ret = (uint64_t)hi << 32 | lo;
+    return 0;
+}
+
+static int read_f64(FILE *in, double *ret)
+{
+    uint64_t u;
+
+    if (read_u64(in, &u) < 0)
+        return -EIO;
+    memcpy(ret, &u, sizeof(*ret));
+    return 0;
+}
+
+static bool host_little_endian(void)
+{
+    return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+}
+
+/* One entry's bytes in file order: its 16- or 32-bit units, little-endian. */
+static void entry_to_file(const pd_learner *l, uint32_t idx, uint8_t *buf)
+{
+    const uint8_t *src = (const uint8_t *)l->table + (size_t)idx * l->entry_bytes;
+    size_t unit = l->f16 ? 2 : 4;
+
+    memcpy(buf, src, l->entry_bytes);
+    if (!host_little_endian()) {
+        for (size_t u = 0; u < l->entry_bytes; u += unit)
+            for (size_t a = 0, b = unit - 1; a < b; a++, b--) {
+                uint8_t t = buf[u + a];
+                buf[u + a] = buf[u + b];
+                buf[u + b] = t;
+            }
+    }
+}
+
+static void entry_from_file(pd_learner *l, uint32_t idx, const uint8_t *buf)
+{
+    uint8_t *dst = (uint8_t *)l->table + (size_t)idx * l->entry_bytes;
+    size_t unit = l->f16 ? 2 : 4;
+
+    memcpy(dst, buf, l->entry_bytes);
+    if (!host_little_endian()) {
+        for (size_t u = 0; u < l->entry_bytes; u += unit)
+            for (size_t a = 0, b = unit - 1; a < b; a++, b--) {
+                uint8_t t = dst[u + a];
+                dst[u + a] = dst[u + b];
+                dst[u + b] = t;
+            }
+    }
+}
+
+static bool entry_is_zero(const pd_learner *l, uint32_t idx)
+{
+    const uint8_t *p = (const uint8_t *)l->table + (size_t)idx * l->entry_bytes;
+
+    for (size_t i = 0; i < l->entry_bytes; i++)
+        if (p[i] != 0)
+            return false;
+    return true;
+}
+
+static int save_table(const pd_learner *l, FILE *out)
+{
+    uint64_t size = (uint64_t)l->mask + 1, used = 0;
+    uint8_t buf[FTRL_STRIDE_MAX * sizeof(float)];
+    int r;
+
+    for (uint64_t i = 0; i < size; i++)
+        used += !entry_is_zero(l, (uint32_t)i);
+    if (used * (4 + l->entry_bytes) < size * l->entry_bytes) {
+        if ((r = write_u32(out, ENC_SPARSE)) < 0 || (r = write_u64(out, used)) < 0)
+            return r;
+        for (uint64_t i = 0; i < size; i++) {
+            if (entry_is_zero(l, (uint32_t)i))
+                continue;
+            entry_to_file(l, (uint32_t)i, buf);
+            if ((r = write_u32(out, (uint32_t)i)) < 0 ||
+                (r = write_bytes(out, buf, l->entry_bytes)) < 0)
+                return r;
+        }
+        return 0;
+    }
+    if ((r = write_u32(out, ENC_RAW)) < 0 || (r = write_u64(out, size)) < 0)
+        return r;
+    if (host_little_endian())
+        return write_bytes(out, l->table, l->table_bytes);
+    for (uint64_t i = 0; i < size; i++) {
+        entry_to_file(l, (uint32_t)i, buf);
+        if ((r = write_bytes(out, buf, l->entry_bytes)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int save_counters(const pd_learner *l, FILE *out)
+{
+    uint64_t size = (uint64_t)l->mask + 1, used = 0;
+    int r;
+
+    if (l->seen == NULL) {
+        if ((r = write_u32(out, ENC_NONE)) < 0)
+            return r;
+        return write_u64(out, 0);
+    }
+    for (uint64_t i = 0; i < size; i++)
+        used += l->seen[i] != 0;
+    if (used * 5 < size) {
+        if ((r = write_u32(out, ENC_SPARSE)) < 0 || (r = write_u64(out, used)) < 0)
+            return r;
+        for (uint64_t i = 0; i < size; i++) {
+            if (l->seen[i] == 0)
+                continue;
+            if ((r = write_u32(out, (uint32_t)i)) < 0 || (r = write_bytes(out, &l->seen[i], 1)) < 0)
+                return r;
+        }
+        return 0;
+    }
+    if ((r = write_u32(out, ENC_RAW)) < 0 || (r = write_u64(out, size)) < 0)
+        return r;
+    return write_bytes(out, l->seen, size);
+}
+
+int pd_learner_save(const pd_learner *learner, FILE *out)
+{
+    const pd_learner_conf *c = &learner->conf;
+    int r;
+
+    if ((r = write_bytes(out, SAVE_MAGIC, 8)) < 0 || (r = write_u32(out, SAVE_VERSION)) < 0 ||
+        (r = write_u32(out, (uint32_t)c->type)) < 0 ||
+        (r = write_u32(out, (uint32_t)c->loss)) < 0 ||
+        (r = write_u32(out, (uint32_t)c->optimizer)) < 0 ||
+        (r = write_u32(out, (uint32_t)c->weights)) < 0 ||
+        (r = write_u32(out, (uint32_t)c->bits)) < 0 ||
+        (r = write_u32(out, c->intercept ? 1u : 0u)) < 0)
+        return r;
+    if ((r = write_f64(out, c->huber_delta)) < 0 || (r = write_f64(out, c->alpha)) < 0 ||
+        (r = write_f64(out, c->beta)) < 0 || (r = write_f64(out, c->l1)) < 0 ||
+        (r = write_f64(out, c->l2)) < 0 || (r = write_f64(out, c->learning_rate)) < 0 ||
+        (r = write_f64(out, c->power_t)) < 0 || (r = write_f64(out, c->initial_t)) < 0 ||
+        (r = write_f64(out, c->max_abs_margin)) < 0 ||
+        (r = write_u64(out, (uint64_t)c->admission_min_count)) < 0)
+        return r;
+    if ((r = write_u64(out, learner->updates)) < 0 ||
+        (r = write_u64(out, learner->nonfinite)) < 0 ||
+        (r = write_u64(out, learner->clipped)) < 0 ||
+        (r = write_u64(out, learner->not_admitted)) < 0 ||
+        (r = write_u32(out, f32_bits(learner->icpt[0]))) < 0 ||
+        (r = write_u32(out, f32_bits(learner->icpt[1]))) < 0 ||
+        (r = write_u32(out, f32_bits(learner->icpt[2]))) < 0)
+        return r;
+    if ((r = save_table(learner, out)) < 0 || (r = save_counters(learner, out)) < 0)
+        return r;
+    return 0;
+}
+
+static int truncated(char *errbuf, size_t errlen)
+{
+    set_error(errbuf, errlen, "learner state is truncated");
+    return -EIO;
+}
+
+/* A state file is checked like any input: every value finite and in range, accumulators
+ * (n, G) not negative, so nothing loaded can make a prediction NaN. */
+static bool table_valid(const pd_learner *l)
+{
+    for (uint64_t i = 0; i <= l->mask; i++) {
+        size_t pos = (size_t)i * l->stride;
+        double w = get_val(l->table, pos, l->f16);
+        double a = l->stride > 1 ? get_val(l->table, pos + 1, l->f16) : 0.0;
+        double b = l->stride > 2 ? get_val(l->table, pos + 2, l->f16) : 0.0;
+
+        /* FTRL (w, z, s): s >= 0; AdaGrad (w, G): G >= 0 */
+        double acc = l->conf.optimizer == PD_OPT_FTRL ? b : a;
+        if (!(in_range(w) && in_range(a) && in_range(b) && acc >= 0.0))
+            return false;
+    }
+    return true;
+}
+
+static int load_table(pd_learner *l, FILE *in, char *errbuf, size_t errlen)
+{
+    uint64_t size = (uint64_t)l->mask + 1, count;
+    uint32_t enc, idx, prev = 0;
+    uint8_t buf[FTRL_STRIDE_MAX * sizeof(float)];
+
+    if (read_u32(in, &enc) < 0 || read_u64(in, &count) < 0)
+        goto out_truncated;
+    if (enc == ENC_RAW) {
+        if (count != size) {
+            set_error(errbuf, errlen, "learner state has %llu entries, expected %llu",
+                      (unsigned long long)count, (unsigned long long)size);
+            return -EINVAL;
+        }
+        if (host_little_endian()) {
+            if (read_bytes(in, l->table, l->table_bytes) < 0)
+                goto out_truncated;
+        } else {
+            for (uint64_t i = 0; i < size; i++) {
+                if (read_bytes(in, buf, l->entry_bytes) < 0)
+                    goto out_truncated;
+                entry_from_file(l, (uint32_t)i, buf);
+            }
+        }
+        return 0;
+    }
+    if (enc != ENC_SPARSE || count > size) {
+        set_error(errbuf, errlen, "learner state has a bad table encoding");
+        return -EINVAL;
+    }
+    for (uint64_t i = 0; i < count; i++) {
+        if (read_u32(in, &idx) < 0 || read_bytes(in, buf, l->entry_bytes) < 0)
+            goto out_truncated;
+        if (idx > l->mask || (i > 0 && idx <= prev)) {
+            set_error(errbuf, errlen, "learner state has a bad entry index %u", idx);
+            return -EINVAL;
+        }
+        prev = idx;
+        entry_from_file(l, idx, buf);
+    }
+    return 0;
+
+out_truncated:
+    set_error(errbuf, errlen, "learner state is truncated");
+    return -EIO;
+}
+
+/* Reads the counters; into l->seen when it has them, else reads past them. */
+static int load_counters(pd_learner *l, FILE *in, char *errbuf, size_t errlen)
+{
+    uint64_t size = (uint64_t)l->mask + 1, count;
+    uint32_t enc, idx;
+    uint8_t c, chunk[4096];
+
+    if (read_u32(in, &enc) < 0 || read_u64(in, &count) < 0)
+        goto out_truncated;
+    if (enc == ENC_NONE)
+        return 0;
+    if (enc == ENC_RAW && count == size) {
+        if (l->seen != NULL)
+            return read_bytes(in, l->seen, size) < 0 ? truncated(errbuf, errlen) : 0;
+        for (uint64_t left = size; left > 0;) {
+            size_t n = left < sizeof(chunk) ? (size_t)left : sizeof(chunk);
+            if (read_bytes(in, chunk, n) < 0)
+                goto out_truncated;
+            left -= n;
+        }
+        return 0;
+    }
+    if (enc != ENC_SPARSE || count > size) {
+        set_error(errbuf, errlen, "learner state has a bad counter encoding");
+        return -EINVAL;
+    }
+    for (uint64_t i = 0; i < count; i++) {
+        if (read_u32(in, &idx) < 0 || read_bytes(in, &c, 1) < 0)
+            goto out_truncated;
+        if (idx > l->mask) {
+            set_error(errbuf, errlen, "learner state has a bad counter index %u", idx);
+            return -EINVAL;
+        }
+        if (l->seen != NULL)
+            l->seen[idx] = c;
+    }
+    return 0;
+
+out_truncated:
+    set_error(errbuf, errlen, "learner state is truncated");
+    return -EIO;
+}
+
+pd_learner *pd_learner_load(const pd_learner_conf *conf, FILE *in, char *errbuf, size_t errlen)
+{
+    char magic[8];
+    uint32_t version, type, loss, optimizer, weights, bits, flags, icpt[3];
+    uint64_t admission, updates, nonfinite, clipped, not_admitted;
+    pd_learner_conf saved;
+    pd_learner *l = NULL;
+
+    if (pd_learner_check_conf(conf, errbuf, errlen) < 0)
+        return NULL;
+    if (read_bytes(in, magic, sizeof(magic)) < 0 || read_u32(in, &version) < 0)
+        goto out_truncated;
+    if (memcmp(magic, SAVE_MAGIC, sizeof(magic)) != 0) {
+        set_error(errbuf, errlen, "not a learner state");
+        return NULL;
+    }
+    if (version != SAVE_VERSION) {
+        set_error(errbuf, errlen, "learner state version %u is not supported", version);
+        return NULL;
+    }
+    if (read_u32(in, &type) < 0 || read_u32(in, &loss) < 0 || read_u32(in, &optimizer) < 0 ||
+        read_u32(in, &weights) < 0 || read_u32(in, &bits) < 0 || read_u32(in, &flags) < 0)
+        goto out_truncated;
+    if (type != (uint32_t)conf->type || loss != (uint32_t)conf->loss ||
+        optimizer != (uint32_t)conf->optimizer || weights != (uint32_t)conf->weights ||
+        bits != (uint32_t)conf->bits) {
+        set_error(errbuf, errlen,
+                  "learner state is for type %u loss %u optimizer %u weights %u bits %u; the "
+                  "configuration asks for type %d loss %d optimizer %d weights %d bits %d",
+                  type, loss, optimizer, weights, bits, (int)conf->type, (int)conf->loss,
+                  (int)conf->optimizer, (int)conf->weights, conf->bits);
+        return NULL;
+    }
+
+    /* the learner is built under the saved hyper-parameters, then moved to conf's */
+    saved = *conf;
+    if (read_f64(in, &saved.huber_delta) < 0 || read_f64(in, &saved.alpha) < 0 ||
+        read_f64(in, &saved.beta) < 0 || read_f64(in, &saved.l1) < 0 ||
+        read_f64(in, &saved.l2) < 0 || read_f64(in, &saved.learning_rate) < 0 ||
+        read_f64(in, &saved.power_t) < 0 || read_f64(in, &saved.initial_t) < 0 ||
+        read_f64(in, &saved.max_abs_margin) < 0 || read_u64(in, &admission) < 0)
+        goto out_truncated;
+    (void)admission; /* conf decides admission from now on */
+    saved.intercept = conf->intercept;
+    saved.admission_min_count = conf->admission_min_count;
+    if (read_u64(in, &updates) < 0 || read_u64(in, &nonfinite) < 0 || read_u64(in, &clipped) < 0 ||
+        read_u64(in, &not_admitted) < 0 || read_u32(in, &icpt[0]) < 0 ||
+        read_u32(in, &icpt[1]) < 0 || read_u32(in, &icpt[2]) < 0)
+        goto out_truncated;
+    (void)flags;
+
+    l = pd_learner_new(&saved, errbuf, errlen);
+    if (l == NULL)
+        return NULL;
+    l->updates = updates;
+    l->nonfinite = nonfinite;
+    l->clipped = clipped;
+    l->not_admitted = not_admitted;
+    for (size_t k = 0; k < 3; k++)
+        l->icpt[k] = f32_from_bits(icpt[k]);
+    /* FTRL (w, z, s): s >= 0; AdaGrad (w, G): G >= 0 */
+    float acc = l->icpt[conf->optimizer == PD_OPT_FTRL ? 2 : 1];
+    if (!(in_range(l->icpt[0]) && in_range(l->icpt[1]) && in_range(l->icpt[2]) && acc >= 0.0f)) {
+        set_error(errbuf, errlen, "learner state has a non-finite intercept");
+        goto out_free_learner;
+    }
+    if (load_table(l, in, errbuf, errlen) < 0 || load_counters(l, in, errbuf, errlen) < 0)
+        goto out_free_learner;
+    if (!table_valid(l)) {
+        set_error(errbuf, errlen, "learner state has values out of range");
+        goto out_free_learner;
+    }
+    l->nonzero = count_nonzero(l);
+    if (pd_learner_set_conf(l, conf) < 0) {
+        set_error(errbuf, errlen, "cannot apply the configuration to the loaded learner");
+        goto out_free_learner;
+    }
+    return l;
+
+out_truncated:
+    set_error(errbuf, errlen, "learner state is truncated");
+    return NULL;
+out_free_learner:
+    pd_learner_free(l);
+    return NULL;
+}

@@ -7,11 +7,35 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config/config.h"
 #include "models/sparse.h"
 
 typedef struct pd_learner pd_learner;
+
+/* What the learner does, beyond the formulas (in learner.c and the python reference):
+ *  - Threads: a learner is not synchronised. learn(), set_conf() and free() need it alone;
+ *    predict(), prefetch(), weight(), get_stats() and save() only read and may run together
+ *    while nothing writes.
+ *  - The intercept (conf.intercept) is one coordinate outside the hashed table, value 1, same
+ *    optimizer, never regularised by l1 or l2. l1 is FTRL's only; AdaGrad and SGD ignore it.
+ *    L2 decays only the coordinates an example touches, once per update, whatever the
+ *    importance weight.
+ *  - Index = hash & (2^bits - 1): colliding features share a weight; a hash that occurs twice
+ *    in one example updates twice.
+ *  - Non-finite feature values, labels or importance weights: predict() takes such a value as
+ *    0; learn() skips the whole update and counts it in stats.nonfinite. importance <= 0 makes
+ *    learn() a predict(). Outputs are never NaN or infinite.
+ *  - stats.clipped counts learn() calls whose margin was clipped (predict() clips silently).
+ *  - Admission (admission_min_count N > 0, N <= 255): one saturating byte per table entry counts
+ *    the learn() occurrences of an entry that has no state yet; it predicts and learns from the
+ *    N-th on. Colliding features are admitted together, as they share the weight anyway.
+ *  - weights: f16 stores bfloat16 with stochastic rounding (learner.c says why), half the
+ *    memory of f32; the intercept stays float32.
+ *  - Memory: 2^bits entries of pd_learner_bytes_per_weight() bytes (FTRL 16, AdaGrad 8,
+ *    SGD 4; halved for f16; +1 with admission), allocated zeroed and backed only as touched
+ *    (tables of 2 MiB or more are mapped and advised for transparent huge pages). */
 
 typedef struct pd_learner_stats {
     uint64_t updates;        /* learn() calls that changed weights */
@@ -34,6 +58,15 @@ double pd_learner_predict(const pd_learner *learner, const pd_feature *x, size_t
 double pd_learner_learn(pd_learner *learner, const pd_feature *x, size_t n, double label,
                         double importance);
 
+/* Starts loading the table entries x will touch, without waiting for them. Call it for the
+ * next example before predict()/learn() of the current one: the entries' cache misses then
+ * overlap with this example's arithmetic instead of adding to the next one. Optional; reads
+ * nothing, changes nothing. */
+void pd_learner_prefetch(const pd_learner *learner, const pd_feature *x, size_t n);
+
+/* (For FTRL, whose weights follow from z and n, new alpha, beta, l1 or l2 re-express every z
+ * so that each weight stays as it was: one pass over the table. Switching admission on starts
+ * counting from then; switching it off frees the counters.) */
 /* Takes new hyper-parameters (rates, L1/L2, margins) without touching the weights. Refuses
  * (-EINVAL) a change of type, loss, optimizer, bits or weight format: those need a new learner. */
 int pd_learner_set_conf(pd_learner *learner, const pd_learner_conf *conf);
@@ -41,7 +74,30 @@ int pd_learner_set_conf(pd_learner *learner, const pd_learner_conf *conf);
 void pd_learner_get_stats(const pd_learner *learner, pd_learner_stats *ret_stats);
 
 /* Bytes of weight and optimizer state, and bytes per weight-table entry. */
+/* (pd_learner_memory() counts the table at its full size, whether touched or not, and the
+ * admission counters; pd_learner_bytes_per_weight() includes the counter byte.) */
 size_t pd_learner_memory(const pd_learner *learner);
 size_t pd_learner_bytes_per_weight(const pd_learner_conf *conf);
+
+/* Checks conf the way pd_learner_new() does, without allocating: 0, or -EINVAL and the reason in
+ * errbuf (e.g. "ftrl beta must be > 0"). For `propensityd check` and reload validation. */
+int pd_learner_check_conf(const pd_learner_conf *conf, char *errbuf, size_t errlen);
+
+/* The weight the coordinate of hash has now (what one unit of its value adds to the margin), and
+ * the intercept's weight (0 without one). For tests and introspection; not for the hot path. */
+double pd_learner_weight(const pd_learner *learner, uint32_t hash);
+double pd_learner_intercept(const pd_learner *learner);
+
+/* Serialises weights, optimizer state, admission counts, the update counter SGD's schedule needs,
+ * the stats and the hyper-parameters they were learned under, in a little-endian binary form
+ * (the format is described in learner.c). Checksums and atomic files are the snapshot module's
+ * job. Returns 0 or -errno (-EIO when a write fails). */
+int pd_learner_save(const pd_learner *learner, FILE *out);
+
+/* Reads what pd_learner_save() wrote into a new learner for conf. Type, loss, optimizer, bits
+ * and weight format must match what was saved (else NULL and the reason in errbuf); differing
+ * hyper-parameters are taken as pd_learner_set_conf() would take them, so predictions right
+ * after loading are those of the saved learner. Reads exactly the saved bytes from in. */
+pd_learner *pd_learner_load(const pd_learner_conf *conf, FILE *in, char *errbuf, size_t errlen);
 
 #endif
