@@ -1,0 +1,891 @@
+/* The engine's per-event path. Order matters and is the same in the daemon and in replay:
+ * watermark -> positives of this event -> user state -> features -> predict every model ->
+ * take examples -> bounds. */
+#include "pipeline/engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/featurizer.h"
+#include "pipeline/user_state.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+typedef struct model {
+    char *name;
+    char *output;
+    uint64_t fingerprint;
+    pd_learner_conf lconf;
+    pd_learner *learner;
+    pd_metrics *metrics;
+    size_t metrics_window;
+    int *features;
+    size_t n_features;
+    uint32_t example_on;
+    pd_label_kind label;
+    pd_label_rule rule;
+    int value_slot; /* -1: the event's value field */
+    int weight_slot; /* -1: importance 1 */
+    bool publish;
+    pd_quality_gate gate;
+    bool gate_open;
+    uint64_t generation;
+    uint64_t examples, positives, predictions;
+    uint64_t next_gate_check;
+} model;
+
+struct pd_engine {
+    pd_decoder *decoder;
+    pd_featurizer *features;
+    pd_user_state *users;
+    pd_labels *labels;
+    model *models;
+    size_t n_models;
+    size_t n_types;
+    int forget_type;
+    uint32_t label_types;
+    int64_t lateness_ms;
+    int64_t max_users;
+    int64_t idle_ttl_ms;
+    uint64_t generation;
+    pd_feature *x; /* gather buffer, sized for the widest model */
+    size_t x_cap;
+    pd_score *scores;
+    pd_value *missing;
+    size_t n_paths;
+    pd_engine_stats stats;
+};
+
+/* ---- building from a config ---- */
+
+typedef struct path_list {
+    char **paths;
+    size_t n;
+} path_list;
+
+static int path_slot(path_list *pl, const char *path)
+{
+    for (size_t i = 0; i < pl->n; i++)
+        if (strcmp(pl->paths[i], path) == 0)
+            return (int)i;
+    char **np = realloc(pl->paths, (pl->n + 1) * sizeof *np);
+    if (!np)
+        return -ENOMEM;
+    pl->paths = np;
+    if (!(pl->paths[pl->n] = strdup(path)))
+        return -ENOMEM;
+    return (int)pl->n++;
+}
+
+static void path_list_release(path_list *pl)
+{
+    for (size_t i = 0; i < pl->n; i++)
+        free(pl->paths[i]);
+    free(pl->paths);
+}
+
+static void model_release(model *m)
+{
+    free(m->name);
+    free(m->output);
+    free(m->features);
+    pd_learner_free(m->learner);
+    pd_metrics_free(m->metrics);
+    memset(m, 0, sizeof *m);
+}
+
+static pd_metrics_kind metrics_kind(pd_model_type t)
+{
+    return t == PD_MODEL_LINEAR ? PD_METRICS_REGRESSOR
+                                : (t == PD_MODEL_HINGE ? PD_METRICS_MARGIN : PD_METRICS_CLASSIFIER);
+}
+
+/* The engine parts a config determines, built aside so a reload can fail without harm. */
+typedef struct parts {
+    pd_decoder *decoder;
+    pd_featurizer *features;
+    pd_user_layout layout;
+    model *models;
+    size_t n_models;
+    pd_feature *x;
+    size_t x_cap;
+    pd_score *scores;
+    pd_value *missing; /* one PD_VALUE_MISSING per decoded path */
+    size_t n_paths;
+    uint32_t label_types;
+} parts;
+
+static void parts_release(parts *p)
+{
+    pd_decoder_free(p->decoder);
+    pd_featurizer_free(p->features);
+    for (size_t i = 0; p->models && i < p->n_models; i++)
+        model_release(&p->models[i]);
+    free(p->models);
+    free(p->x);
+    free(p->scores);
+    free(p->missing);
+    memset(p, 0, sizeof *p);
+}
+
+/* Builds everything but the learners (which a reload may keep). */
+static int parts_build(parts *p, const pd_config *conf, char *errbuf, size_t errlen)
+{
+    path_list pl = {0};
+    int *slots = NULL;
+    int r = -ENOMEM;
+    memset(p, 0, sizeof *p);
+
+    slots = calloc(conf->n_features ? conf->n_features : 1, sizeof *slots);
+    p->models = calloc(conf->n_models ? conf->n_models : 1, sizeof *p->models);
+    if (!slots || !p->models)
+        goto out_nomem;
+    p->n_models = conf->n_models;
+    for (size_t i = 0; i < conf->n_features; i++) {
+        const pd_feature_conf *f = &conf->features[i];
+        bool has_field = f->kind == PD_FEAT_CATEGORICAL || f->kind == PD_FEAT_NUMERIC ||
+                         f->kind == PD_FEAT_TEXT;
+        slots[i] = has_field && f->field ? path_slot(&pl, f->field) : -1;
+        if (has_field && f->field && slots[i] < 0)
+            goto out_nomem;
+    }
+    for (size_t i = 0; i < conf->n_models; i++) {
+        const pd_model_conf *mc = &conf->models[i];
+        model *m = &p->models[i];
+        m->name = strdup(mc->name);
+        m->output = strdup(mc->output ? mc->output : mc->name);
+        m->features = malloc((mc->n_features ? mc->n_features : 1) * sizeof *m->features);
+        if (!m->name || !m->output || !m->features)
+            goto out_nomem;
+        memcpy(m->features, mc->features, mc->n_features * sizeof *m->features);
+        m->n_features = mc->n_features;
+        m->fingerprint = pd_config_model_fingerprint(conf, i);
+        m->lconf = mc->learner;
+        m->example_on = mc->example_on;
+        m->label = mc->label;
+        m->rule.positive_on = mc->positive_on;
+        m->rule.window_ms = mc->window_ms;
+        m->rule.match_item = mc->match == PD_MATCH_USER_ITEM;
+        m->value_slot = -1;
+        m->weight_slot = -1;
+        if (mc->label == PD_LABEL_VALUE_FROM && mc->value_field &&
+            strcmp(mc->value_field, "value") != 0 &&
+            !(conf->events.field_value && strcmp(mc->value_field, conf->events.field_value) == 0)) {
+            if ((m->value_slot = path_slot(&pl, mc->value_field)) < 0)
+                goto out_nomem;
+        }
+        if (mc->weight_field && (m->weight_slot = path_slot(&pl, mc->weight_field)) < 0)
+            goto out_nomem;
+        m->publish = mc->publish;
+        m->gate = mc->gate;
+        m->gate_open = true;
+        m->generation = 1;
+        if (mc->label == PD_LABEL_POSITIVE_WITHIN && mc->positive_on >= 0 && mc->positive_on < 32)
+            p->label_types |= UINT32_C(1) << mc->positive_on;
+    }
+
+    p->decoder = pd_decoder_new(&conf->events, (const char *const *)pl.paths, pl.n, errbuf,
+                                errlen);
+    if (!p->decoder) {
+        r = -EINVAL;
+        goto out_release;
+    }
+    p->features = pd_featurizer_new(conf, slots, errbuf, errlen);
+    if (!p->features) {
+        r = -EINVAL;
+        goto out_release;
+    }
+    p->layout = *pd_featurizer_layout(p->features);
+    p->layout.label_types = p->label_types;
+    for (size_t i = 0; i < p->n_models; i++) {
+        size_t w = pd_featurizer_max_nnz(p->features, p->models[i].features,
+                                         p->models[i].n_features);
+        if (w > p->x_cap)
+            p->x_cap = w;
+    }
+    p->x = malloc((p->x_cap ? p->x_cap : 1) * sizeof *p->x);
+    p->scores = malloc((p->n_models ? p->n_models : 1) * sizeof *p->scores);
+    p->missing = calloc(pl.n ? pl.n : 1, sizeof *p->missing);
+    p->n_paths = pl.n;
+    if (!p->x || !p->scores || !p->missing)
+        goto out_nomem;
+    free(slots);
+    path_list_release(&pl);
+    return 0;
+
+out_nomem:
+    snprintf(errbuf, errlen, "out of memory building the pipeline");
+out_release:
+    free(slots);
+    path_list_release(&pl);
+    parts_release(p);
+    return r;
+}
+
+static int model_start(model *m, const pd_config *conf, size_t i, char *errbuf, size_t errlen)
+{
+    char err[256];
+    m->learner = pd_learner_new(&m->lconf, err, sizeof err);
+    if (!m->learner) {
+        snprintf(errbuf, errlen, "model \"%s\": %s", m->name, err);
+        return -EINVAL;
+    }
+    int64_t window = conf->models[i].metrics_window > 0 ? conf->models[i].metrics_window : 10000;
+    m->metrics_window = (size_t)window;
+    m->metrics = pd_metrics_new(metrics_kind(m->lconf.type), m->metrics_window);
+    if (!m->metrics) {
+        snprintf(errbuf, errlen, "out of memory for model \"%s\" metrics", m->name);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void parts_install(pd_engine *eng, parts *p)
+{
+    eng->decoder = p->decoder;
+    eng->features = p->features;
+    eng->models = p->models;
+    eng->n_models = p->n_models;
+    eng->x = p->x;
+    eng->x_cap = p->x_cap;
+    eng->scores = p->scores;
+    eng->missing = p->missing;
+    eng->n_paths = p->n_paths;
+    eng->label_types = p->label_types;
+    memset(p, 0, sizeof *p);
+}
+
+static void engine_settings(pd_engine *eng, const pd_config *conf)
+{
+    eng->n_types = conf->events.n_types;
+    eng->forget_type = conf->events.forget_type;
+    eng->lateness_ms = conf->state.allowed_lateness_ms;
+    eng->max_users = conf->state.max_users;
+    eng->idle_ttl_ms = conf->state.user_idle_ttl_ms;
+}
+
+pd_engine *pd_engine_new(const pd_config *conf, char *errbuf, size_t errlen)
+{
+    parts p;
+    pd_engine *eng = calloc(1, sizeof *eng);
+    if (!eng) {
+        snprintf(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    if (parts_build(&p, conf, errbuf, errlen) < 0)
+        goto out_free;
+    for (size_t i = 0; i < p.n_models; i++)
+        if (model_start(&p.models[i], conf, i, errbuf, errlen) < 0)
+            goto out_release_parts;
+    eng->users = pd_user_state_new(&p.layout, errbuf, errlen);
+    if (!eng->users)
+        goto out_release_parts;
+    eng->labels = pd_labels_new(conf->state.max_pending_per_user, conf->state.max_pending_total,
+                                errbuf, errlen);
+    if (!eng->labels)
+        goto out_release_parts;
+    parts_install(eng, &p);
+    engine_settings(eng, conf);
+    eng->generation = 1;
+    eng->stats.max_event_ts_ms = INT64_MIN;
+    eng->stats.watermark_ms = INT64_MIN;
+    return eng;
+
+out_release_parts:
+    parts_release(&p);
+out_free:
+    pd_engine_free(eng);
+    return NULL;
+}
+
+void pd_engine_free(pd_engine *eng)
+{
+    if (!eng)
+        return;
+    pd_labels_free(eng->labels); /* before the users its examples point at */
+    pd_user_state_free(eng->users);
+    pd_decoder_free(eng->decoder);
+    pd_featurizer_free(eng->features);
+    for (size_t i = 0; i < eng->n_models; i++)
+        model_release(&eng->models[i]);
+    free(eng->models);
+    free(eng->x);
+    free(eng->scores);
+    free(eng->missing);
+    free(eng);
+}
+
+/* ---- per event ---- */
+
+pd_decode_error pd_engine_decode(pd_engine *eng, const char *buf, size_t len,
+                                 int64_t fallback_ts_ms, pd_event *ret_event, char *detail,
+                                 size_t detail_len)
+{
+    pd_decode_error err =
+        pd_decoder_decode(eng->decoder, buf, len, fallback_ts_ms, ret_event, detail, detail_len);
+    if (err != PD_DECODE_OK)
+        eng->stats.decode_errors[err]++;
+    return err;
+}
+
+static void gate_check(model *m)
+{
+    if (!m->gate.enabled || m->examples < m->next_gate_check)
+        return;
+    pd_metrics_report rep;
+    pd_metrics_report_get(m->metrics, &rep);
+    /* judge at most every tenth of the recent window, so the check stays cheap */
+    uint64_t step = rep.recent_examples / 10 > 100 ? rep.recent_examples / 10 : 100;
+    m->next_gate_check = m->examples + step;
+    if ((int64_t)m->examples < m->gate.min_examples) {
+        m->gate_open = true;
+        return;
+    }
+    bool ok = true;
+    if (m->lconf.type == PD_MODEL_LINEAR) {
+        if (m->gate.max_rmse > 0 && !(rep.recent_rmse <= m->gate.max_rmse))
+            ok = false;
+    } else {
+        if (m->gate.min_auc > 0 && isfinite(rep.recent_auc) && rep.recent_auc < m->gate.min_auc)
+            ok = false;
+        if (m->gate.max_log_loss > 0 && m->lconf.type == PD_MODEL_LOGISTIC &&
+            !(rep.recent_log_loss <= m->gate.max_log_loss))
+            ok = false;
+    }
+    m->gate_open = ok;
+}
+
+static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double label,
+                     double weight)
+{
+    pd_engine *eng = ctx;
+    model *m = &eng->models[mi];
+    double pred = pd_learner_learn(m->learner, x, n, label, weight);
+    pd_metrics_add(m->metrics, pred, label, weight);
+    m->examples++;
+    if (label > 0.5)
+        m->positives++;
+    gate_check(m);
+}
+
+static uint32_t item_hash32(const pd_event *ev)
+{
+    return (uint32_t)XXH3_64bits(ev->item, ev->item_len);
+}
+
+static void forget_user(pd_engine *eng, pd_user *u)
+{
+    pd_labels_forget_user(eng->labels, u);
+    pd_user_state_remove(eng->users, u);
+}
+
+static void enforce_user_bounds(pd_engine *eng, const pd_user *current)
+{
+    for (;;) {
+        pd_user *old = pd_user_state_oldest(eng->users);
+        if (!old || old == current)
+            return;
+        bool over = eng->max_users > 0 &&
+                    (int64_t)pd_user_state_count(eng->users) > eng->max_users;
+        bool idle = eng->idle_ttl_ms > 0 && eng->stats.watermark_ms != INT64_MIN &&
+                    old->seen_ts_ms < eng->stats.watermark_ms - eng->idle_ttl_ms;
+        if (!over && !idle)
+            return;
+        forget_user(eng, old);
+        eng->stats.users_evicted++;
+    }
+}
+
+static double field_number(const pd_event *ev, int slot, double fallback)
+{
+    if (slot < 0 || (size_t)slot >= ev->n_fields)
+        return fallback;
+    const pd_value *v = &ev->fields[slot];
+    if (v->kind == PD_VALUE_NUMBER || v->kind == PD_VALUE_BOOL)
+        return v->num;
+    return fallback;
+}
+
+int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_result)
+{
+    int r = 0;
+    eng->stats.events++;
+    if (ev->type >= 0 && ev->type < PD_MAX_EVENT_TYPES)
+        eng->stats.events_by_type[ev->type]++;
+    if (ev->ts_ms > eng->stats.max_event_ts_ms) {
+        eng->stats.max_event_ts_ms = ev->ts_ms;
+        eng->stats.watermark_ms = ev->ts_ms - eng->lateness_ms;
+        pd_labels_advance(eng->labels, eng->stats.watermark_ms, on_label, eng);
+    }
+
+    pd_engine_result res = {.ts_ms = ev->ts_ms, .scores = eng->scores};
+    bool created;
+    pd_user *u = pd_user_state_get(eng->users, ev->user, ev->user_len, ev->ts_ms, &created);
+    if (!u)
+        return -ENOMEM;
+    res.user = u->id;
+    res.user_len = u->id_len;
+    if (ev->type == eng->forget_type) {
+        forget_user(eng, u);
+        eng->stats.forgotten++;
+        res.user = ev->user;
+        res.user_len = ev->user_len;
+        res.forgotten = true;
+        *ret_result = res;
+        return 0;
+    }
+
+    bool has_item = ev->item_len > 0;
+    uint32_t item = has_item ? item_hash32(ev) : 0;
+    bool is_label_event = ev->type < 32 && (eng->label_types & (UINT32_C(1) << ev->type));
+    if (is_label_event)
+        pd_labels_positive(eng->labels, u, ev->type, ev->ts_ms, item, on_label, eng);
+
+    pd_user_before before;
+    pd_user_before_capture(u, eng->n_types, &before);
+    pd_user_state_apply(eng->users, u, ev->type, ev->ts_ms, item, has_item, ev->value,
+                        ev->has_value);
+    pd_featurizer_build(eng->features, ev, eng->users, u, &before, true);
+
+    for (size_t i = 0; i < eng->n_models; i++) {
+        model *m = &eng->models[i];
+        size_t n = pd_featurizer_gather(eng->features, m->features, m->n_features, eng->x);
+        double p = pd_learner_predict(m->learner, eng->x, n);
+        m->predictions++;
+        if (m->example_on & (UINT32_C(1) << ev->type)) {
+            double w = field_number(ev, m->weight_slot, 1.0);
+            if (!(w > 0) || !isfinite(w))
+                w = 1.0;
+            if (m->label == PD_LABEL_VALUE_FROM) {
+                bool has = m->value_slot < 0 ? ev->has_value : true;
+                double y = m->value_slot < 0 ? ev->value : field_number(ev, m->value_slot, NAN);
+                if (has && isfinite(y))
+                    on_label(eng, (int)i, eng->x, n, y, w);
+            } else if (pd_labels_add(eng->labels, u, (int)i, &m->rule, ev->ts_ms, item, eng->x, n,
+                                     w, eng->stats.watermark_ms, is_label_event, on_label,
+                                     eng) < 0) {
+                r = -ENOMEM;
+            }
+        }
+        if (m->publish && m->gate_open)
+            eng->scores[res.n_scores++] = (pd_score){.model = (int)i, .value = p};
+    }
+    enforce_user_bounds(eng, u);
+    *ret_result = res;
+    return r;
+}
+
+/* ---- reload ---- */
+
+int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh,
+                          size_t fresh_len, char *errbuf, size_t errlen)
+{
+    parts p;
+    int *old_to_new = NULL;
+    size_t fresh_used = 0;
+    if (ret_fresh && fresh_len)
+        ret_fresh[0] = '\0';
+    if (parts_build(&p, conf, errbuf, errlen) < 0)
+        return -EINVAL;
+    old_to_new = malloc((eng->n_models ? eng->n_models : 1) * sizeof *old_to_new);
+    if (!old_to_new) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto out_release;
+    }
+    for (size_t j = 0; j < eng->n_models; j++)
+        old_to_new[j] = -1;
+    bool changed = eng->n_models != p.n_models;
+    /* first pass: everything that can fail, without touching the running engine */
+    for (size_t i = 0; i < p.n_models; i++) {
+        model *m = &p.models[i];
+        int old = -1;
+        for (size_t j = 0; j < eng->n_models; j++)
+            if (strcmp(eng->models[j].name, m->name) == 0)
+                old = (int)j;
+        if (old >= 0 && eng->models[old].fingerprint == m->fingerprint &&
+            old_to_new[old] < 0) {
+            old_to_new[old] = (int)i; /* kept: learner and metrics move over below */
+            continue;
+        }
+        changed = true;
+        if (model_start(m, conf, i, errbuf, errlen) < 0)
+            goto out_release;
+        if (ret_fresh && fresh_len > fresh_used) {
+            int w = snprintf(ret_fresh + fresh_used, fresh_len - fresh_used, "%s\"%s\" (%s)",
+                             fresh_used ? ", " : "", m->name,
+                             old >= 0 ? "features or weights changed" : "new");
+            if (w > 0)
+                fresh_used += (size_t)w;
+        }
+    }
+    if (pd_user_state_relayout(eng->users, &p.layout, errbuf, errlen) < 0)
+        goto out_release;
+
+    /* from here on nothing fails */
+    for (size_t j = 0; j < eng->n_models; j++) {
+        model *om = &eng->models[j];
+        if (old_to_new[j] < 0)
+            continue;
+        model *m = &p.models[old_to_new[j]];
+        pd_learner_set_conf(om->learner, &m->lconf);
+        if (memcmp(&om->lconf, &m->lconf, sizeof m->lconf) != 0 || om->publish != m->publish ||
+            memcmp(&om->gate, &m->gate, sizeof m->gate) != 0 ||
+            om->example_on != m->example_on ||
+            memcmp(&om->rule, &m->rule, sizeof m->rule) != 0) {
+            m->generation = om->generation + 1;
+            changed = true;
+        } else {
+            m->generation = om->generation;
+        }
+        m->learner = om->learner;
+        m->metrics = om->metrics;
+        m->metrics_window = om->metrics_window;
+        m->examples = om->examples;
+        m->positives = om->positives;
+        m->predictions = om->predictions;
+        m->gate_open = om->gate_open;
+        m->next_gate_check = 0;
+        om->learner = NULL;
+        om->metrics = NULL;
+    }
+    pd_labels_remap_models(eng->labels, old_to_new, eng->n_models);
+    pd_labels_set_bounds(eng->labels, conf->state.max_pending_per_user,
+                         conf->state.max_pending_total);
+    pd_featurizer_adopt(p.features, eng->features);
+
+    pd_decoder_free(eng->decoder);
+    pd_featurizer_free(eng->features);
+    for (size_t j = 0; j < eng->n_models; j++)
+        model_release(&eng->models[j]);
+    free(eng->models);
+    free(eng->x);
+    free(eng->scores);
+    free(eng->missing);
+    parts_install(eng, &p);
+    engine_settings(eng, conf);
+    if (changed)
+        eng->generation++;
+    free(old_to_new);
+    return 0;
+
+out_release:
+    free(old_to_new);
+    parts_release(&p);
+    return -EINVAL;
+}
+
+bool pd_engine_forget(pd_engine *eng, const char *user, size_t len)
+{
+    pd_user *u = pd_user_state_find(eng->users, user, len);
+    if (!u)
+        return false;
+    forget_user(eng, u);
+    eng->stats.forgotten++;
+    return true;
+}
+
+uint64_t pd_engine_generation(const pd_engine *eng)
+{
+    return eng->generation;
+}
+
+void pd_engine_get_stats(const pd_engine *eng, pd_engine_stats *ret_stats)
+{
+    pd_engine_stats s = eng->stats;
+    s.users = pd_user_state_count(eng->users);
+    pd_labels_get_stats(eng->labels, &s.labels);
+    s.memory_users = pd_user_state_memory(eng->users);
+    s.memory_pending = pd_labels_memory(eng->labels);
+    s.memory_models = 0;
+    for (size_t i = 0; i < eng->n_models; i++)
+        s.memory_models += pd_learner_memory(eng->models[i].learner);
+    *ret_stats = s;
+}
+
+size_t pd_engine_model_count(const pd_engine *eng)
+{
+    return eng->n_models;
+}
+
+void pd_engine_model_info(const pd_engine *eng, size_t i, pd_model_info *ret_info)
+{
+    const model *m = &eng->models[i];
+    pd_model_info info = {
+        .name = m->name,
+        .output = m->output,
+        .type = m->lconf.type,
+        .generation = m->generation,
+        .examples = m->examples,
+        .positives = m->positives,
+        .predictions = m->predictions,
+        .gate_open = m->gate_open,
+        .memory = pd_learner_memory(m->learner),
+    };
+    pd_metrics_report_get(m->metrics, &info.metrics);
+    pd_learner_get_stats(m->learner, &info.learner);
+    *ret_info = info;
+}
+
+int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score *scores,
+                         size_t max)
+{
+    pd_user *u = pd_user_state_find(eng->users, user, len);
+    if (!u)
+        return -ENOENT;
+    /* an event with only the user and its latest time: state features, no event fields;
+     * read-only, so normalisers and vocabularies do not learn from a query */
+    pd_event ev = {.user = u->id, .user_len = u->id_len, .item = "", .text = "", .type = -1,
+                   .ts_ms = u->last_ts_ms, .fields = eng->missing, .n_fields = eng->n_paths};
+    pd_user_before before;
+    pd_user_before_capture(u, eng->n_types, &before);
+    pd_featurizer_build(eng->features, &ev, eng->users, u, &before, false);
+    size_t k = 0;
+    for (size_t i = 0; i < eng->n_models && k < max; i++) {
+        model *m = &eng->models[i];
+        size_t n = pd_featurizer_gather(eng->features, m->features, m->n_features, eng->x);
+        scores[k++] = (pd_score){.model = (int)i, .value = pd_learner_predict(m->learner,
+                                                                               eng->x, n)};
+    }
+    return (int)k;
+}
+
+/* ---- snapshots ---- */
+
+#define ENGINE_SECTION_VERSION 1
+
+static int put_bytes(FILE *f, const void *p, size_t n)
+{
+    return n == 0 || fwrite(p, 1, n, f) == n ? 0 : -EIO;
+}
+
+static int get_bytes(FILE *f, void *p, size_t n)
+{
+    return n == 0 || fread(p, 1, n, f) == n ? 0 : -EIO;
+}
+
+static int put_str(FILE *f, const char *s)
+{
+    uint16_t n = (uint16_t)strlen(s);
+    return put_bytes(f, &n, sizeof n) | put_bytes(f, s, n);
+}
+
+static int get_str(FILE *f, char *buf, size_t cap)
+{
+    uint16_t n;
+    if (get_bytes(f, &n, sizeof n) || n >= cap || get_bytes(f, buf, n))
+        return -EIO;
+    buf[n] = '\0';
+    return 0;
+}
+
+static int save_model(const model *m, pd_snapshot_writer *w)
+{
+    char name[300];
+    snprintf(name, sizeof name, "model/%s", m->name);
+    FILE *f = pd_snapshot_writer_section(w, name);
+    if (!f)
+        return -EIO;
+    uint8_t gate = m->gate_open;
+    int r = put_bytes(f, &m->fingerprint, sizeof m->fingerprint) |
+            put_bytes(f, &m->generation, sizeof m->generation) |
+            put_bytes(f, &m->examples, sizeof m->examples) |
+            put_bytes(f, &m->positives, sizeof m->positives) |
+            put_bytes(f, &m->predictions, sizeof m->predictions) | put_bytes(f, &gate, 1);
+    if (r)
+        return -EIO;
+    if ((r = pd_learner_save(m->learner, f)) < 0)
+        return r;
+    return pd_metrics_save(m->metrics, f);
+}
+
+int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, size_t errlen)
+{
+    const char *what = "engine";
+    FILE *f = pd_snapshot_writer_section(w, "engine");
+    if (!f)
+        goto out_io;
+    uint32_t version = ENGINE_SECTION_VERSION, n_models = (uint32_t)eng->n_models;
+    const pd_engine_stats *st = &eng->stats;
+    int r = put_bytes(f, &version, sizeof version) |
+            put_bytes(f, &eng->generation, sizeof eng->generation) |
+            put_bytes(f, &st->events, sizeof st->events) |
+            put_bytes(f, st->events_by_type, sizeof st->events_by_type) |
+            put_bytes(f, st->decode_errors, sizeof st->decode_errors) |
+            put_bytes(f, &st->users_evicted, sizeof st->users_evicted) |
+            put_bytes(f, &st->forgotten, sizeof st->forgotten) |
+            put_bytes(f, &st->max_event_ts_ms, sizeof st->max_event_ts_ms) |
+            put_bytes(f, &st->watermark_ms, sizeof st->watermark_ms) |
+            put_bytes(f, &n_models, sizeof n_models);
+    for (size_t i = 0; i < eng->n_models && !r; i++)
+        r |= put_str(f, eng->models[i].name) |
+             put_bytes(f, &eng->models[i].fingerprint, sizeof(uint64_t));
+    if (r)
+        goto out_io;
+    what = "feature state";
+    if (!(f = pd_snapshot_writer_section(w, "features")) || pd_featurizer_save(eng->features, f))
+        goto out_io;
+    what = "user state";
+    if (!(f = pd_snapshot_writer_section(w, "users")) || pd_user_state_save(eng->users, f))
+        goto out_io;
+    what = "pending examples";
+    if (!(f = pd_snapshot_writer_section(w, "pending")) || pd_labels_save(eng->labels, f))
+        goto out_io;
+    for (size_t i = 0; i < eng->n_models; i++) {
+        what = eng->models[i].name;
+        if (save_model(&eng->models[i], w) < 0)
+            goto out_io;
+    }
+    return 0;
+
+out_io:
+    snprintf(errbuf, errlen, "cannot write the %s to the snapshot", what);
+    return -EIO;
+}
+
+static void note_fresh(char *buf, size_t len, size_t *used, const char *name, const char *why)
+{
+    if (!buf || *used >= len)
+        return;
+    int w = snprintf(buf + *used, len - *used, "%s\"%s\" (%s)", *used ? ", " : "", name, why);
+    if (w > 0)
+        *used += (size_t)w;
+}
+
+/* Restores one model from its section if the saved weights still mean the same thing. */
+static int load_model(pd_engine *eng, model *m, const pd_snapshot *s, const char **ret_why,
+                      char *errbuf, size_t errlen)
+{
+    char name[300], err[256];
+    snprintf(name, sizeof name, "model/%s", m->name);
+    FILE *f = pd_snapshot_section(s, name);
+    if (!f) {
+        *ret_why = "not in the snapshot";
+        return 0;
+    }
+    uint64_t fp, gen, examples, positives, predictions;
+    uint8_t gate;
+    int r = -EINVAL;
+    if (get_bytes(f, &fp, sizeof fp) || get_bytes(f, &gen, sizeof gen) ||
+        get_bytes(f, &examples, sizeof examples) || get_bytes(f, &positives, sizeof positives) ||
+        get_bytes(f, &predictions, sizeof predictions) || get_bytes(f, &gate, 1)) {
+        snprintf(errbuf, errlen, "model \"%s\" section is truncated", m->name);
+        goto out_close;
+    }
+    if (fp != m->fingerprint) {
+        *ret_why = "features, bits, type or optimizer changed";
+        r = 0;
+        goto out_close;
+    }
+    pd_learner *l = pd_learner_load(&m->lconf, f, err, sizeof err);
+    if (!l) {
+        snprintf(errbuf, errlen, "model \"%s\": %s", m->name, err);
+        goto out_close;
+    }
+    pd_metrics *mt =
+        pd_metrics_load(metrics_kind(m->lconf.type), m->metrics_window, f, err, sizeof err);
+    if (!mt) {
+        pd_learner_free(l);
+        snprintf(errbuf, errlen, "model \"%s\" metrics: %s", m->name, err);
+        goto out_close;
+    }
+    pd_learner_free(m->learner);
+    pd_metrics_free(m->metrics);
+    m->learner = l;
+    m->metrics = mt;
+    m->generation = gen;
+    m->examples = examples;
+    m->positives = positives;
+    m->predictions = predictions;
+    m->gate_open = gate != 0;
+    *ret_why = NULL;
+    (void)eng;
+    r = 0;
+out_close:
+    fclose(f);
+    return r;
+}
+
+int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
+                   char *errbuf, size_t errlen)
+{
+    char saved_names[64][256];
+    uint64_t saved_fp[64];
+    int old_to_new[64];
+    uint32_t version, n_saved = 0;
+    size_t fresh_used = 0;
+    int r = -EINVAL;
+    if (ret_fresh && fresh_len)
+        ret_fresh[0] = '\0';
+
+    FILE *f = pd_snapshot_section(s, "engine");
+    if (!f) {
+        snprintf(errbuf, errlen, "snapshot has no engine section");
+        return -EINVAL;
+    }
+    pd_engine_stats st = eng->stats;
+    uint64_t generation;
+    if (get_bytes(f, &version, sizeof version) || version != ENGINE_SECTION_VERSION ||
+        get_bytes(f, &generation, sizeof generation) ||
+        get_bytes(f, &st.events, sizeof st.events) ||
+        get_bytes(f, st.events_by_type, sizeof st.events_by_type) ||
+        get_bytes(f, st.decode_errors, sizeof st.decode_errors) ||
+        get_bytes(f, &st.users_evicted, sizeof st.users_evicted) ||
+        get_bytes(f, &st.forgotten, sizeof st.forgotten) ||
+        get_bytes(f, &st.max_event_ts_ms, sizeof st.max_event_ts_ms) ||
+        get_bytes(f, &st.watermark_ms, sizeof st.watermark_ms) ||
+        get_bytes(f, &n_saved, sizeof n_saved) || n_saved > 64) {
+        fclose(f);
+        snprintf(errbuf, errlen, "engine section is malformed");
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < n_saved; i++) {
+        if (get_str(f, saved_names[i], sizeof saved_names[i]) ||
+            get_bytes(f, &saved_fp[i], sizeof saved_fp[i])) {
+            fclose(f);
+            snprintf(errbuf, errlen, "engine section is malformed");
+            return -EINVAL;
+        }
+    }
+    fclose(f);
+
+    if ((f = pd_snapshot_section(s, "features"))) {
+        r = pd_featurizer_load(eng->features, f, errbuf, errlen);
+        fclose(f);
+        if (r < 0)
+            return r;
+    }
+    if ((f = pd_snapshot_section(s, "users"))) {
+        r = pd_user_state_load(eng->users, f, errbuf, errlen);
+        fclose(f);
+        if (r < 0)
+            return r;
+    }
+    for (size_t i = 0; i < eng->n_models; i++) {
+        const char *why = NULL;
+        if ((r = load_model(eng, &eng->models[i], s, &why, errbuf, errlen)) < 0)
+            return r;
+        if (why)
+            note_fresh(ret_fresh, fresh_len, &fresh_used, eng->models[i].name, why);
+    }
+    /* pending examples follow their model by name, if it kept its weights */
+    for (uint32_t i = 0; i < n_saved; i++) {
+        old_to_new[i] = -1;
+        for (size_t j = 0; j < eng->n_models; j++)
+            if (strcmp(eng->models[j].name, saved_names[i]) == 0 &&
+                eng->models[j].fingerprint == saved_fp[i])
+                old_to_new[i] = (int)j;
+    }
+    if ((f = pd_snapshot_section(s, "pending"))) {
+        r = pd_labels_load(eng->labels, eng->users, f, errbuf, errlen);
+        fclose(f);
+        if (r < 0)
+            return r;
+        pd_labels_remap_models(eng->labels, old_to_new, n_saved);
+    }
+    eng->generation = generation;
+    eng->stats = st;
+    return 0;
+}

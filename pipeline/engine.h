@@ -1,0 +1,109 @@
+/* The pipeline engine: decode -> user state -> features -> models -> label joins, for one
+ * event at a time, with no Kafka, Redis or wall clock inside (the daemon and the offline replay
+ * run the same engine, and the same events give the same numbers). Owns the decoder, the user
+ * store, the featurizer, the learners, their metrics and the pending examples. */
+#ifndef PD_ENGINE_H
+#define PD_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config/config.h"
+#include "models/learner.h"
+#include "models/metrics.h"
+#include "models/snapshot.h"
+#include "pipeline/event.h"
+#include "pipeline/labels.h"
+
+typedef struct pd_engine pd_engine;
+
+typedef struct pd_score {
+    int model;
+    double value;
+} pd_score;
+
+/* What one event produced; pointers are valid until the next call on the engine. */
+typedef struct pd_engine_result {
+    const char *user;
+    size_t user_len;
+    int64_t ts_ms;
+    const pd_score *scores; /* one per published model whose quality gate is open */
+    size_t n_scores;
+    bool forgotten; /* the event was a forget request: the user is gone */
+} pd_engine_result;
+
+typedef struct pd_engine_stats {
+    uint64_t events;
+    uint64_t events_by_type[PD_MAX_EVENT_TYPES];
+    uint64_t decode_errors[PD_DECODE__COUNT];
+    uint64_t users;
+    uint64_t users_evicted;
+    uint64_t forgotten;
+    int64_t max_event_ts_ms; /* INT64_MIN before the first event */
+    int64_t watermark_ms;
+    pd_labels_stats labels;
+    size_t memory_users;
+    size_t memory_pending;
+    size_t memory_models;
+} pd_engine_stats;
+
+typedef struct pd_model_info {
+    const char *name;
+    const char *output;
+    pd_model_type type;
+    uint64_t generation;   /* bumps when the model's configuration changes */
+    uint64_t examples;     /* labelled examples learned */
+    uint64_t positives;
+    uint64_t predictions;  /* scores computed */
+    bool gate_open;        /* publishing (quality gate passed or off) */
+    pd_metrics_report metrics;
+    pd_learner_stats learner;
+    size_t memory;
+} pd_model_info;
+
+pd_engine *pd_engine_new(const pd_config *conf, char *errbuf, size_t errlen);
+void pd_engine_free(pd_engine *eng);
+
+/* Decodes one message with the engine's field mapping; counts failures by reason. */
+pd_decode_error pd_engine_decode(pd_engine *eng, const char *buf, size_t len,
+                                 int64_t fallback_ts_ms, pd_event *ret_event, char *detail,
+                                 size_t detail_len);
+
+/* Runs one decoded event through the pipeline. Returns 0, or -ENOMEM (the event's effects may
+ * be partial; counters say so). */
+int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_result);
+
+/* Applies a new configuration without losing learned state: models whose fingerprint is
+ * unchanged keep their weights and metrics (new hyper-parameters take effect), changed ones
+ * start fresh and are named in *ret_fresh (a message for the log; may be empty). The caller
+ * keeps ownership of conf. On failure nothing changes. */
+int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh,
+                          size_t fresh_len, char *errbuf, size_t errlen);
+
+/* Removes a user's state and waiting examples. Returns whether the user was known. */
+bool pd_engine_forget(pd_engine *eng, const char *user, size_t len);
+
+uint64_t pd_engine_generation(const pd_engine *eng);
+void pd_engine_get_stats(const pd_engine *eng, pd_engine_stats *ret_stats);
+size_t pd_engine_model_count(const pd_engine *eng);
+void pd_engine_model_info(const pd_engine *eng, size_t i, pd_model_info *ret_info);
+
+/* Scores a known user from its state alone (no event fields), for the control plane's
+ * `score USER`; fills up to max scores and returns how many, or -ENOENT for an unknown user. */
+int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score *scores,
+                         size_t max);
+
+/* Writes everything the engine has learned as sections of w: engine counters, feature
+ * state, users, pending examples, and one section per model (weights, optimizer state,
+ * metrics). */
+int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, size_t errlen);
+
+/* Restores a fresh engine (nothing processed yet) from s. Models whose fingerprint differs
+ * from the saved one (features, bits, type or optimizer changed) or that are new start fresh
+ * and are named in *ret_fresh; the others continue where they were. */
+int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
+                   char *errbuf, size_t errlen);
+
+#endif

@@ -1,0 +1,405 @@
+/* Kafka consumer. Everything librdkafka reports (logs, errors, rebalances, commit results) is
+ * routed to the consumer queue, so it reaches us on the polling thread only. */
+#include "pipeline/kafka_in.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pd_kafka_in {
+    rd_kafka_t *rk;
+    pd_kafka_hooks hooks;
+    rd_kafka_topic_partition_list_t *processed; /* next offset per partition */
+    rd_kafka_topic_partition_list_t *assigned;
+    pd_kafka_stats stats;
+    bool closed;
+    bool paused;
+    bool rebalanced; /* set by the callback: the batch being collected may be stale */
+};
+
+static void log_line(pd_kafka_in *in, int level, const char *fac, const char *msg)
+{
+    if (in->hooks.log)
+        in->hooks.log(in->hooks.ctx, level, fac, msg);
+}
+
+rd_kafka_conf_t *pd_kafka_conf_build(const pd_kafka_conf *conf, char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    char err[512];
+    if (!kc) {
+        snprintf(errbuf, errlen, "out of memory for the kafka configuration");
+        return NULL;
+    }
+    if (rd_kafka_conf_set(kc, "bootstrap.servers", conf->brokers, err, sizeof err) !=
+        RD_KAFKA_CONF_OK)
+        goto out_bad;
+    for (size_t i = 0; i < conf->n_properties; i++) {
+        const pd_kv *kv = &conf->properties[i];
+        if (rd_kafka_conf_set(kc, kv->key, kv->value, err, sizeof err) != RD_KAFKA_CONF_OK) {
+            /* librdkafka's message may quote the value; a secret's must not reach a log */
+            snprintf(errbuf, errlen, "kafka property \"%s\": %s", kv->key,
+                     kv->secret ? "invalid value" : err);
+            rd_kafka_conf_destroy(kc);
+            return NULL;
+        }
+    }
+    return kc;
+
+out_bad:
+    snprintf(errbuf, errlen, "kafka configuration: %s", err);
+    rd_kafka_conf_destroy(kc);
+    return NULL;
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    pd_kafka_in *in = opaque;
+    in->stats.errors++;
+    char msg[768];
+    snprintf(msg, sizeof msg, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+    log_line(in, err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ? 3 : 4, "error", msg);
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    pd_kafka_in *in = rd_kafka_opaque(rk);
+    if (in)
+        log_line(in, level, fac, buf);
+}
+
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    (void)offsets;
+    pd_kafka_in *in = opaque;
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return;
+    in->stats.commit_failures++;
+    char msg[256];
+    snprintf(msg, sizeof msg, "offset commit failed: %s", rd_kafka_err2str(err));
+    log_line(in, 4, "commit", msg);
+}
+
+static bool cooperative(rd_kafka_t *rk)
+{
+    const char *proto = rd_kafka_rebalance_protocol(rk);
+    return proto && strcmp(proto, "COOPERATIVE") == 0;
+}
+
+static void refresh_assignment(pd_kafka_in *in)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(in->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
+        if (in->assigned)
+            rd_kafka_topic_partition_list_destroy(in->assigned);
+        in->assigned = a;
+        in->stats.assigned = (size_t)a->cnt;
+    }
+}
+
+static void forget_positions(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++)
+        rd_kafka_topic_partition_list_del(in->processed, parts->elems[i].topic,
+                                          parts->elems[i].partition);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    pd_kafka_in *in = opaque;
+    in->stats.rebalances++;
+    in->rebalanced = true;
+    char msg[256];
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        if (in->hooks.assigning)
+            in->hooks.assigning(in->hooks.ctx, in, parts);
+        if (cooperative(rk))
+            rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        snprintf(msg, sizeof msg, "assigned %d partition(s)", parts->cnt);
+        log_line(in, 6, "rebalance", msg);
+        break;
+    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS: {
+        bool lost = rd_kafka_assignment_lost(rk);
+        if (in->hooks.revoking)
+            in->hooks.revoking(in->hooks.ctx, in, parts, lost);
+        forget_positions(in, parts);
+        if (cooperative(rk))
+            rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+        snprintf(msg, sizeof msg, "%s %d partition(s)", lost ? "lost" : "revoked", parts->cnt);
+        log_line(in, lost ? 4 : 6, "rebalance", msg);
+        break;
+    }
+    default:
+        snprintf(msg, sizeof msg, "rebalance failed: %s", rd_kafka_err2str(err));
+        log_line(in, 3, "rebalance", msg);
+        rd_kafka_assign(rk, NULL);
+        break;
+    }
+    refresh_assignment(in);
+}
+
+pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *hooks,
+                             char *errbuf, size_t errlen)
+{
+    char err[512];
+    pd_kafka_in *in = calloc(1, sizeof *in);
+    if (!in) {
+        snprintf(errbuf, errlen, "out of memory for the kafka consumer");
+        return NULL;
+    }
+    if (hooks)
+        in->hooks = *hooks;
+    in->processed = rd_kafka_topic_partition_list_new(16);
+    in->assigned = rd_kafka_topic_partition_list_new(16);
+    rd_kafka_conf_t *kc = pd_kafka_conf_build(conf, errbuf, errlen);
+    if (!kc)
+        goto out_free;
+    /* our guarantees rest on these, so they win over any passed-through property */
+    const char *fixed[][2] = {
+        {"group.id", conf->group},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", conf->start == PD_START_LATEST ? "latest" : "earliest"},
+        {"enable.partition.eof", "false"},
+        {"log.queue", "true"},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        if (rd_kafka_conf_set(kc, fixed[i][0], fixed[i][1], err, sizeof err) !=
+            RD_KAFKA_CONF_OK) {
+            snprintf(errbuf, errlen, "kafka configuration: %s", err);
+            rd_kafka_conf_destroy(kc);
+            goto out_free;
+        }
+    }
+    rd_kafka_conf_set_opaque(kc, in);
+    rd_kafka_conf_set_error_cb(kc, on_error);
+    rd_kafka_conf_set_log_cb(kc, on_log);
+    rd_kafka_conf_set_rebalance_cb(kc, on_rebalance);
+    rd_kafka_conf_set_offset_commit_cb(kc, on_commit);
+
+    in->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof err);
+    if (!in->rk) {
+        snprintf(errbuf, errlen, "failed to create the kafka consumer: %s", err);
+        rd_kafka_conf_destroy(kc);
+        goto out_free;
+    }
+    rd_kafka_set_log_queue(in->rk, NULL); /* logs to the main queue ... */
+    rd_kafka_poll_set_consumer(in->rk);   /* ... which is forwarded to the consumer queue */
+
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new((int)conf->n_topics);
+    for (size_t i = 0; i < conf->n_topics; i++)
+        rd_kafka_topic_partition_list_add(topics, conf->topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t rerr = rd_kafka_subscribe(in->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (rerr) {
+        snprintf(errbuf, errlen, "failed to subscribe to the kafka topics: %s",
+                 rd_kafka_err2str(rerr));
+        goto out_free;
+    }
+    return in;
+
+out_free:
+    in->closed = true; /* nothing joined: no revoke to run */
+    pd_kafka_in_free(in);
+    return NULL;
+}
+
+void pd_kafka_in_close(pd_kafka_in *in)
+{
+    if (!in || in->closed || !in->rk)
+        return;
+    in->closed = true;
+    rd_kafka_consumer_close(in->rk);
+}
+
+void pd_kafka_in_free(pd_kafka_in *in)
+{
+    if (!in)
+        return;
+    pd_kafka_in_close(in);
+    if (in->rk)
+        rd_kafka_destroy(in->rk);
+    if (in->processed)
+        rd_kafka_topic_partition_list_destroy(in->processed);
+    if (in->assigned)
+        rd_kafka_topic_partition_list_destroy(in->assigned);
+    free(in);
+}
+
+static bool is_assigned(const pd_kafka_in *in, const char *topic, int32_t partition)
+{
+    return rd_kafka_topic_partition_list_find(in->assigned, topic, partition) != NULL;
+}
+
+size_t pd_kafka_in_poll(pd_kafka_in *in, rd_kafka_message_t **msgs, size_t max, int timeout_ms)
+{
+    size_t n = 0;
+    in->rebalanced = false;
+    while (n < max) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(in->rk, n == 0 ? timeout_ms : 0);
+        if (!m)
+            break;
+        if (m->err) {
+            in->stats.errors++;
+            char msg[512];
+            snprintf(msg, sizeof msg, "consume error on \"%s\" [%d]: %s",
+                     m->rkt ? rd_kafka_topic_name(m->rkt) : "-", m->partition,
+                     rd_kafka_message_errstr(m));
+            log_line(in, 4, "consume", msg);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        msgs[n++] = m;
+    }
+    if (in->rebalanced) {
+        /* messages of partitions taken away while we collected belong to their new owner */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (is_assigned(in, rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition)) {
+                msgs[k++] = msgs[i];
+            } else {
+                in->stats.stale_dropped++;
+                rd_kafka_message_destroy(msgs[i]);
+            }
+        }
+        n = k;
+    }
+    in->stats.messages += n;
+    return n;
+}
+
+void pd_kafka_in_processed(pd_kafka_in *in, const rd_kafka_message_t *msg)
+{
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+    rd_kafka_topic_partition_t *p =
+        rd_kafka_topic_partition_list_find(in->processed, topic, msg->partition);
+    if (!p)
+        p = rd_kafka_topic_partition_list_add(in->processed, topic, msg->partition);
+    if (msg->offset + 1 > p->offset)
+        p->offset = msg->offset + 1;
+}
+
+rd_kafka_topic_partition_list_t *pd_kafka_in_positions(pd_kafka_in *in)
+{
+    if (in->processed->cnt == 0)
+        return NULL;
+    return rd_kafka_topic_partition_list_copy(in->processed);
+}
+
+int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *offsets,
+                       bool sync, char *errbuf, size_t errlen)
+{
+    if (!offsets || offsets->cnt == 0)
+        return 0;
+    rd_kafka_topic_partition_list_t *mine = rd_kafka_topic_partition_list_new(offsets->cnt);
+    for (int i = 0; i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &offsets->elems[i];
+        if (p->offset >= 0 && is_assigned(in, p->topic, p->partition))
+            rd_kafka_topic_partition_list_add(mine, p->topic, p->partition)->offset = p->offset;
+    }
+    int r = 0;
+    if (mine->cnt > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(in->rk, mine, sync ? 0 : 1);
+        if (err) {
+            in->stats.commit_failures++;
+            snprintf(errbuf, errlen, "offset commit failed: %s", rd_kafka_err2str(err));
+            r = -EIO;
+        } else {
+            in->stats.commits++;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(mine);
+    return r;
+}
+
+static int set_paused(pd_kafka_in *in, bool pause)
+{
+    if (in->paused == pause)
+        return 0;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(in->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -EIO;
+    rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(in->rk, a)
+                                    : rd_kafka_resume_partitions(in->rk, a);
+    rd_kafka_topic_partition_list_destroy(a);
+    if (err)
+        return -EIO;
+    in->paused = pause;
+    return 0;
+}
+
+int pd_kafka_in_pause(pd_kafka_in *in)
+{
+    return set_paused(in, true);
+}
+
+int pd_kafka_in_resume(pd_kafka_in *in)
+{
+    return set_paused(in, false);
+}
+
+bool pd_kafka_in_paused(const pd_kafka_in *in)
+{
+    return in->paused;
+}
+
+typedef struct lag_sum {
+    int64_t total;
+    bool known;
+} lag_sum;
+
+static void add_lag(void *ctx, const char *topic, int32_t partition, int64_t lag)
+{
+    (void)topic;
+    (void)partition;
+    lag_sum *s = ctx;
+    if (lag >= 0) {
+        s->total += lag;
+        s->known = true;
+    }
+}
+
+void pd_kafka_in_each_lag(pd_kafka_in *in, pd_kafka_lag_fn fn, void *ctx)
+{
+    for (int i = 0; i < in->assigned->cnt; i++) {
+        const rd_kafka_topic_partition_t *a = &in->assigned->elems[i];
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(in->rk, a->topic, a->partition, &lo, &hi) ||
+            hi < 0) {
+            fn(ctx, a->topic, a->partition, -1);
+            continue;
+        }
+        const rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(in->processed, a->topic, a->partition);
+        int64_t pos = p ? p->offset : (lo >= 0 ? lo : 0);
+        fn(ctx, a->topic, a->partition, hi > pos ? hi - pos : 0);
+    }
+}
+
+int64_t pd_kafka_in_lag(pd_kafka_in *in)
+{
+    lag_sum s = {0};
+    pd_kafka_in_each_lag(in, add_lag, &s);
+    return s.known ? s.total : -1;
+}
+
+void pd_kafka_in_get_stats(const pd_kafka_in *in, pd_kafka_stats *ret_stats)
+{
+    *ret_stats = in->stats;
+}
+
+rd_kafka_t *pd_kafka_in_handle(pd_kafka_in *in)
+{
+    return in->rk;
+}

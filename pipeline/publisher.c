@@ -1,0 +1,705 @@
+/* Redis publisher over hiredis' blocking API with a socket timeout: a flush appends a window
+ * of commands, then reads their replies, so each round trip carries up to max_pipeline
+ * commands. One HSET per user carries every score field plus ts and v, so a reader sees a
+ * user's scores from one flush, never a mix of two. */
+#include "pipeline/publisher.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define N_BUCKETS 12
+
+static const double latency_bounds[N_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                 0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+
+typedef struct entry {
+    char *id;
+    size_t len, cap;
+    int64_t ts_ms;
+    uint64_t generation;
+    uint64_t mask; /* which fields hold a score */
+} entry;
+
+typedef struct model_put {
+    char *name;
+    char **fields;
+    char **values;
+    size_t n;
+} model_put;
+
+struct pd_publisher {
+    pd_redis_conf conf; /* strings owned below */
+    char *host, *unix_path, *username, *password, *prefix;
+    char **fields;
+    size_t n_fields;
+    redisContext *ctx;
+
+    entry *entries;
+    double *scores; /* [entries][n_fields] */
+    size_t n_entries, cap_entries;
+    uint32_t *map; /* open addressing: entry index + 1, 0 = empty */
+    size_t map_cap;
+
+    char **forgets;
+    size_t n_forgets, cap_forgets;
+    model_put *models;
+    size_t n_models;
+
+    /* per command scratch */
+    const char **argv;
+    size_t *argvlen;
+    size_t argc_cap;
+    char *text;
+    size_t text_cap;
+
+    pd_publisher_stats stats;
+    uint64_t hist[N_BUCKETS + 1];
+    double hist_sum;
+};
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void free_fields(char **fields, size_t n)
+{
+    for (size_t i = 0; fields && i < n; i++)
+        free(fields[i]);
+    free(fields);
+}
+
+static char **copy_fields(const char *const *fields, size_t n)
+{
+    char **out = calloc(n ? n : 1, sizeof *out);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!(out[i] = strdup(fields[i]))) {
+            free_fields(out, i);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static int scratch_reserve(pd_publisher *pub, size_t argc, size_t text)
+{
+    if (argc > pub->argc_cap) {
+        const char **a = realloc(pub->argv, argc * sizeof *a);
+        if (!a)
+            return -ENOMEM;
+        pub->argv = a;
+        size_t *l = realloc(pub->argvlen, argc * sizeof *l);
+        if (!l)
+            return -ENOMEM;
+        pub->argvlen = l;
+        pub->argc_cap = argc;
+    }
+    if (text > pub->text_cap) {
+        char *t = realloc(pub->text, text);
+        if (!t)
+            return -ENOMEM;
+        pub->text = t;
+        pub->text_cap = text;
+    }
+    return 0;
+}
+
+pd_publisher *pd_publisher_new(const pd_redis_conf *conf, const char *const *fields,
+                               size_t n_fields, char *errbuf, size_t errlen)
+{
+    pd_publisher *pub = calloc(1, sizeof *pub);
+    if (!pub)
+        goto out_nomem;
+    pub->conf = *conf;
+    pub->host = dup_or_null(conf->host);
+    pub->unix_path = dup_or_null(conf->unix_path);
+    pub->username = dup_or_null(conf->username);
+    pub->password = dup_or_null(conf->password);
+    pub->prefix = strdup(conf->prefix ? conf->prefix : "pd");
+    if ((conf->host && !pub->host) || (conf->unix_path && !pub->unix_path) ||
+        (conf->username && !pub->username) || (conf->password && !pub->password) || !pub->prefix)
+        goto out_free;
+    pub->conf.host = pub->host;
+    pub->conf.unix_path = pub->unix_path;
+    pub->conf.username = pub->username;
+    pub->conf.password = pub->password;
+    pub->conf.prefix = pub->prefix;
+    pub->conf.url = NULL;
+    if (pd_publisher_set_fields(pub, fields, n_fields) < 0)
+        goto out_free;
+    pub->map_cap = 1024;
+    pub->map = calloc(pub->map_cap, sizeof *pub->map);
+    if (!pub->map || scratch_reserve(pub, 64, 4096) < 0)
+        goto out_free;
+    return pub;
+
+out_free:
+    pd_publisher_free(pub);
+out_nomem:
+    snprintf(errbuf, errlen, "out of memory for the redis publisher");
+    return NULL;
+}
+
+static void models_clear(pd_publisher *pub)
+{
+    for (size_t i = 0; i < pub->n_models; i++) {
+        free(pub->models[i].name);
+        free_fields(pub->models[i].fields, pub->models[i].n);
+        free_fields(pub->models[i].values, pub->models[i].n);
+    }
+    pub->n_models = 0;
+}
+
+void pd_publisher_free(pd_publisher *pub)
+{
+    if (!pub)
+        return;
+    if (pub->ctx)
+        redisFree(pub->ctx);
+    free(pub->host);
+    free(pub->unix_path);
+    free(pub->username);
+    if (pub->password) {
+        /* explicit_bzero: the compiler may not drop it like a memset before free */
+        explicit_bzero(pub->password, strlen(pub->password));
+        free(pub->password);
+    }
+    free(pub->prefix);
+    free_fields(pub->fields, pub->n_fields);
+    for (size_t i = 0; i < pub->cap_entries; i++)
+        free(pub->entries[i].id);
+    free(pub->entries);
+    free(pub->scores);
+    free(pub->map);
+    free_fields(pub->forgets, pub->n_forgets);
+    models_clear(pub);
+    free(pub->models);
+    free(pub->argv);
+    free(pub->argvlen);
+    free(pub->text);
+    free(pub);
+}
+
+int pd_publisher_set_fields(pd_publisher *pub, const char *const *fields, size_t n_fields)
+{
+    if (n_fields > 64)
+        return -EINVAL; /* the dirty mask is 64 bits */
+    char **nf = copy_fields(fields, n_fields);
+    if (!nf)
+        return -ENOMEM;
+    double *ns = NULL;
+    if (pub->cap_entries) {
+        ns = calloc(pub->cap_entries * (n_fields ? n_fields : 1), sizeof *ns);
+        if (!ns) {
+            free_fields(nf, n_fields);
+            return -ENOMEM;
+        }
+    }
+    free_fields(pub->fields, pub->n_fields);
+    pub->fields = nf;
+    pub->n_fields = n_fields;
+    free(pub->scores);
+    pub->scores = ns;
+    for (size_t i = 0; i < pub->n_entries; i++)
+        pub->entries[i].mask = 0; /* indices changed meaning: callers flush before this */
+    return 0;
+}
+
+void pd_publisher_set_conf(pd_publisher *pub, const pd_redis_conf *conf)
+{
+    pub->conf.ttl_ms = conf->ttl_ms;
+    pub->conf.flush_interval_ms = conf->flush_interval_ms;
+    pub->conf.max_pipeline = conf->max_pipeline;
+    pub->conf.timeout_ms = conf->timeout_ms;
+}
+
+/* ---- connection ---- */
+
+static void disconnect(pd_publisher *pub)
+{
+    if (pub->ctx) {
+        redisFree(pub->ctx);
+        pub->ctx = NULL;
+    }
+}
+
+static void describe_address(const pd_publisher *pub, char *buf, size_t len)
+{
+    if (pub->unix_path)
+        snprintf(buf, len, "unix:%s", pub->unix_path);
+    else
+        snprintf(buf, len, "%s:%d", pub->host ? pub->host : "127.0.0.1", pub->conf.port);
+}
+
+int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen)
+{
+    char addr[300];
+    describe_address(pub, addr, sizeof addr);
+    disconnect(pub);
+    int64_t ms = pub->conf.timeout_ms > 0 ? pub->conf.timeout_ms : 2000;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    redisContext *c = pub->unix_path
+                          ? redisConnectUnixWithTimeout(pub->unix_path, tv)
+                          : redisConnectWithTimeout(pub->host ? pub->host : "127.0.0.1",
+                                                    pub->conf.port ? pub->conf.port : 6379, tv);
+    if (!c) {
+        snprintf(errbuf, errlen, "failed to connect to redis \"%s\": out of memory", addr);
+        return -ENOMEM;
+    }
+    if (c->err) {
+        snprintf(errbuf, errlen, "failed to connect to redis \"%s\": %s", addr, c->errstr);
+        redisFree(c);
+        return -ECONNREFUSED;
+    }
+    redisSetTimeout(c, tv);
+    if (pub->password) {
+        redisReply *rep = pub->username
+                              ? redisCommand(c, "AUTH %s %s", pub->username, pub->password)
+                              : redisCommand(c, "AUTH %s", pub->password);
+        if (!rep || rep->type == REDIS_REPLY_ERROR) {
+            snprintf(errbuf, errlen, "failed to authenticate to redis \"%s\"%s%s%s: %s", addr,
+                     pub->username ? " as \"" : "", pub->username ? pub->username : "",
+                     pub->username ? "\"" : "", rep ? rep->str : c->errstr);
+            if (rep)
+                freeReplyObject(rep);
+            redisFree(c);
+            return -EACCES;
+        }
+        freeReplyObject(rep);
+    }
+    if (pub->conf.db != 0) {
+        redisReply *rep = redisCommand(c, "SELECT %d", pub->conf.db);
+        if (!rep || rep->type == REDIS_REPLY_ERROR) {
+            snprintf(errbuf, errlen, "failed to select redis database %d on \"%s\": %s",
+                     pub->conf.db, addr, rep ? rep->str : c->errstr);
+            if (rep)
+                freeReplyObject(rep);
+            redisFree(c);
+            return -EINVAL;
+        }
+        freeReplyObject(rep);
+    }
+    pub->ctx = c;
+    pub->stats.connects++;
+    return 0;
+}
+
+bool pd_publisher_connected(const pd_publisher *pub)
+{
+    return pub->ctx != NULL;
+}
+
+/* ---- coalescing ---- */
+
+static uint64_t user_hash(const char *user, size_t len)
+{
+    return XXH3_64bits(user, len);
+}
+
+static int map_grow(pd_publisher *pub)
+{
+    size_t ncap = pub->map_cap * 2;
+    uint32_t *nm = calloc(ncap, sizeof *nm);
+    if (!nm)
+        return -ENOMEM;
+    for (size_t i = 0; i < pub->n_entries; i++) {
+        const entry *e = &pub->entries[i];
+        size_t j = (size_t)user_hash(e->id, e->len) & (ncap - 1);
+        while (nm[j])
+            j = (j + 1) & (ncap - 1);
+        nm[j] = (uint32_t)(i + 1);
+    }
+    free(pub->map);
+    pub->map = nm;
+    pub->map_cap = ncap;
+    return 0;
+}
+
+/* Finds the dirty entry of a user, or the map slot where it would go. */
+static entry *map_find(pd_publisher *pub, const char *user, size_t len, size_t *ret_slot)
+{
+    size_t i = (size_t)user_hash(user, len) & (pub->map_cap - 1);
+    while (pub->map[i]) {
+        entry *e = &pub->entries[pub->map[i] - 1];
+        if (e->len == len && memcmp(e->id, user, len) == 0) {
+            *ret_slot = i;
+            return e;
+        }
+        i = (i + 1) & (pub->map_cap - 1);
+    }
+    *ret_slot = i;
+    return NULL;
+}
+
+static entry *entry_add(pd_publisher *pub, const char *user, size_t len)
+{
+    if ((pub->n_entries + 1) * 2 > pub->map_cap && map_grow(pub) < 0)
+        return NULL;
+    if (pub->n_entries == pub->cap_entries) {
+        size_t ncap = pub->cap_entries ? pub->cap_entries * 2 : 256;
+        entry *ne = realloc(pub->entries, ncap * sizeof *ne);
+        if (!ne)
+            return NULL;
+        memset(ne + pub->cap_entries, 0, (ncap - pub->cap_entries) * sizeof *ne);
+        pub->entries = ne;
+        double *ns = realloc(pub->scores, ncap * (pub->n_fields ? pub->n_fields : 1) * sizeof *ns);
+        if (!ns)
+            return NULL;
+        pub->scores = ns;
+        pub->cap_entries = ncap;
+    }
+    entry *e = &pub->entries[pub->n_entries];
+    if (e->cap < len + 1) {
+        char *id = realloc(e->id, len + 1);
+        if (!id)
+            return NULL;
+        e->id = id;
+        e->cap = len + 1;
+    }
+    memcpy(e->id, user, len);
+    e->id[len] = '\0';
+    e->len = len;
+    e->mask = 0;
+    size_t slot;
+    map_find(pub, user, len, &slot);
+    pub->map[slot] = (uint32_t)(++pub->n_entries);
+    return e;
+}
+
+int pd_publisher_update(pd_publisher *pub, const char *user, size_t len, int64_t ts_ms,
+                        uint64_t generation, const pd_publish_score *scores, size_t n)
+{
+    size_t slot;
+    entry *e = map_find(pub, user, len, &slot);
+    if (e)
+        pub->stats.coalesced++;
+    else if (!(e = entry_add(pub, user, len)))
+        return -ENOMEM;
+    if (ts_ms > e->ts_ms || e->mask == 0)
+        e->ts_ms = ts_ms;
+    e->generation = generation;
+    double *row = pub->scores + (size_t)(e - pub->entries) * pub->n_fields;
+    for (size_t i = 0; i < n; i++) {
+        if (scores[i].field < 0 || (size_t)scores[i].field >= pub->n_fields)
+            continue;
+        row[scores[i].field] = scores[i].value;
+        e->mask |= UINT64_C(1) << scores[i].field;
+    }
+    return 0;
+}
+
+int pd_publisher_forget(pd_publisher *pub, const char *user, size_t len)
+{
+    size_t slot;
+    entry *e = map_find(pub, user, len, &slot);
+    if (e)
+        e->mask = 0; /* stays in the map; written as nothing */
+    if (pub->n_forgets == pub->cap_forgets) {
+        size_t ncap = pub->cap_forgets ? pub->cap_forgets * 2 : 16;
+        char **nf = realloc(pub->forgets, ncap * sizeof *nf);
+        if (!nf)
+            return -ENOMEM;
+        pub->forgets = nf;
+        pub->cap_forgets = ncap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, user, len);
+    copy[len] = '\0';
+    pub->forgets[pub->n_forgets++] = copy;
+    return 0;
+}
+
+int pd_publisher_put_model(pd_publisher *pub, const char *model, const char *const *fields,
+                           const char *const *values, size_t n)
+{
+    model_put *slot = NULL;
+    for (size_t i = 0; i < pub->n_models; i++)
+        if (strcmp(pub->models[i].name, model) == 0)
+            slot = &pub->models[i];
+    char **nf = copy_fields(fields, n);
+    char **nv = copy_fields(values, n);
+    if (!nf || !nv)
+        goto out_nomem;
+    if (!slot) {
+        model_put *nm = realloc(pub->models, (pub->n_models + 1) * sizeof *nm);
+        if (!nm)
+            goto out_nomem;
+        pub->models = nm;
+        slot = &pub->models[pub->n_models];
+        if (!(slot->name = strdup(model)))
+            goto out_nomem;
+        pub->n_models++;
+    } else {
+        free_fields(slot->fields, slot->n);
+        free_fields(slot->values, slot->n);
+    }
+    slot->fields = nf;
+    slot->values = nv;
+    slot->n = n;
+    return 0;
+
+out_nomem:
+    free_fields(nf, n);
+    free_fields(nv, n);
+    return -ENOMEM;
+}
+
+size_t pd_publisher_dirty(const pd_publisher *pub)
+{
+    return pub->n_entries + pub->n_forgets + pub->n_models;
+}
+
+/* ---- flushing ---- */
+
+static bool retryable(const char *err)
+{
+    static const char *const codes[] = {"OOM",  "READONLY", "LOADING", "BUSY",
+                                        "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOAUTH"};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strncmp(err, codes[i], strlen(codes[i])) == 0)
+            return true;
+    return false;
+}
+
+typedef struct flush_state {
+    size_t in_flight;
+    int err;
+    char *errbuf;
+    size_t errlen;
+} flush_state;
+
+/* Reads the replies of every command in flight. */
+static int drain(pd_publisher *pub, flush_state *fs)
+{
+    char addr[300];
+    while (fs->in_flight > 0) {
+        void *reply = NULL;
+        if (redisGetReply(pub->ctx, &reply) != REDIS_OK) {
+            describe_address(pub, addr, sizeof addr);
+            snprintf(fs->errbuf, fs->errlen, "redis \"%s\" went away during a flush: %s", addr,
+                     pub->ctx->errstr[0] ? pub->ctx->errstr : "connection lost");
+            disconnect(pub);
+            return -EIO;
+        }
+        fs->in_flight--;
+        redisReply *rep = reply;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            if (retryable(rep->str)) {
+                if (!fs->err) {
+                    describe_address(pub, addr, sizeof addr);
+                    snprintf(fs->errbuf, fs->errlen, "redis \"%s\" refused a write for now: %s",
+                             addr, rep->str);
+                }
+                fs->err = -EAGAIN;
+            } else {
+                /* a permanent refusal (e.g. WRONGTYPE on a key someone else wrote): retrying
+                 * would refuse again, so it is counted and reported instead */
+                pub->stats.reply_errors++;
+                if (!fs->err) {
+                    snprintf(fs->errbuf, fs->errlen, "redis refused a write: %s", rep->str);
+                }
+            }
+        }
+        freeReplyObject(rep);
+    }
+    return 0;
+}
+
+static int send_argv(pd_publisher *pub, flush_state *fs, int argc)
+{
+    if (redisAppendCommandArgv(pub->ctx, argc, pub->argv, pub->argvlen) != REDIS_OK)
+        return -ENOMEM;
+    fs->in_flight++;
+    if ((int64_t)fs->in_flight >= (pub->conf.max_pipeline > 0 ? pub->conf.max_pipeline : 1000))
+        return drain(pub, fs);
+    return 0;
+}
+
+/* Appends one argument; text arguments are copied into the scratch buffer at *pos. Callers
+ * reserve room first (every argument of a command has to stay put until it is sent). */
+static void arg_text(pd_publisher *pub, int *argc, size_t *pos, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void arg_text(pd_publisher *pub, int *argc, size_t *pos, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(pub->text + *pos, pub->text_cap - *pos, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= pub->text_cap - *pos)
+        n = (int)(pub->text_cap - *pos - 1);
+    pub->argv[*argc] = pub->text + *pos;
+    pub->argvlen[*argc] = (size_t)n;
+    *pos += (size_t)n + 1;
+    (*argc)++;
+}
+
+static void arg_raw(pd_publisher *pub, int *argc, const char *s, size_t len)
+{
+    pub->argv[*argc] = s;
+    pub->argvlen[*argc] = len;
+    (*argc)++;
+}
+
+static int write_user(pd_publisher *pub, flush_state *fs, const entry *e)
+{
+    size_t need_text = e->len + strlen(pub->prefix) + 16 + (pub->n_fields + 2) * 32 + 64;
+    int r = scratch_reserve(pub, 2 * pub->n_fields + 8, need_text);
+    if (r < 0)
+        return r;
+    const double *row = pub->scores + (size_t)(e - pub->entries) * pub->n_fields;
+    int argc = 0;
+    size_t pos = 0;
+    arg_raw(pub, &argc, "HSET", 4);
+    arg_text(pub, &argc, &pos, "%s:u:%s", pub->prefix, e->id);
+    for (size_t i = 0; i < pub->n_fields; i++) {
+        if (!(e->mask & (UINT64_C(1) << i)))
+            continue;
+        arg_raw(pub, &argc, pub->fields[i], strlen(pub->fields[i]));
+        arg_text(pub, &argc, &pos, "%.9g", row[i]);
+    }
+    arg_raw(pub, &argc, "ts", 2);
+    arg_text(pub, &argc, &pos, "%" PRId64, e->ts_ms);
+    arg_raw(pub, &argc, "v", 1);
+    arg_text(pub, &argc, &pos, "%" PRIu64, e->generation);
+    if ((r = send_argv(pub, fs, argc)) < 0)
+        return r;
+    if (pub->conf.ttl_ms > 0) {
+        argc = 0;
+        pos = 0;
+        arg_raw(pub, &argc, "PEXPIRE", 7);
+        arg_text(pub, &argc, &pos, "%s:u:%s", pub->prefix, e->id);
+        arg_text(pub, &argc, &pos, "%" PRId64, pub->conf.ttl_ms);
+        if ((r = send_argv(pub, fs, argc)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int write_forget(pd_publisher *pub, flush_state *fs, const char *user)
+{
+    int r = scratch_reserve(pub, 4, 2 * (strlen(user) + strlen(pub->prefix)) + 32);
+    if (r < 0)
+        return r;
+    int argc = 0;
+    size_t pos = 0;
+    arg_raw(pub, &argc, "DEL", 3);
+    arg_text(pub, &argc, &pos, "%s:u:%s", pub->prefix, user);
+    arg_text(pub, &argc, &pos, "%s:rec:%s", pub->prefix, user);
+    return send_argv(pub, fs, argc);
+}
+
+static int write_model(pd_publisher *pub, flush_state *fs, const model_put *m)
+{
+    int r = scratch_reserve(pub, 2 * m->n + 4, strlen(m->name) + strlen(pub->prefix) + 16);
+    if (r < 0)
+        return r;
+    int argc = 0;
+    size_t pos = 0;
+    arg_raw(pub, &argc, "HSET", 4);
+    arg_text(pub, &argc, &pos, "%s:model:%s", pub->prefix, m->name);
+    for (size_t i = 0; i < m->n; i++) {
+        arg_raw(pub, &argc, m->fields[i], strlen(m->fields[i]));
+        arg_raw(pub, &argc, m->values[i], strlen(m->values[i]));
+    }
+    return send_argv(pub, fs, argc);
+}
+
+int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
+{
+    if (errlen)
+        errbuf[0] = '\0';
+    if (pd_publisher_dirty(pub) == 0)
+        return 0;
+    if (!pub->ctx) {
+        int r = pd_publisher_connect(pub, errbuf, errlen);
+        if (r < 0) {
+            pub->stats.flush_failures++;
+            return r;
+        }
+    }
+    double t0 = now_seconds();
+    flush_state fs = {.errbuf = errbuf, .errlen = errlen};
+    int r = 0;
+    size_t users = 0;
+    /* deletions first: a forgotten user's older scores must not be written after its DEL */
+    for (size_t i = 0; i < pub->n_forgets && r == 0; i++)
+        r = write_forget(pub, &fs, pub->forgets[i]);
+    for (size_t i = 0; i < pub->n_entries && r == 0; i++) {
+        if (pub->entries[i].mask == 0)
+            continue;
+        r = write_user(pub, &fs, &pub->entries[i]);
+        users++;
+    }
+    for (size_t i = 0; i < pub->n_models && r == 0; i++)
+        r = write_model(pub, &fs, &pub->models[i]);
+    if (r == 0)
+        r = drain(pub, &fs);
+    if (r == -ENOMEM && pub->ctx) {
+        snprintf(errbuf, errlen, "out of memory during a redis flush");
+        disconnect(pub); /* replies of what was sent cannot be matched any more */
+    }
+    if (r == 0 && fs.err)
+        r = fs.err;
+    if (r < 0) {
+        pub->stats.flush_failures++;
+        return r;
+    }
+    pub->stats.user_writes += users;
+    pub->stats.deletes += pub->n_forgets;
+    pub->stats.model_writes += pub->n_models;
+    pub->stats.flushes++;
+    pub->stats.last_batch_users = users;
+    double dt = now_seconds() - t0;
+    pub->stats.last_flush_seconds = dt;
+    size_t b = 0;
+    while (b < N_BUCKETS && dt > latency_bounds[b])
+        b++;
+    pub->hist[b]++;
+    pub->hist_sum += dt;
+
+    memset(pub->map, 0, pub->map_cap * sizeof *pub->map);
+    pub->n_entries = 0;
+    for (size_t i = 0; i < pub->n_forgets; i++)
+        free(pub->forgets[i]);
+    pub->n_forgets = 0;
+    models_clear(pub);
+    return 0;
+}
+
+void pd_publisher_get_stats(const pd_publisher *pub, pd_publisher_stats *ret_stats)
+{
+    *ret_stats = pub->stats;
+}
+
+size_t pd_publisher_latency_buckets(const pd_publisher *pub, const double **ret_bounds,
+                                    const uint64_t **ret_counts, double *ret_sum)
+{
+    *ret_bounds = latency_bounds;
+    *ret_counts = pub->hist;
+    *ret_sum = pub->hist_sum;
+    return N_BUCKETS;
+}
