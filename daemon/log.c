@@ -1,0 +1,170 @@
+/* The log level and the rate limiter are this module's private state: with the read-only
+ * config, the only process-wide state the house style allows. Only the main thread logs. */
+#include "daemon/log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RL_SLOTS 64
+#define RL_WINDOW_S 10
+#define RL_BURST 20
+
+typedef struct rl_slot {
+    const char *site; /* the format string identifies the call site */
+    int64_t window;
+    unsigned count;
+    unsigned suppressed;
+} rl_slot;
+
+static struct {
+    pd_log_level level;
+    bool journal;
+    rl_slot rl[RL_SLOTS];
+} log_state = {.level = PD_LOG_INFO};
+
+static const char *const level_names[] = {"debug", "info", "warning", "error"};
+static const int syslog_prio[] = {7, 6, 4, 3};
+
+void pd_log_init(void)
+{
+    /* JOURNAL_STREAM holds "dev:ino" of the journal socket when stderr is connected to it */
+    const char *js = getenv("JOURNAL_STREAM");
+    struct stat st;
+    unsigned long long dev, ino;
+    if (js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+        (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
+        log_state.journal = true;
+}
+
+void pd_log_set_level(pd_log_level level)
+{
+    log_state.level = level;
+}
+
+pd_log_level pd_log_get_level(void)
+{
+    return log_state.level;
+}
+
+int pd_log_level_parse(const char *name, pd_log_level *ret_level)
+{
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(name, level_names[i]) == 0) {
+            *ret_level = (pd_log_level)i;
+            return 0;
+        }
+    }
+    if (strcmp(name, "warn") == 0) {
+        *ret_level = PD_LOG_WARNING;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+const char *pd_log_level_name(pd_log_level level)
+{
+    return (unsigned)level < 4 ? level_names[level] : "info";
+}
+
+/* Whether a line from site may be written now; counts what is held back. */
+static bool rate_ok(const char *site, unsigned *ret_suppressed)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t window = ts.tv_sec / RL_WINDOW_S;
+    size_t h = ((uintptr_t)site >> 4) % RL_SLOTS;
+    rl_slot *s = &log_state.rl[h];
+    *ret_suppressed = 0;
+    if (s->site != site || s->window != window) {
+        *ret_suppressed = s->site == site ? s->suppressed : 0;
+        s->site = site;
+        s->window = window;
+        s->count = 0;
+        s->suppressed = 0;
+    }
+    if (++s->count > RL_BURST) {
+        s->suppressed++;
+        return false;
+    }
+    return true;
+}
+
+static void write_line(pd_log_level level, const char *msg, const char *kv, unsigned suppressed)
+{
+    char line[4096];
+    size_t n = 0;
+#define ADD(...)                                                                                  \
+    do {                                                                                          \
+        int w_ = snprintf(line + n, sizeof line - n, __VA_ARGS__);                                \
+        if (w_ > 0)                                                                               \
+            n = n + (size_t)w_ < sizeof line ? n + (size_t)w_ : sizeof line - 1;                  \
+    } while (0)
+    if (log_state.journal) {
+        ADD("<%d>", syslog_prio[level]);
+    } else {
+        struct timespec ts;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        ADD("ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ", tm.tm_year + 1900, tm.tm_mon + 1,
+            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    }
+    ADD("level=%s msg=\"", level_names[level]);
+    for (const char *p = msg; *p && n < sizeof line - 8; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\')
+            ADD("\\%c", c);
+        else if (c == '\n')
+            ADD("\\n");
+        else if (c < 0x20)
+            ADD("\\x%02x", c);
+        else
+            line[n++] = (char)c;
+    }
+    ADD("\"");
+    if (kv && *kv)
+        ADD(" %s", kv);
+    if (suppressed)
+        ADD(" suppressed_before=%u", suppressed);
+#undef ADD
+    if (n > sizeof line - 2)
+        n = sizeof line - 2;
+    line[n++] = '\n';
+    fwrite(line, 1, n, stderr);
+}
+
+void pd_log(pd_log_level level, const char *fmt, ...)
+{
+    if (level < log_state.level)
+        return;
+    unsigned suppressed;
+    if (!rate_ok(fmt, &suppressed))
+        return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    write_line(level, msg, NULL, suppressed);
+}
+
+void pd_logkv(pd_log_level level, const char *msg, const char *kv, ...)
+{
+    if (level < log_state.level)
+        return;
+    unsigned suppressed;
+    if (!rate_ok(msg, &suppressed))
+        return;
+    char kvs[2048];
+    va_list ap;
+    va_start(ap, kv);
+    vsnprintf(kvs, sizeof kvs, kv, ap);
+    va_end(ap);
+    write_line(level, msg, kvs, suppressed);
+}
