@@ -2108,7 +2108,7 @@ static void load_learner(loader *ld, ynode *map, const char *mp, pd_learner_conf
         size_t offset;
     } hyper[] = {
         {"alpha", OPT_BIT(PD_OPT_FTRL), 0, true, INFINITY, offsetof(pd_learner_conf, alpha)},
-        {"beta", OPT_BIT(PD_OPT_FTRL), 0, false, INFINITY, offsetof(pd_learner_conf, beta)},
+        {"beta", OPT_BIT(PD_OPT_FTRL), 0, true, INFINITY, offsetof(pd_learner_conf, beta)},
         {"l1", OPT_BIT(PD_OPT_FTRL), 0, false, INFINITY, offsetof(pd_learner_conf, l1)},
         {"l2", OPT_BIT(PD_OPT_FTRL) | OPT_BIT(PD_OPT_ADAGRAD) | OPT_BIT(PD_OPT_SGD), 0, false,
          INFINITY, offsetof(pd_learner_conf, l2)},
@@ -2165,8 +2165,13 @@ static void load_learner(loader *ld, ynode *map, const char *mp, pd_learner_conf
     if (get_enum(ld, map, mp, "weights", weight_format_names, ARRAY_SIZE(weight_format_names), &v) >
         0)
         lc->weights = (pd_weight_format)v;
-    get_int(ld, map, mp, "admission", 0, INT64_MAX, &lc->admission_min_count);
-    get_double(ld, map, mp, "max_abs_margin", 0, true, INFINITY, &lc->max_abs_margin);
+    /* the learner counts sightings in one byte per weight */
+    get_int(ld, map, mp, "admission", 0, 255, &lc->admission_min_count);
+    /* a linear model's output is a value (an order value, say), not a margin: clipping it at
+     * the logistic default would cap every prediction at 35 */
+    if (type_ok && lc->type == PD_MODEL_LINEAR)
+        lc->max_abs_margin = 1e9;
+    get_double(ld, map, mp, "max_abs_margin", 0, true, 1e12, &lc->max_abs_margin);
 }
 
 static void load_model_features(loader *ld, ynode *n, const char *path, pd_model_conf *m)
