@@ -75,6 +75,8 @@ struct pd_daemon {
     double last_snapshot_seconds;
     uint64_t snapshots, snapshot_failures;
     rd_kafka_topic_partition_list_t *restore_offsets; /* from the snapshot, applied once */
+    /* event-time sources: one per partition, so a lagging partition holds the watermark */
+    rd_kafka_topic_partition_list_t *sources;
 };
 
 static int64_t now_ms(void)
@@ -106,6 +108,27 @@ static int install_signals(void)
     if (sigaction(SIGPIPE, &sa, NULL) < 0)
         return -errno;
     return 0;
+}
+
+/* ---- event-time sources ---- */
+
+/* The engine's source id of a message's partition (its index in d->sources). */
+static uint32_t source_of(pd_daemon *d, const char *topic, int32_t partition)
+{
+    for (int i = 0; i < d->sources->cnt; i++)
+        if (d->sources->elems[i].partition == partition &&
+            strcmp(d->sources->elems[i].topic, topic) == 0)
+            return (uint32_t)i;
+    rd_kafka_topic_partition_list_add(d->sources, topic, partition);
+    return (uint32_t)(d->sources->cnt - 1);
+}
+
+static void mark_idle(void *ctx, const char *topic, int32_t partition, int64_t lag)
+{
+    pd_daemon *d = ctx;
+    /* caught up: until its next event the partition must not hold the watermark back; not
+     * caught up or not known yet (no fetch answered): it holds the watermark */
+    pd_engine_source_idle(d->engine, source_of(d, topic, partition), lag == 0);
 }
 
 /* ---- flushing and committing ---- */
@@ -144,6 +167,9 @@ static void on_revoking(void *ctx, pd_kafka_in *in, const rd_kafka_topic_partiti
 {
     (void)in;
     pd_daemon *d = ctx;
+    for (int i = 0; i < parts->cnt; i++)
+        pd_engine_source_remove(d->engine,
+                                source_of(d, parts->elems[i].topic, parts->elems[i].partition));
     if (lost) {
         pd_log_warning("lost %d partition(s) without a chance to commit; their new owner "
                        "resumes from the last commit",
@@ -259,6 +285,7 @@ static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
         dead_letter(d, m, err, detail);
         return;
     }
+    ev.source = source_of(d, rd_kafka_topic_name(m->rkt), m->partition);
     pd_engine_result res;
     if (pd_engine_process(d->engine, &ev, &res) < 0) {
         d->process_errors++;
@@ -530,6 +557,7 @@ pd_daemon *pd_daemon_new(const char *config_path, pd_config *conf, char *errbuf,
         snprintf(errbuf, errlen, "out of memory");
         goto out_free;
     }
+    d->sources = rd_kafka_topic_partition_list_new(16);
     d->conf = conf;
     return d;
 
@@ -558,6 +586,8 @@ void pd_daemon_free(pd_daemon *d)
     pd_config_free(d->conf);
     if (d->restore_offsets)
         rd_kafka_topic_partition_list_destroy(d->restore_offsets);
+    if (d->sources)
+        rd_kafka_topic_partition_list_destroy(d->sources);
     free(d->batch);
     free(d->config_path);
     free(d);
@@ -658,6 +688,7 @@ int pd_daemon_run(pd_daemon *d)
             pd_kafka_in_processed(d->in, d->batch[i]);
             rd_kafka_message_destroy(d->batch[i]);
         }
+        pd_kafka_in_each_lag(d->in, mark_idle, d);
         if (d->dlq)
             pd_dead_letter_poll(d->dlq);
         t = now_ms();

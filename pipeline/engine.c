@@ -37,6 +37,14 @@ typedef struct model {
     uint64_t next_gate_check;
 } model;
 
+typedef struct source {
+    int64_t max_ts_ms; /* INT64_MIN: no event yet */
+    bool idle;
+    bool used;
+} source;
+
+#define MAX_SOURCES 65536
+
 struct pd_engine {
     pd_decoder *decoder;
     pd_featurizer *features;
@@ -56,6 +64,8 @@ struct pd_engine {
     pd_score *scores;
     pd_value *missing;
     size_t n_paths;
+    source *sources;
+    size_t n_sources;
     pd_engine_stats stats;
 };
 
@@ -315,6 +325,7 @@ void pd_engine_free(pd_engine *eng)
     free(eng->x);
     free(eng->scores);
     free(eng->missing);
+    free(eng->sources);
     free(eng);
 }
 
@@ -409,16 +420,90 @@ static double field_number(const pd_event *ev, int slot, double fallback)
     return fallback;
 }
 
+static source *source_get(pd_engine *eng, uint32_t id)
+{
+    if (id >= MAX_SOURCES)
+        id = MAX_SOURCES - 1;
+    if (id >= eng->n_sources) {
+        size_t n = eng->n_sources ? eng->n_sources : 4;
+        while (n <= id)
+            n *= 2;
+        source *ns = realloc(eng->sources, n * sizeof *ns);
+        if (!ns)
+            return NULL;
+        for (size_t i = eng->n_sources; i < n; i++)
+            ns[i] = (source){.max_ts_ms = INT64_MIN};
+        eng->sources = ns;
+        eng->n_sources = n;
+    }
+    return &eng->sources[id];
+}
+
+/* Moves the watermark to the lowest highest-time of the sources that still deliver (all
+ * sources when every one is idle); labels 0 what it passes. */
+static void watermark_update(pd_engine *eng)
+{
+    int64_t low = INT64_MAX, high = INT64_MIN;
+    for (size_t i = 0; i < eng->n_sources; i++) {
+        const source *s = &eng->sources[i];
+        if (!s->used)
+            continue;
+        if (!s->idle) {
+            if (s->max_ts_ms == INT64_MIN)
+                return; /* has events to deliver but none seen yet: they may be the oldest */
+            if (s->max_ts_ms < low)
+                low = s->max_ts_ms;
+        }
+        if (s->max_ts_ms > high)
+            high = s->max_ts_ms;
+    }
+    int64_t t = low != INT64_MAX ? low : high;
+    if (t == INT64_MIN)
+        return;
+    int64_t wm = t - eng->lateness_ms;
+    if (wm > eng->stats.watermark_ms) {
+        eng->stats.watermark_ms = wm;
+        pd_labels_advance(eng->labels, wm, on_label, eng);
+    }
+}
+
+void pd_engine_source_idle(pd_engine *eng, uint32_t id, bool idle)
+{
+    source *s = source_get(eng, id);
+    if (!s || (s->used && s->idle == idle))
+        return;
+    s->used = true;
+    s->idle = idle;
+    watermark_update(eng);
+}
+
+void pd_engine_source_remove(pd_engine *eng, uint32_t id)
+{
+    if (id >= eng->n_sources || !eng->sources[id].used)
+        return;
+    eng->sources[id] = (source){.max_ts_ms = INT64_MIN};
+    watermark_update(eng);
+}
+
 int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_result)
 {
     int r = 0;
     eng->stats.events++;
     if (ev->type >= 0 && ev->type < PD_MAX_EVENT_TYPES)
         eng->stats.events_by_type[ev->type]++;
-    if (ev->ts_ms > eng->stats.max_event_ts_ms) {
+    if (ev->ts_ms > eng->stats.max_event_ts_ms)
         eng->stats.max_event_ts_ms = ev->ts_ms;
-        eng->stats.watermark_ms = ev->ts_ms - eng->lateness_ms;
-        pd_labels_advance(eng->labels, eng->stats.watermark_ms, on_label, eng);
+    source *src = source_get(eng, ev->source);
+    if (!src)
+        return -ENOMEM;
+    bool was_idle = src->idle || !src->used;
+    src->used = true;
+    src->idle = false;
+    if (ev->ts_ms > src->max_ts_ms) {
+        src->max_ts_ms = ev->ts_ms;
+        watermark_update(eng);
+    } else if (was_idle) {
+        watermark_update(eng);
     }
 
     pd_engine_result res = {.ts_ms = ev->ts_ms, .scores = eng->scores};
@@ -530,7 +615,18 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
         if (old_to_new[j] < 0)
             continue;
         model *m = &p.models[old_to_new[j]];
-        pd_learner_set_conf(om->learner, &m->lconf);
+        if (pd_learner_set_conf(om->learner, &m->lconf) < 0) {
+            /* only running out of memory gets here (the config was validated): keep the
+             * learner as it was and say so, so the engine's view matches the learner's */
+            m->lconf = om->lconf;
+            if (ret_fresh && fresh_len > fresh_used) {
+                int w = snprintf(ret_fresh + fresh_used, fresh_len - fresh_used,
+                                 "%s\"%s\" (kept its previous hyper-parameters: out of memory)",
+                                 fresh_used ? ", " : "", m->name);
+                if (w > 0)
+                    fresh_used += (size_t)w;
+            }
+        }
         if (memcmp(&om->lconf, &m->lconf, sizeof m->lconf) != 0 || om->publish != m->publish ||
             memcmp(&om->gate, &m->gate, sizeof m->gate) != 0 ||
             om->example_on != m->example_on ||

@@ -82,6 +82,19 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
 int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh,
                           size_t fresh_len, char *errbuf, size_t errlen);
 
+/* Event-time sources. Events of one source (a Kafka partition) arrive in about time order, but
+ * sources are read in batches, so one may run hours ahead of another while a backlog is caught
+ * up. The watermark is therefore the lowest of the sources' highest event times (minus the
+ * allowed lateness), counting only sources that still have events to deliver: a caught-up
+ * source is marked idle by its reader and stops holding the watermark back until its next
+ * event. It never moves backwards. With one source this is the brief's "highest event time
+ * seen minus allowed lateness". */
+/* Declares a source (a newly assigned partition with events waiting holds the watermark until
+ * its first event) or marks it idle / busy. */
+void pd_engine_source_idle(pd_engine *eng, uint32_t source, bool idle);
+/* Forgets a source (its partition was revoked). */
+void pd_engine_source_remove(pd_engine *eng, uint32_t source);
+
 /* Removes a user's state and waiting examples. Returns whether the user was known. */
 bool pd_engine_forget(pd_engine *eng, const char *user, size_t len);
 

@@ -65,6 +65,7 @@ typedef struct pd_event {
     size_t text_len;
     int type;         /* index into events.types */
     int64_t ts_ms;    /* event time */
+    uint32_t source;  /* which ordered input it came from (a Kafka partition); 0 by default */
     bool has_value;
     double value;     /* events.fields.value, finite when has_value */
     /* the extra paths given to pd_decoder_new(), in the same order */

@@ -1,0 +1,304 @@
+/* The engine end to end on hand-made events: label timing through the per-source watermark,
+ * immediate value labels, scores on every event, reload keeping weights, forget, snapshots. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "models/snapshot.h"
+#include "pipeline/engine.h"
+
+static const char *const base_yaml =
+    "kafka: {brokers: b, topics: [t], group: g}\n"
+    "events: {types: [view, click, purchase]}\n"
+    "watermark: {allowed_lateness: 1m}\n"
+    "features:\n"
+    "  device: {categorical: context.device}\n"
+    "  views: {decayed_count: view, half_life: 1h}\n"
+    "models:\n"
+    "  buy:\n"
+    "    type: logistic\n"
+    "    features: [device, views]\n"
+    "    example_on: [view]\n"
+    "    label: {positive_on: purchase, within: 30m}\n"
+    "  spend:\n"
+    "    type: linear\n"
+    "    optimizer: adagrad\n"
+    "    features: [device]\n"
+    "    example_on: [purchase]\n"
+    "    label: {value_from: value}\n";
+
+static pd_config *load(const char *yaml)
+{
+    pd_diag *diag = pd_diag_new();
+    pd_config *conf = pd_config_load_string("test.yaml", yaml, strlen(yaml), diag);
+    if (!conf)
+        pd_diag_print(diag, stderr);
+    pd_diag_free(diag);
+    assert_non_null(conf);
+    return conf;
+}
+
+static pd_engine *engine_from(const pd_config *conf)
+{
+    char err[256];
+    pd_engine *eng = pd_engine_new(conf, err, sizeof err);
+    if (!eng)
+        fprintf(stderr, "%s\n", err);
+    assert_non_null(eng);
+    return eng;
+}
+
+/* Feeds one event written as JSON; returns the result. */
+static pd_engine_result feed(pd_engine *eng, uint32_t source, const char *json)
+{
+    pd_event ev;
+    char detail[128];
+    assert_int_equal(pd_engine_decode(eng, json, strlen(json), 0, &ev, detail, sizeof detail),
+                     PD_DECODE_OK);
+    ev.source = source;
+    pd_engine_result res;
+    assert_int_equal(pd_engine_process(eng, &ev, &res), 0);
+    return res;
+}
+
+static void event(char *buf, size_t len, const char *type, const char *user, long long ts_s,
+                  const char *extra)
+{
+    snprintf(buf, len,
+             "{\"type\":\"%s\",\"user_id\":\"%s\",\"ts\":%lld000,"
+             "\"context\":{\"device\":\"mobile\"}%s}",
+             type, user, ts_s, extra ? extra : "");
+}
+
+static uint64_t examples(pd_engine *eng, size_t model)
+{
+    pd_model_info mi;
+    pd_engine_model_info(eng, model, &mi);
+    return mi.examples;
+}
+
+/* Source 1 runs an hour ahead while source 0 still has events to deliver: the watermark stays
+ * with source 0, so the purchase that source 0 delivers late still labels the view positive. */
+static void test_lagging_source_holds_watermark(void **state)
+{
+    (void)state;
+    pd_config *conf = load(base_yaml);
+    pd_engine *eng = engine_from(conf);
+    char buf[256];
+    pd_engine_source_idle(eng, 0, false);
+    pd_engine_source_idle(eng, 1, false);
+    event(buf, sizeof buf, "view", "a", 1000, NULL);
+    feed(eng, 0, buf);
+    event(buf, sizeof buf, "view", "b", 1000 + 3600, NULL); /* source 1 is an hour ahead */
+    feed(eng, 1, buf);
+    pd_engine_stats st;
+    pd_engine_get_stats(eng, &st);
+    assert_int_equal(st.watermark_ms, (1000 - 60) * 1000LL); /* source 0's time - lateness */
+    assert_int_equal(examples(eng, 0), 0);
+    event(buf, sizeof buf, "purchase", "a", 1000 + 600, ",\"price\":10");
+    feed(eng, 0, buf);
+    pd_engine_get_stats(eng, &st);
+    assert_int_equal(st.labels.positives, 1);
+    assert_int_equal(st.labels.negatives, 0);
+
+    /* With one global watermark (a single source) the same order labels it negative: the
+     * view's window ended an hour before the purchase arrived. */
+    pd_engine *one = engine_from(conf);
+    event(buf, sizeof buf, "view", "a", 1000, NULL);
+    feed(one, 0, buf);
+    event(buf, sizeof buf, "view", "b", 1000 + 3600, NULL);
+    feed(one, 0, buf);
+    event(buf, sizeof buf, "purchase", "a", 1000 + 600, ",\"price\":10");
+    feed(one, 0, buf);
+    pd_engine_get_stats(one, &st);
+    assert_int_equal(st.labels.negatives, 1);
+    assert_int_equal(st.labels.positives, 0);
+    pd_engine_free(one);
+    pd_engine_free(eng);
+    pd_config_free(conf);
+}
+
+/* An idle (caught-up) source does not hold the watermark; a declared source without events
+ * blocks it; the watermark never moves back. */
+static void test_idle_and_new_sources(void **state)
+{
+    (void)state;
+    pd_config *conf = load(base_yaml);
+    pd_engine *eng = engine_from(conf);
+    char buf[256];
+    pd_engine_stats st;
+    event(buf, sizeof buf, "view", "a", 1000, NULL);
+    feed(eng, 0, buf);
+    pd_engine_source_idle(eng, 1, false); /* assigned, events waiting, none seen yet */
+    event(buf, sizeof buf, "view", "a", 5000, NULL);
+    feed(eng, 0, buf);
+    pd_engine_get_stats(eng, &st);
+    assert_int_equal(st.watermark_ms, (1000 - 60) * 1000LL); /* blocked since source 1 came */
+    pd_engine_source_idle(eng, 1, true); /* it turned out empty */
+    pd_engine_get_stats(eng, &st);
+    assert_int_equal(st.watermark_ms, (5000 - 60) * 1000LL);
+    /* the first view's window (1000 + 30 min) is now far behind: labelled 0 */
+    assert_int_equal(st.labels.negatives, 1);
+    event(buf, sizeof buf, "view", "c", 2000, NULL); /* source 1 wakes with old events */
+    feed(eng, 1, buf);
+    pd_engine_get_stats(eng, &st);
+    assert_int_equal(st.watermark_ms, (5000 - 60) * 1000LL); /* never backwards */
+    assert_int_equal(st.labels.late, 1);
+    pd_engine_free(eng);
+    pd_config_free(conf);
+}
+
+/* Value labels are learned at once; every event is scored by every model. */
+static void test_value_labels_and_scores(void **state)
+{
+    (void)state;
+    pd_config *conf = load(base_yaml);
+    pd_engine *eng = engine_from(conf);
+    char buf[256];
+    event(buf, sizeof buf, "purchase", "a", 1000, ",\"price\":42");
+    pd_engine_result res = feed(eng, 0, buf);
+    assert_int_equal(res.n_scores, 2);
+    assert_int_equal(examples(eng, 1), 1);
+    pd_model_info mi;
+    pd_engine_model_info(eng, 1, &mi);
+    assert_int_equal(mi.metrics.examples, 1);
+    /* the first prediction is made before learning: 0, so the absolute error is 42 */
+    assert_true(fabs(mi.metrics.mae - 42.0) < 1e-9);
+    event(buf, sizeof buf, "purchase", "a", 1001, ""); /* no price: no example */
+    feed(eng, 0, buf);
+    assert_int_equal(examples(eng, 1), 1);
+    pd_engine_free(eng);
+    pd_config_free(conf);
+}
+
+/* Reload: a new hyper-parameter keeps the weights (same prediction right after), a changed
+ * feature list starts the model fresh, and forget removes the user. */
+static void test_reload_and_forget(void **state)
+{
+    (void)state;
+    pd_config *conf = load(base_yaml);
+    pd_engine *eng = engine_from(conf);
+    char buf[256];
+    for (int i = 0; i < 200; i++) {
+        event(buf, sizeof buf, i % 3 ? "view" : "purchase", i % 2 ? "a" : "b", 1000 + i * 60,
+              ",\"price\":5");
+        feed(eng, 0, buf);
+    }
+    pd_score before[4], after[4];
+    assert_int_equal(pd_engine_score_user(eng, "a", 1, before, 4), 2);
+    uint64_t ex = examples(eng, 0);
+
+    char *yaml = strdup(base_yaml);
+    char *alpha = strstr(yaml, "    type: logistic\n");
+    assert_non_null(alpha);
+    char *changed = NULL;
+    assert_true(asprintf(&changed, "%.*s    type: logistic\n    alpha: 0.3\n%s",
+                         (int)(alpha - yaml), yaml, alpha + strlen("    type: logistic\n")) > 0);
+    pd_config *conf2 = load(changed);
+    char fresh[256], err[256];
+    assert_int_equal(pd_engine_reconfigure(eng, conf2, fresh, sizeof fresh, err, sizeof err), 0);
+    assert_string_equal(fresh, "");
+    assert_int_equal(pd_engine_score_user(eng, "a", 1, after, 4), 2);
+    assert_true(fabs(before[0].value - after[0].value) < 1e-6); /* FTRL re-expressed, same w */
+    assert_int_equal(examples(eng, 0), ex);
+    assert_int_equal(pd_engine_generation(eng), 2);
+
+    /* the spend model loses its only feature's companion: a new feature list */
+    char *p = strstr(changed, "    features: [device]\n    example_on: [purchase]");
+    assert_non_null(p);
+    memcpy(p, "    features: [views] ", strlen("    features: [views] "));
+    pd_config *conf3 = load(changed);
+    assert_int_equal(pd_engine_reconfigure(eng, conf3, fresh, sizeof fresh, err, sizeof err), 0);
+    assert_non_null(strstr(fresh, "\"spend\""));
+    assert_int_equal(examples(eng, 1), 0);
+    assert_int_equal(examples(eng, 0), ex);
+
+    assert_true(pd_engine_forget(eng, "a", 1));
+    assert_int_equal(pd_engine_score_user(eng, "a", 1, after, 4), -ENOENT);
+    assert_false(pd_engine_forget(eng, "a", 1));
+    pd_engine_free(eng);
+    pd_config_free(conf3);
+    pd_config_free(conf2);
+    pd_config_free(conf);
+    free(changed);
+    free(yaml);
+}
+
+/* A snapshot restores identical predictions, counters and pending examples. */
+static void test_snapshot_round_trip(void **state)
+{
+    (void)state;
+    pd_config *conf = load(base_yaml);
+    pd_engine *eng = engine_from(conf);
+    char buf[256], err[512], fresh[256], path[1024];
+    for (int i = 0; i < 300; i++) {
+        event(buf, sizeof buf, i % 4 ? "view" : "purchase", i % 3 ? "a" : "b", 1000 + i * 120,
+              ",\"price\":7");
+        feed(eng, 0, buf);
+    }
+    char dir[] = "/tmp/pd-engine-snap-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    pd_snapshot_writer *w = pd_snapshot_writer_new(dir, conf->fingerprint, 1, err, sizeof err);
+    assert_non_null(w);
+    assert_int_equal(pd_engine_save(eng, w, err, sizeof err), 0);
+    assert_int_equal(pd_snapshot_writer_commit(w, 2, path, sizeof path, err, sizeof err), 0);
+
+    pd_snapshot *s = pd_snapshot_open(path, err, sizeof err);
+    assert_non_null(s);
+    pd_engine *copy = engine_from(conf);
+    assert_int_equal(pd_engine_load(copy, s, fresh, sizeof fresh, err, sizeof err), 0);
+    assert_string_equal(fresh, "");
+    pd_snapshot_close(s);
+
+    pd_engine_stats a, b;
+    pd_engine_get_stats(eng, &a);
+    pd_engine_get_stats(copy, &b);
+    assert_int_equal(a.events, b.events);
+    assert_int_equal(a.users, b.users);
+    assert_int_equal(a.labels.pending, b.labels.pending);
+    assert_int_equal(a.watermark_ms, b.watermark_ms);
+    for (size_t m = 0; m < 2; m++)
+        assert_int_equal(examples(eng, m), examples(copy, m));
+    /* the same next events give bit-identical scores in both */
+    for (int i = 300; i < 340; i++) {
+        event(buf, sizeof buf, i % 4 ? "view" : "purchase", i % 3 ? "a" : "b", 1000 + i * 120,
+              ",\"price\":7");
+        pd_engine_result r1 = feed(eng, 0, buf);
+        double s1[2] = {r1.scores[0].value, r1.scores[1].value};
+        pd_engine_result r2 = feed(copy, 0, buf);
+        double s2[2] = {r2.scores[0].value, r2.scores[1].value};
+        assert_int_equal(r1.n_scores, r2.n_scores);
+        assert_memory_equal(s1, s2, sizeof s1);
+    }
+    pd_engine_get_stats(eng, &a);
+    pd_engine_get_stats(copy, &b);
+    assert_int_equal(a.labels.positives, b.labels.positives);
+    assert_int_equal(a.labels.negatives, b.labels.negatives);
+    unlink(path);
+    rmdir(dir);
+    pd_engine_free(copy);
+    pd_engine_free(eng);
+    pd_config_free(conf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lagging_source_holds_watermark),
+        cmocka_unit_test(test_idle_and_new_sources),
+        cmocka_unit_test(test_value_labels_and_scores),
+        cmocka_unit_test(test_reload_and_forget),
+        cmocka_unit_test(test_snapshot_round_trip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
