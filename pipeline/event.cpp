@@ -119,9 +119,18 @@ static void walk(pd_decoder *d, simdjson::dom::object obj, const uint16_t *cand,
             const std::string &path = d->paths[p];
             size_t off = d->consumed[p];
             size_t rem = path.size() - off;
-            /* the cheap tests first: the key must end where a segment of the path ends */
-            if (rem < key.size() || (rem > key.size() && path[off + key.size()] != '.') ||
-                memcmp(path.data() + off, key.data(), key.size()) != 0)
+            size_t k = key.size();
+            /* the cheap tests first: the key must end where a segment of the path ends, and
+             * most candidates already differ in the first byte; keys are short, so the byte
+             * loop beats a memcmp call */
+            if (rem < k || (rem > k && path[off + k] != '.') || k == 0 ||
+                path[off] != key[0])
+                continue;
+            const char *a = path.data() + off, *b = key.data();
+            size_t j = 1;
+            while (j < k && a[j] == b[j])
+                j++;
+            if (j != k)
                 continue;
             if (rem == key.size())
                 set_value(&d->values[p], field.value);

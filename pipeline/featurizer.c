@@ -322,8 +322,10 @@ static double apply_transforms(const feat *f, double x)
 {
     for (size_t i = 0; i < f->conf.n_transforms; i++) {
         const pd_transform *t = &f->conf.transforms[i];
+        /* symmetric, so negative inputs stay finite; in float, the precision the feature is
+         * stored in (glibc's double log1p was 9% of replay time) */
         if (t->kind == PD_TF_LOG1P)
-            x = x >= 0 ? log1p(x) : -log1p(-x); /* symmetric, so negative inputs stay finite */
+            x = x >= 0 ? (double)log1pf((float)x) : -(double)log1pf((float)-x);
         else if (t->kind == PD_TF_CLIP)
             x = x < t->lo ? t->lo : (x > t->hi ? t->hi : x);
     }

@@ -38,7 +38,12 @@ typedef struct pd_labels_stats {
 typedef void (*pd_label_fn)(void *ctx, int model, const pd_feature *x, size_t n, double label,
                             double weight);
 
+/* Optional: called for the example that will be resolved next, before the current one is,
+ * so the learner can start loading its weights while the current example learns. */
+typedef void (*pd_label_prefetch_fn)(void *ctx, int model, const pd_feature *x, size_t n);
+
 pd_labels *pd_labels_new(int64_t max_per_user, int64_t max_total, char *errbuf, size_t errlen);
+void pd_labels_set_prefetch(pd_labels *lb, pd_label_prefetch_fn fn, void *ctx);
 void pd_labels_free(pd_labels *lb);
 
 /* Takes a copy of x. The example is resolved at once when a matching positive of u is already

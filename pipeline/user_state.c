@@ -12,9 +12,16 @@
 
 #define SKETCH_WORDS (PD_SKETCH_BITS / 64)
 
+/* A table slot keeps the hash beside the pointer, so probing compares hashes without touching
+ * (and cache-missing on) the users it passes. */
+typedef struct slot {
+    uint64_t hash;
+    pd_user *u; /* NULL = empty */
+} slot;
+
 struct pd_user_state {
     pd_user_layout layout;
-    pd_user **slots;
+    slot *slots;
     size_t cap; /* power of two */
     size_t count;
     pd_user *lru_first, *lru_last;
@@ -35,7 +42,7 @@ static size_t body_size(const pd_user_layout *l)
 size_t pd_user_state_bytes_per_user(const pd_user_layout *layout)
 {
     /* record + body + a table slot at the table's worst load factor (1/2) */
-    return sizeof(pd_user) + body_size(layout) + 2 * sizeof(pd_user *);
+    return sizeof(pd_user) + body_size(layout) + 2 * sizeof(slot);
 }
 
 static int layout_copy(pd_user_layout *dst, const pd_user_layout *src)
@@ -98,8 +105,7 @@ static void user_free(pd_user *u)
     if (!u)
         return;
     free(u->last_ts_by_type); /* the body: one block, last_ts_by_type first */
-    free(u->id);
-    free(u);
+    free(u);                  /* the id lives in the record's block */
 }
 
 void pd_user_state_free(pd_user_state *st)
@@ -157,28 +163,27 @@ pd_user *pd_user_state_find(pd_user_state *st, const char *id, size_t len)
 {
     uint64_t h = pd_user_hash(id, len);
     for (size_t i = slot_of(st, h);; i = (i + 1) & (st->cap - 1)) {
-        pd_user *u = st->slots[i];
-        if (!u)
+        const slot *sl = &st->slots[i];
+        if (!sl->u)
             return NULL;
-        if (u->hash == h && u->id_len == len && memcmp(u->id, id, len) == 0)
-            return u;
+        if (sl->hash == h && sl->u->id_len == len && memcmp(sl->u->id, id, len) == 0)
+            return sl->u;
     }
 }
 
 static int table_grow(pd_user_state *st)
 {
     size_t ncap = st->cap * 2;
-    pd_user **ns = calloc(ncap, sizeof *ns);
+    slot *ns = calloc(ncap, sizeof *ns);
     if (!ns)
         return -ENOMEM;
     for (size_t i = 0; i < st->cap; i++) {
-        pd_user *u = st->slots[i];
-        if (!u)
+        if (!st->slots[i].u)
             continue;
-        size_t j = (size_t)u->hash & (ncap - 1);
-        while (ns[j])
+        size_t j = (size_t)st->slots[i].hash & (ncap - 1);
+        while (ns[j].u)
             j = (j + 1) & (ncap - 1);
-        ns[j] = u;
+        ns[j] = st->slots[i];
     }
     free(st->slots);
     st->slots = ns;
@@ -215,9 +220,9 @@ pd_user *pd_user_state_get(pd_user_state *st, const char *id, size_t len, int64_
 {
     uint64_t h = pd_user_hash(id, len);
     size_t i;
-    for (i = slot_of(st, h); st->slots[i]; i = (i + 1) & (st->cap - 1)) {
-        pd_user *u = st->slots[i];
-        if (u->hash == h && u->id_len == len && memcmp(u->id, id, len) == 0) {
+    for (i = slot_of(st, h); st->slots[i].u; i = (i + 1) & (st->cap - 1)) {
+        pd_user *u = st->slots[i].u;
+        if (st->slots[i].hash == h && u->id_len == len && memcmp(u->id, id, len) == 0) {
             if (ts_ms > u->seen_ts_ms)
                 u->seen_ts_ms = ts_ms;
             if (st->lru_first != u) {
@@ -232,20 +237,19 @@ pd_user *pd_user_state_get(pd_user_state *st, const char *id, size_t len, int64_
     if ((st->count + 1) * 2 > st->cap) {
         if (table_grow(st) < 0)
             return NULL;
-        for (i = slot_of(st, h); st->slots[i]; i = (i + 1) & (st->cap - 1))
+        for (i = slot_of(st, h); st->slots[i].u; i = (i + 1) & (st->cap - 1))
             ;
     }
-    pd_user *u = calloc(1, sizeof *u);
+    /* the id shares the record's block: comparing it costs no extra cache miss */
+    pd_user *u = calloc(1, sizeof *u + len + 1);
     if (!u)
         return NULL;
-    u->id = malloc(len + 1);
-    void *body = st->body_bytes ? malloc(st->body_bytes) : malloc(1);
-    if (!u->id || !body) {
-        free(u->id);
-        free(body);
+    void *body = malloc(st->body_bytes ? st->body_bytes : 1);
+    if (!body) {
         free(u);
         return NULL;
     }
+    u->id = (char *)(u + 1);
     memcpy(u->id, id, len);
     u->id[len] = '\0';
     u->id_len = (uint32_t)len;
@@ -255,7 +259,7 @@ pd_user *pd_user_state_get(pd_user_state *st, const char *id, size_t len, int64_
     u->seen_ts_ms = ts_ms;
     body_attach(u, body, &st->layout);
     body_init(u, &st->layout);
-    st->slots[i] = u;
+    st->slots[i] = (slot){.hash = h, .u = u};
     st->count++;
     lru_push_front(st, u);
     if (ret_created)
@@ -359,23 +363,22 @@ double pd_user_sketch_estimate(const pd_user *u, size_t i)
 void pd_user_state_remove(pd_user_state *st, pd_user *u)
 {
     size_t i = slot_of(st, u->hash);
-    while (st->slots[i] != u)
+    while (st->slots[i].u != u)
         i = (i + 1) & (st->cap - 1);
     /* backward-shift deletion keeps every probe chain unbroken */
     size_t j = i;
     for (;;) {
         j = (j + 1) & (st->cap - 1);
-        pd_user *v = st->slots[j];
-        if (!v)
+        if (!st->slots[j].u)
             break;
-        size_t home = slot_of(st, v->hash);
+        size_t home = slot_of(st, st->slots[j].hash);
         bool between = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
         if (between)
             continue;
-        st->slots[i] = v;
+        st->slots[i] = st->slots[j];
         i = j;
     }
-    st->slots[i] = NULL;
+    st->slots[i] = (slot){0};
     st->count--;
     lru_unlink(st, u);
     user_free(u);
@@ -393,7 +396,7 @@ size_t pd_user_state_count(const pd_user_state *st)
 
 size_t pd_user_state_memory(const pd_user_state *st)
 {
-    size_t bytes = sizeof *st + st->cap * sizeof(pd_user *);
+    size_t bytes = sizeof *st + st->cap * sizeof(slot);
     for (const pd_user *u = st->lru_first; u; u = u->lru_next)
         bytes += sizeof *u + st->body_bytes + u->id_len + 1;
     return bytes;
