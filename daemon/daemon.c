@@ -1,27 +1,52 @@
 /* The daemon's loop: poll a batch from Kafka, run each event through the engine, coalesce the
  * scores in the publisher, and every flush interval write them to Redis and then commit the
- * offsets that were processed before the flush began. */
+ * offsets that were processed before the flush began. The same loop answers the control
+ * socket, renders /metrics, and tells systemd how it is doing, so everything that touches
+ * the engine happens on this one thread. */
 #include "daemon/daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon/control.h"
+#include "daemon/http.h"
+#include "daemon/json.h"
 #include "daemon/log.h"
+#include "daemon/notify.h"
+#include "daemon/prom.h"
+#include "daemon/strbuf.h"
 #include "models/snapshot.h"
 #include "pipeline/dead_letter.h"
 #include "pipeline/engine.h"
 #include "pipeline/kafka_in.h"
 #include "pipeline/publisher.h"
+#include "pipeline/user_state.h"
+
+#ifndef PD_VERSION
+#define PD_VERSION "unknown"
+#endif
 
 #define MODEL_SUMMARY_MS 1000
 #define MAX_BACKOFF_MS 5000
+#define MAX_WAIT_MS 100       /* longest the loop sleeps: bounds stop and control latency */
+#define RENDER_MS 500         /* /metrics and /readyz refresh */
+#define STATUS_MS 2000        /* STATUS= line for systemd */
+#define READY_CHECK_MS 1000   /* Kafka reachability probe before READY=1 */
+#define CONTROL_BATCH 16      /* control requests answered per loop turn */
+#define FORGET_SNAPSHOT_MS 1000 /* forget events are coalesced into one snapshot this late */
+#define FEED_FORGET_TOPIC "!forget" /* not a valid model name, so no clash */
+
+static const double batch_bounds[] = {1, 10, 100, 1000, 10000, 100000};
+#define N_BATCH_BOUNDS (sizeof batch_bounds / sizeof batch_bounds[0])
 
 static volatile sig_atomic_t got_stop;
 static volatile sig_atomic_t got_reload;
@@ -77,6 +102,28 @@ struct pd_daemon {
     rd_kafka_topic_partition_list_t *restore_offsets; /* from the snapshot, applied once */
     /* event-time sources: one per partition, so a lagging partition holds the watermark */
     rd_kafka_topic_partition_list_t *sources;
+    /* operations: systemd, metrics, control plane */
+    pd_notify *notify;
+    pd_http *http;
+    pd_control *ctl;
+    rd_kafka_queue_t *kq; /* the consumer queue, which wakes the loop through wake[] */
+    int wake[2];
+    bool ready;      /* READY=1 sent */
+    bool paused;     /* consumption paused from the control socket */
+    bool batch_full; /* the last poll filled the batch: more is waiting */
+    uint64_t rebalances_seen;
+    int64_t started_ms, started_wall_ms;
+    int64_t next_render_ms, next_status_ms, next_ready_check_ms;
+    int64_t forget_snapshot_ms; /* INT64_MAX: none due */
+    uint64_t rate_events;
+    int64_t rate_ms;
+    double events_per_s;
+    uint64_t flushes_seen;
+    uint64_t batch_hist[N_BATCH_BOUNDS + 1];
+    double batch_sum;
+    uint64_t forgets_control, forgets_event;
+    uint64_t feed_dropped;
+    pd_strbuf text; /* scratch: metrics, status, feed messages */
 };
 
 static int64_t now_ms(void)
@@ -152,6 +199,16 @@ static int flush_and_commit(pd_daemon *d, bool sync)
     }
     if (err[0])
         pd_log_warning("%s", err); /* refused for good and counted; the flush went on */
+    pd_publisher_stats ps;
+    pd_publisher_get_stats(d->pub, &ps);
+    if (ps.flushes != d->flushes_seen) {
+        d->flushes_seen = ps.flushes;
+        size_t b = 0;
+        while (b < N_BATCH_BOUNDS && (double)ps.last_batch_users > batch_bounds[b])
+            b++;
+        d->batch_hist[b]++;
+        d->batch_sum += (double)ps.last_batch_users;
+    }
     if (pos && pd_kafka_in_commit(d->in, pos, sync, err, sizeof err) < 0) {
         pd_log_error("%s", err);
         r = -EIO;
@@ -273,6 +330,49 @@ static void dead_letter(pd_daemon *d, const rd_kafka_message_t *m, pd_decode_err
     d->dead_lettered++;
 }
 
+/* Every score change on the PUB feed, topic = model name. */
+static void feed_scores(pd_daemon *d, const pd_engine_result *res, int64_t ts, uint64_t gen)
+{
+    for (size_t i = 0; i < res->n_scores; i++) {
+        const pd_model_conf *mc = &d->conf->models[res->scores[i].model];
+        pd_strbuf *b = &d->text;
+        pd_strbuf_reset(b);
+        pd_strbuf_adds(b, "{\"user\":");
+        pd_json_add_string(b, res->user, res->user_len);
+        pd_strbuf_adds(b, ",\"model\":");
+        pd_json_add_str(b, mc->name);
+        pd_strbuf_adds(b, ",\"field\":");
+        pd_json_add_str(b, mc->output ? mc->output : mc->name);
+        pd_strbuf_adds(b, ",\"value\":");
+        pd_json_add_number(b, res->scores[i].value);
+        pd_strbuf_addf(b, ",\"ts\":%" PRId64 ",\"v\":%" PRIu64 "}", ts, gen);
+        if (b->oom || pd_control_publish(d->ctl, mc->name, b->data, b->len) < 0)
+            d->feed_dropped++;
+    }
+}
+
+static void feed_forget(pd_daemon *d, const char *user, size_t len)
+{
+    if (!pd_control_has_feed(d->ctl))
+        return;
+    pd_strbuf_reset(&d->text);
+    pd_strbuf_adds(&d->text, "{\"user\":");
+    pd_json_add_string(&d->text, user, len);
+    pd_strbuf_addc(&d->text, '}');
+    if (d->text.oom || pd_control_publish(d->ctl, FEED_FORGET_TOPIC, d->text.data, d->text.len) < 0)
+        d->feed_dropped++;
+}
+
+/* The audit line of a privacy request. It names the user by the store's hash, so an auditor
+ * holding the id can match it while the log keeps no id of a forgotten user. */
+static void audit_forget(const char *user, size_t len, const char *source, bool known,
+                         const char *redis)
+{
+    pd_logkv(PD_LOG_INFO, "forgot a user on request",
+             "audit=forget source=%s user_hash=%016" PRIx64 " known=%s redis=%s", source,
+             pd_user_hash(user, len), known ? "true" : "false", redis);
+}
+
 static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
 {
     pd_event ev;
@@ -294,7 +394,12 @@ static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
     if (res.forgotten) {
         if (pd_publisher_forget(d->pub, res.user, res.user_len) < 0)
             pd_log_error("out of memory queueing the deletion of a user's keys");
-        pd_logkv(PD_LOG_INFO, "forgot a user on request", "source=event");
+        d->forgets_event++;
+        audit_forget(res.user, res.user_len, "event", true, "queued");
+        feed_forget(d, res.user, res.user_len);
+        /* older snapshots still hold the user: replace them soon, several forgets at once */
+        if (d->conf->snapshot.dir && d->forget_snapshot_ms == INT64_MAX)
+            d->forget_snapshot_ms = now_ms() + FORGET_SNAPSHOT_MS;
         return;
     }
     if (res.n_scores == 0)
@@ -304,9 +409,12 @@ static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
     for (size_t i = 0; i < n; i++)
         scores[i] = (pd_publish_score){.field = res.scores[i].model,
                                        .value = res.scores[i].value};
-    if (pd_publisher_update(d->pub, res.user, res.user_len, wall_ms(),
-                            pd_engine_generation(d->engine), scores, n) < 0)
+    int64_t ts = wall_ms();
+    uint64_t gen = pd_engine_generation(d->engine);
+    if (pd_publisher_update(d->pub, res.user, res.user_len, ts, gen, scores, n) < 0)
         pd_log_error("out of memory queueing scores for redis");
+    if (pd_control_has_feed(d->ctl))
+        feed_scores(d, &res, ts, gen);
 }
 
 /* ---- reload ---- */
@@ -322,9 +430,13 @@ static int publisher_fields(const pd_config *conf, const char ***ret_fields)
     return 0;
 }
 
-static void reload(pd_daemon *d)
+/* Re-reads the config file. Returns 0, or a negative errno with the reason in msg (also
+ * logged); on success msg says which models start fresh (may be empty). */
+static int reload(pd_daemon *d, char *msg, size_t msglen)
 {
     char err[1024], fresh[1024];
+    int r = -EINVAL;
+    msg[0] = '\0';
     pd_log_info("reloading configuration from \"%s\"", d->config_path);
     pd_diag *diag = pd_diag_new();
     pd_config *conf = diag ? pd_config_load(d->config_path, diag) : NULL;
@@ -334,28 +446,37 @@ static void reload(pd_daemon *d)
                      d->config_path);
         for (size_t i = 0; diag && i < pd_diag_count(diag); i++)
             pd_log_error("%s", pd_diag_message(diag, i));
+        snprintf(msg, msglen, "\"%s\" has errors%s%s; keeping the running configuration",
+                 d->config_path, diag && pd_diag_count(diag) ? ": " : "",
+                 diag && pd_diag_count(diag) ? pd_diag_message(diag, 0) : "");
         goto out_diag;
     }
     if (!pd_config_reloadable(d->conf, conf, err, sizeof err)) {
         d->reload_failures++;
         pd_log_error("reload refused: %s; keeping the running configuration", err);
+        snprintf(msg, msglen, "refused: %.900s; keeping the running configuration", err);
         goto out_conf;
     }
     /* scores waiting in the publisher are indexed by the old model order */
     if (flush_and_commit(d, false) < 0) {
         d->reload_failures++;
         pd_log_error("reload postponed: redis did not take the waiting scores");
+        snprintf(msg, msglen, "postponed: redis did not take the waiting scores; retrying");
         got_reload = 1;
+        r = -EAGAIN;
         goto out_conf;
     }
     const char **fields = NULL;
     if (publisher_fields(conf, &fields) < 0) {
         pd_log_error("reload failed: out of memory");
+        snprintf(msg, msglen, "out of memory");
+        r = -ENOMEM;
         goto out_conf;
     }
     if (pd_engine_reconfigure(d->engine, conf, fresh, sizeof fresh, err, sizeof err) < 0) {
         d->reload_failures++;
         pd_log_error("reload failed: %s; keeping the running configuration", err);
+        snprintf(msg, msglen, "%.900s; keeping the running configuration", err);
         free(fields);
         goto out_conf;
     }
@@ -369,13 +490,16 @@ static void reload(pd_daemon *d)
     d->reloads++;
     if (fresh[0])
         pd_log_info("models starting fresh after reload: %s", fresh);
+    snprintf(msg, msglen, "%s", fresh);
     pd_logkv(PD_LOG_INFO, "configuration reloaded", "models=%zu features=%zu generation=%" PRIu64,
              conf->n_models, conf->n_features, pd_engine_generation(d->engine));
     conf = NULL;
+    r = 0;
 out_conf:
     pd_config_free(conf);
 out_diag:
     pd_diag_free(diag);
+    return r;
 }
 
 /* ---- snapshots ---- */
@@ -421,8 +545,11 @@ static rd_kafka_topic_partition_list_t *load_offsets(FILE *f)
 }
 
 /* Writes the engine's state and the offsets it covers. Everything processed so far is in the
- * engine, so the processed positions are exactly what the snapshot includes. */
-static int write_snapshot(pd_daemon *d, const char *why)
+ * engine, so the processed positions are exactly what the snapshot includes. keep > 0
+ * overrides how many snapshots stay (a forget keeps only this one: the older ones still hold
+ * the user). The new file's path goes to ret_path when given. */
+static int write_snapshot(pd_daemon *d, const char *why, int keep, char *ret_path,
+                          size_t path_len)
 {
     const pd_snapshot_conf *sc = &d->conf->snapshot;
     if (!sc->dir)
@@ -447,8 +574,11 @@ static int write_snapshot(pd_daemon *d, const char *why)
         pd_snapshot_writer_abort(w);
         goto out_fail;
     }
-    if (pd_snapshot_writer_commit(w, (int)sc->keep, path, sizeof path, err, sizeof err) < 0)
+    if (pd_snapshot_writer_commit(w, keep > 0 ? keep : (int)sc->keep, path, sizeof path, err,
+                                  sizeof err) < 0)
         goto out_fail;
+    if (ret_path)
+        snprintf(ret_path, path_len, "%s", path);
     d->snapshots++;
     d->last_snapshot_wall_ms = wall_ms();
     d->last_snapshot_seconds = (double)(now_ms() - t0) / 1000.0;
@@ -459,6 +589,8 @@ static int write_snapshot(pd_daemon *d, const char *why)
 out_fail:
     d->snapshot_failures++;
     pd_log_error("snapshot failed: %s", err);
+    if (ret_path)
+        snprintf(ret_path, path_len, "%s", err);
     return -EIO;
 }
 
@@ -529,12 +661,800 @@ static void on_assigning(void *ctx, pd_kafka_in *in, rd_kafka_topic_partition_li
     }
 }
 
+/* ---- readiness and status ---- */
+
+/* Why the daemon should not take traffic now, or NULL when it is ready: started, consuming,
+ * writing to Redis and caught up within daemon.ready_max_lag. */
+static const char *not_ready_reason(pd_daemon *d, char *buf, size_t len)
+{
+    if (!d->ready)
+        return "starting";
+    if (d->paused)
+        return "consumption paused";
+    if (!pd_publisher_connected(d->pub) || d->backoff_ms)
+        return "redis writes failing";
+    pd_kafka_stats ks;
+    pd_kafka_in_get_stats(d->in, &ks);
+    if (ks.rebalances == 0)
+        return "waiting for a partition assignment";
+    if (ks.assigned == 0)
+        return NULL; /* more members than partitions: nothing to catch up on */
+    int64_t lag = pd_kafka_in_lag(d->in);
+    if (lag < 0)
+        return "consumer lag not known yet";
+    if (lag > d->conf->daemon.ready_max_lag) {
+        snprintf(buf, len, "%" PRId64 " messages behind (ready_max_lag %" PRId64 ")", lag,
+                 d->conf->daemon.ready_max_lag);
+        return buf;
+    }
+    return NULL;
+}
+
+static void update_rate(pd_daemon *d, int64_t t)
+{
+    pd_engine_stats es;
+    pd_engine_get_stats(d->engine, &es);
+    if (d->rate_ms && t > d->rate_ms)
+        d->events_per_s = (double)(es.events - d->rate_events) * 1000.0 / (double)(t - d->rate_ms);
+    d->rate_events = es.events;
+    d->rate_ms = t;
+}
+
+/* The one-line STATUS= summary systemctl status shows. */
+static void status_line(pd_daemon *d, char *buf, size_t len)
+{
+    pd_engine_stats es;
+    pd_engine_get_stats(d->engine, &es);
+    int64_t lag = d->in ? pd_kafka_in_lag(d->in) : -1;
+    char lag_s[32];
+    if (lag >= 0)
+        snprintf(lag_s, sizeof lag_s, "%" PRId64, lag);
+    else
+        snprintf(lag_s, sizeof lag_s, "unknown");
+    snprintf(buf, len, "%s: %.1f events/s, lag %s, %" PRIu64 " users, %" PRIu64
+                       " pending examples%s",
+             d->paused ? "paused" : "consuming", d->events_per_s, lag_s, es.users,
+             es.labels.pending, d->backoff_ms ? ", redis writes failing" : "");
+}
+
+/* ---- /metrics ---- */
+
+typedef struct lag_ctx {
+    pd_strbuf *sb;
+} lag_ctx;
+
+static void put_lag(void *ctx, const char *topic, int32_t partition, int64_t lag)
+{
+    lag_ctx *lc = ctx;
+    char part[16];
+    snprintf(part, sizeof part, "%" PRId32, partition);
+    pd_prom_sample(lc->sb, "propensityd_kafka_consumer_lag",
+                   (const char *[]){"topic", topic, "partition", part, NULL},
+                   lag >= 0 ? (double)lag : NAN);
+}
+
+static double rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (!f)
+        return NAN;
+    int n = fscanf(f, "%llu %llu", &size, &resident);
+    fclose(f);
+    return n == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) : NAN;
+}
+
+#define FAMILY(name, type, help) pd_prom_family(sb, name, PD_PROM_##type, help)
+#define SAMPLE(name, value) pd_prom_sample(sb, name, NULL, (double)(value))
+#define SAMPLE1(name, k, v, value) pd_prom_sample(sb, name, (const char *[]){k, v, NULL}, \
+                                                  (double)(value))
+
+static void render_model_metrics(pd_daemon *d, pd_strbuf *sb)
+{
+    size_t n = pd_engine_model_count(d->engine);
+    pd_model_info *mi = calloc(n ? n : 1, sizeof *mi);
+    if (!mi) {
+        sb->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        pd_engine_model_info(d->engine, i, &mi[i]);
+    static const struct {
+        const char *name, *help;
+        int kind; /* 0 all, 1 classifiers, 2 regressors */
+        size_t off;
+    } gauges[] = {
+        {"propensityd_model_log_loss", "Progressive (predict-then-learn) log loss, all time.",
+         1, offsetof(pd_metrics_report, log_loss)},
+        {"propensityd_model_auc", "Progressive AUC, all time.", 1,
+         offsetof(pd_metrics_report, auc)},
+        {"propensityd_model_auc_recent", "Progressive AUC over the recent window.", 1,
+         offsetof(pd_metrics_report, recent_auc)},
+        {"propensityd_model_calibration", "Mean prediction over mean label (1 = calibrated).",
+         1, offsetof(pd_metrics_report, calibration)},
+        {"propensityd_model_rmse", "Progressive RMSE, all time.", 2,
+         offsetof(pd_metrics_report, rmse)},
+        {"propensityd_model_rmse_recent", "Progressive RMSE over the recent window.", 2,
+         offsetof(pd_metrics_report, recent_rmse)},
+        {"propensityd_model_mae", "Progressive mean absolute error, all time.", 2,
+         offsetof(pd_metrics_report, mae)},
+        {"propensityd_model_r2", "Progressive R squared, all time.", 2,
+         offsetof(pd_metrics_report, r2)},
+    };
+    FAMILY("propensityd_model_examples_total", COUNTER,
+           "Labelled examples learned (labels resolved) per model.");
+    for (size_t i = 0; i < n; i++)
+        SAMPLE1("propensityd_model_examples_total", "model", mi[i].name, mi[i].examples);
+    FAMILY("propensityd_model_positive_examples_total", COUNTER,
+           "Examples learned with a positive label per model.");
+    for (size_t i = 0; i < n; i++)
+        SAMPLE1("propensityd_model_positive_examples_total", "model", mi[i].name,
+                mi[i].positives);
+    FAMILY("propensityd_model_predictions_total", COUNTER, "Scores computed per model.");
+    for (size_t i = 0; i < n; i++)
+        SAMPLE1("propensityd_model_predictions_total", "model", mi[i].name, mi[i].predictions);
+    FAMILY("propensityd_model_publishing", GAUGE,
+           "1 while the model's scores are published (quality gate open or off).");
+    for (size_t i = 0; i < n; i++)
+        SAMPLE1("propensityd_model_publishing", "model", mi[i].name, mi[i].gate_open ? 1 : 0);
+    FAMILY("propensityd_model_generation", GAUGE,
+           "Configuration generation of the model (bumps when it changes).");
+    for (size_t i = 0; i < n; i++)
+        SAMPLE1("propensityd_model_generation", "model", mi[i].name, mi[i].generation);
+    for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
+        FAMILY(gauges[g].name, GAUGE, gauges[g].help);
+        for (size_t i = 0; i < n; i++) {
+            bool regressor = mi[i].type == PD_MODEL_LINEAR;
+            if ((gauges[g].kind == 1 && regressor) || (gauges[g].kind == 2 && !regressor))
+                continue;
+            double v = *(const double *)((const char *)&mi[i].metrics + gauges[g].off);
+            SAMPLE1(gauges[g].name, "model", mi[i].name, v);
+        }
+    }
+    FAMILY("propensityd_model_memory_bytes", GAUGE, "Weight and optimizer memory per model.");
+    for (size_t i = 0; i < n; i++)
+        SAMPLE1("propensityd_model_memory_bytes", "model", mi[i].name, mi[i].memory);
+    free(mi);
+}
+
+/* Everything an operator watches, rendered from the stats structs of each layer. */
+static void render_metrics(pd_daemon *d, pd_strbuf *sb)
+{
+    pd_engine_stats es;
+    pd_engine_get_stats(d->engine, &es);
+    pd_publisher_stats ps;
+    pd_publisher_get_stats(d->pub, &ps);
+    pd_kafka_stats ks = {0};
+    if (d->in)
+        pd_kafka_in_get_stats(d->in, &ks);
+    pd_control_stats cs;
+    pd_control_get_stats(d->ctl, &cs);
+
+    FAMILY("propensityd_build_info", GAUGE, "Version of the running daemon (always 1).");
+    pd_prom_sample(sb, "propensityd_build_info", (const char *[]){"version", PD_VERSION, NULL},
+                   1);
+    FAMILY("propensityd_ready", GAUGE, "1 when /readyz answers 200.");
+    char why[160];
+    SAMPLE("propensityd_ready", not_ready_reason(d, why, sizeof why) ? 0 : 1);
+    FAMILY("propensityd_paused", GAUGE, "1 while consumption is paused from the control socket.");
+    SAMPLE("propensityd_paused", d->paused ? 1 : 0);
+
+    FAMILY("propensityd_events_total", COUNTER, "Events processed, by type.");
+    for (size_t i = 0; i < d->conf->events.n_types && i < PD_MAX_EVENT_TYPES; i++)
+        SAMPLE1("propensityd_events_total", "type", d->conf->events.types[i],
+                es.events_by_type[i]);
+    FAMILY("propensityd_decode_errors_total", COUNTER,
+           "Messages that did not decode or validate, by reason.");
+    for (int i = 1; i < PD_DECODE__COUNT; i++)
+        SAMPLE1("propensityd_decode_errors_total", "reason",
+                pd_decode_error_name((pd_decode_error)i), es.decode_errors[i]);
+    FAMILY("propensityd_dead_lettered_total", COUNTER,
+           "Undecodable messages handed to the dead-letter topic.");
+    SAMPLE("propensityd_dead_lettered_total", d->dead_lettered);
+    FAMILY("propensityd_dead_letter_failures_total", COUNTER,
+           "Undecodable messages the dead-letter producer refused or failed to deliver.");
+    pd_dead_letter_stats ds = {0};
+    if (d->dlq)
+        pd_dead_letter_get_stats(d->dlq, &ds);
+    SAMPLE("propensityd_dead_letter_failures_total", d->dead_letter_failures + ds.failed);
+    FAMILY("propensityd_process_errors_total", COUNTER,
+           "Events whose processing ran out of memory.");
+    SAMPLE("propensityd_process_errors_total", d->process_errors);
+
+    render_model_metrics(d, sb);
+
+    FAMILY("propensityd_labels_resolved_total", COUNTER,
+           "Examples resolved by the label join, by outcome.");
+    SAMPLE1("propensityd_labels_resolved_total", "outcome", "positive", es.labels.positives);
+    SAMPLE1("propensityd_labels_resolved_total", "outcome", "early_positive",
+            es.labels.early_positives);
+    SAMPLE1("propensityd_labels_resolved_total", "outcome", "negative", es.labels.negatives);
+    FAMILY("propensityd_examples_dropped_total", COUNTER,
+           "Examples dropped before their label resolved, by reason.");
+    SAMPLE1("propensityd_examples_dropped_total", "reason", "late", es.labels.late);
+    SAMPLE1("propensityd_examples_dropped_total", "reason", "user_limit", es.labels.evicted_user);
+    SAMPLE1("propensityd_examples_dropped_total", "reason", "total_limit",
+            es.labels.evicted_total);
+    SAMPLE1("propensityd_examples_dropped_total", "reason", "user_removed", es.labels.dropped);
+    FAMILY("propensityd_pending_examples", GAUGE, "Examples waiting for their label.");
+    SAMPLE("propensityd_pending_examples", es.labels.pending);
+    FAMILY("propensityd_users", GAUGE, "Users held in state.");
+    SAMPLE("propensityd_users", es.users);
+    FAMILY("propensityd_users_evicted_total", COUNTER,
+           "Users evicted by users.max or users.idle_ttl.");
+    SAMPLE("propensityd_users_evicted_total", es.users_evicted);
+    FAMILY("propensityd_users_forgotten_total", COUNTER,
+           "Users forgotten on a privacy request, by source.");
+    SAMPLE1("propensityd_users_forgotten_total", "source", "control", d->forgets_control);
+    SAMPLE1("propensityd_users_forgotten_total", "source", "event", d->forgets_event);
+    FAMILY("propensityd_watermark_seconds", GAUGE,
+           "Event-time watermark (highest event time minus allowed lateness).");
+    SAMPLE("propensityd_watermark_seconds",
+           es.max_event_ts_ms == INT64_MIN ? NAN : (double)es.watermark_ms / 1000.0);
+    FAMILY("propensityd_memory_bytes", GAUGE, "Memory held by part of the engine.");
+    SAMPLE1("propensityd_memory_bytes", "part", "users", es.memory_users);
+    SAMPLE1("propensityd_memory_bytes", "part", "pending", es.memory_pending);
+    SAMPLE1("propensityd_memory_bytes", "part", "models", es.memory_models);
+
+    FAMILY("propensityd_kafka_consumer_lag", GAUGE,
+           "Messages between the processed position and the end of each assigned partition.");
+    if (d->in) {
+        lag_ctx lc = {.sb = sb};
+        pd_kafka_in_each_lag(d->in, put_lag, &lc);
+    }
+    FAMILY("propensityd_kafka_assigned_partitions", GAUGE, "Partitions assigned to this member.");
+    SAMPLE("propensityd_kafka_assigned_partitions", ks.assigned);
+    FAMILY("propensityd_kafka_messages_total", COUNTER, "Messages taken from Kafka.");
+    SAMPLE("propensityd_kafka_messages_total", ks.messages);
+    FAMILY("propensityd_kafka_errors_total", COUNTER, "Consumer errors (transport, partition).");
+    SAMPLE("propensityd_kafka_errors_total", ks.errors);
+    FAMILY("propensityd_kafka_commits_total", COUNTER, "Offset commits, by result.");
+    SAMPLE1("propensityd_kafka_commits_total", "result", "ok", ks.commits);
+    SAMPLE1("propensityd_kafka_commits_total", "result", "failed", ks.commit_failures);
+    FAMILY("propensityd_kafka_rebalances_total", COUNTER, "Consumer group rebalances.");
+    SAMPLE("propensityd_kafka_rebalances_total", ks.rebalances);
+
+    const double *bounds;
+    const uint64_t *counts;
+    double sum;
+    size_t nb = pd_publisher_latency_buckets(d->pub, &bounds, &counts, &sum);
+    FAMILY("propensityd_redis_write_duration_seconds", HISTOGRAM,
+           "Duration of successful Redis flushes (pipelined writes until acknowledged).");
+    pd_prom_histogram(sb, "propensityd_redis_write_duration_seconds", NULL, bounds, counts, nb,
+                      sum);
+    FAMILY("propensityd_redis_flush_batch_users", HISTOGRAM,
+           "Users written per successful Redis flush.");
+    pd_prom_histogram(sb, "propensityd_redis_flush_batch_users", NULL, batch_bounds,
+                      d->batch_hist, N_BATCH_BOUNDS, d->batch_sum);
+    FAMILY("propensityd_redis_flush_failures_total", COUNTER,
+           "Redis flushes that failed and kept their data for a retry.");
+    SAMPLE("propensityd_redis_flush_failures_total", ps.flush_failures);
+    FAMILY("propensityd_redis_reply_errors_total", COUNTER,
+           "Redis commands refused for good (counted, not retried).");
+    SAMPLE("propensityd_redis_reply_errors_total", ps.reply_errors);
+    FAMILY("propensityd_redis_writes_total", COUNTER, "Redis keys written, by kind.");
+    SAMPLE1("propensityd_redis_writes_total", "kind", "user", ps.user_writes);
+    SAMPLE1("propensityd_redis_writes_total", "kind", "model", ps.model_writes);
+    SAMPLE1("propensityd_redis_writes_total", "kind", "delete", ps.deletes);
+    FAMILY("propensityd_redis_coalesced_total", COUNTER,
+           "Score updates merged into a user already waiting for the flush.");
+    SAMPLE("propensityd_redis_coalesced_total", ps.coalesced);
+    FAMILY("propensityd_redis_connects_total", COUNTER, "Connections made to Redis.");
+    SAMPLE("propensityd_redis_connects_total", ps.connects);
+    FAMILY("propensityd_redis_connected", GAUGE, "1 while connected to Redis.");
+    SAMPLE("propensityd_redis_connected", pd_publisher_connected(d->pub) ? 1 : 0);
+    FAMILY("propensityd_redis_pending_users", GAUGE, "Users waiting for the next flush.");
+    SAMPLE("propensityd_redis_pending_users", pd_publisher_dirty(d->pub));
+
+    FAMILY("propensityd_snapshots_total", COUNTER, "Snapshots written, by result.");
+    SAMPLE1("propensityd_snapshots_total", "result", "ok", d->snapshots);
+    SAMPLE1("propensityd_snapshots_total", "result", "failed", d->snapshot_failures);
+    FAMILY("propensityd_snapshot_age_seconds", GAUGE,
+           "Seconds since the last snapshot was written (NaN before the first).");
+    SAMPLE("propensityd_snapshot_age_seconds",
+           d->last_snapshot_wall_ms ? (double)(wall_ms() - d->last_snapshot_wall_ms) / 1000.0
+                                    : NAN);
+    FAMILY("propensityd_snapshot_duration_seconds", GAUGE,
+           "How long the last snapshot took to write.");
+    SAMPLE("propensityd_snapshot_duration_seconds",
+           d->last_snapshot_wall_ms ? d->last_snapshot_seconds : NAN);
+
+    FAMILY("propensityd_reloads_total", COUNTER, "Configuration reloads, by result.");
+    SAMPLE1("propensityd_reloads_total", "result", "ok", d->reloads);
+    SAMPLE1("propensityd_reloads_total", "result", "failed", d->reload_failures);
+    FAMILY("propensityd_control_requests_total", COUNTER,
+           "Control socket requests, by result.");
+    SAMPLE1("propensityd_control_requests_total", "result", "ok",
+            cs.requests - cs.failed - cs.malformed);
+    SAMPLE1("propensityd_control_requests_total", "result", "failed", cs.failed);
+    SAMPLE1("propensityd_control_requests_total", "result", "malformed", cs.malformed);
+    FAMILY("propensityd_control_auth_denied_total", COUNTER,
+           "CURVE clients refused by the allow-list.");
+    SAMPLE("propensityd_control_auth_denied_total", cs.auth_denied);
+    FAMILY("propensityd_feed_messages_total", COUNTER, "Score feed messages, by result.");
+    SAMPLE1("propensityd_feed_messages_total", "result", "published", cs.published);
+    SAMPLE1("propensityd_feed_messages_total", "result", "dropped", d->feed_dropped);
+
+    FAMILY("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.");
+    SAMPLE("process_resident_memory_bytes", rss_bytes());
+    FAMILY("process_start_time_seconds", GAUGE, "Start time of the process since the epoch.");
+    SAMPLE("process_start_time_seconds", (double)d->started_wall_ms / 1000.0);
+}
+
+#undef FAMILY
+#undef SAMPLE
+#undef SAMPLE1
+
+/* Hands the HTTP thread fresh metrics and readiness. */
+static void publish_health(pd_daemon *d)
+{
+    if (!d->http)
+        return;
+    pd_strbuf_reset(&d->text);
+    render_metrics(d, &d->text);
+    if (d->text.oom || pd_http_set_metrics(d->http, d->text.data, d->text.len) < 0)
+        pd_log_error("out of memory rendering /metrics; serving the previous text");
+    char why[160];
+    const char *reason = not_ready_reason(d, why, sizeof why);
+    pd_http_set_ready(d->http, reason == NULL, reason);
+}
+
+/* ---- control commands ---- */
+
+static void json_key(pd_strbuf *b, const char *key, bool first)
+{
+    if (!first)
+        pd_strbuf_addc(b, ',');
+    pd_json_add_str(b, key);
+    pd_strbuf_addc(b, ':');
+}
+
+static void json_u64(pd_strbuf *b, const char *key, uint64_t v)
+{
+    json_key(b, key, false);
+    pd_strbuf_addf(b, "%" PRIu64, v);
+}
+
+static void json_num(pd_strbuf *b, const char *key, double v)
+{
+    json_key(b, key, false);
+    pd_json_add_number(b, v);
+}
+
+static void json_str(pd_strbuf *b, const char *key, const char *v)
+{
+    json_key(b, key, false);
+    pd_json_add_str(b, v);
+}
+
+static void json_bool(pd_strbuf *b, const char *key, bool v)
+{
+    json_key(b, key, false);
+    pd_strbuf_adds(b, v ? "true" : "false");
+}
+
+static void json_model_metrics(pd_strbuf *b, const pd_model_info *mi)
+{
+    if (mi->type == PD_MODEL_LINEAR) {
+        json_num(b, "rmse", mi->metrics.rmse);
+        json_num(b, "mae", mi->metrics.mae);
+        json_num(b, "r2", mi->metrics.r2);
+    } else {
+        json_num(b, "log_loss", mi->metrics.log_loss);
+        json_num(b, "auc", mi->metrics.auc);
+        json_num(b, "auc_recent", mi->metrics.recent_auc);
+        json_num(b, "calibration", mi->metrics.calibration);
+    }
+}
+
+static int cmd_status(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
+                      size_t errlen)
+{
+    (void)arg;
+    (void)arg_len;
+    (void)err;
+    (void)errlen;
+    pd_daemon *d = ctx;
+    pd_engine_stats es;
+    pd_engine_get_stats(d->engine, &es);
+    pd_publisher_stats ps;
+    pd_publisher_get_stats(d->pub, &ps);
+    pd_kafka_stats ks;
+    pd_kafka_in_get_stats(d->in, &ks);
+    uint64_t decode_errors = 0;
+    for (int i = 0; i < PD_DECODE__COUNT; i++)
+        decode_errors += es.decode_errors[i];
+    char why[160], line[256];
+    const char *reason = not_ready_reason(d, why, sizeof why);
+    status_line(d, line, sizeof line);
+
+    pd_strbuf_addc(out, '{');
+    json_key(out, "version", true);
+    pd_json_add_str(out, PD_VERSION);
+    json_str(out, "state", d->paused ? "paused" : "running");
+    json_bool(out, "ready", reason == NULL);
+    json_str(out, "not_ready_reason", reason);
+    json_str(out, "summary", line);
+    json_num(out, "uptime_seconds", (double)(now_ms() - d->started_ms) / 1000.0);
+    json_str(out, "config", d->config_path);
+    json_u64(out, "generation", pd_engine_generation(d->engine));
+    json_str(out, "log_level", pd_log_level_name(pd_log_get_level()));
+    json_u64(out, "events", es.events);
+    json_num(out, "events_per_second", d->events_per_s);
+    json_u64(out, "decode_errors", decode_errors);
+    json_u64(out, "dead_lettered", d->dead_lettered);
+    json_u64(out, "users", es.users);
+    json_u64(out, "pending_examples", es.labels.pending);
+    json_u64(out, "forgotten", es.forgotten);
+
+    json_key(out, "kafka", false);
+    pd_strbuf_addc(out, '{');
+    json_key(out, "group", true);
+    pd_json_add_str(out, d->conf->kafka.group);
+    json_u64(out, "assigned_partitions", ks.assigned);
+    int64_t lag = pd_kafka_in_lag(d->in);
+    json_num(out, "lag", lag >= 0 ? (double)lag : NAN);
+    json_bool(out, "paused", d->paused);
+    json_u64(out, "rebalances", ks.rebalances);
+    json_u64(out, "commits", ks.commits);
+    pd_strbuf_addc(out, '}');
+
+    json_key(out, "redis", false);
+    pd_strbuf_addc(out, '{');
+    json_key(out, "connected", true);
+    pd_strbuf_adds(out, pd_publisher_connected(d->pub) ? "true" : "false");
+    json_str(out, "prefix", d->conf->redis.prefix);
+    json_u64(out, "pending_users", pd_publisher_dirty(d->pub));
+    json_u64(out, "flushes", ps.flushes);
+    json_u64(out, "flush_failures", ps.flush_failures);
+    json_num(out, "last_flush_seconds", ps.last_flush_seconds);
+    pd_strbuf_addc(out, '}');
+
+    json_key(out, "snapshot", false);
+    pd_strbuf_addc(out, '{');
+    json_key(out, "dir", true);
+    pd_json_add_str(out, d->conf->snapshot.dir);
+    json_u64(out, "written", d->snapshots);
+    json_u64(out, "failed", d->snapshot_failures);
+    json_num(out, "age_seconds", d->last_snapshot_wall_ms
+                                     ? (double)(wall_ms() - d->last_snapshot_wall_ms) / 1000.0
+                                     : NAN);
+    pd_strbuf_addc(out, '}');
+
+    json_key(out, "models", false);
+    pd_strbuf_addc(out, '[');
+    for (size_t i = 0; i < pd_engine_model_count(d->engine); i++) {
+        pd_model_info mi;
+        pd_engine_model_info(d->engine, i, &mi);
+        pd_strbuf_adds(out, i ? ",{" : "{");
+        json_key(out, "name", true);
+        pd_json_add_str(out, mi.name);
+        json_str(out, "output", mi.output ? mi.output : mi.name);
+        json_u64(out, "generation", mi.generation);
+        json_u64(out, "examples", mi.examples);
+        json_u64(out, "positives", mi.positives);
+        json_u64(out, "predictions", mi.predictions);
+        json_bool(out, "publishing", mi.gate_open);
+        json_model_metrics(out, &mi);
+        pd_strbuf_addc(out, '}');
+    }
+    pd_strbuf_adds(out, "]}");
+    return 0;
+}
+
+static int cmd_score(void *ctx, const char *user, size_t len, pd_strbuf *out, char *err,
+                     size_t errlen)
+{
+    pd_daemon *d = ctx;
+    pd_user_info ui;
+    if (pd_engine_user_info(d->engine, user, len, &ui) < 0) {
+        snprintf(err, errlen, "unknown user (never seen, forgotten or evicted)");
+        return -ENOENT;
+    }
+    /* copied out: the next engine call (scoring) may move them */
+    int64_t last_by_type[PD_MAX_EVENT_TYPES];
+    size_t n_types = ui.n_types < PD_MAX_EVENT_TYPES ? ui.n_types : PD_MAX_EVENT_TYPES;
+    memcpy(last_by_type, ui.last_ts_by_type, n_types * sizeof *last_by_type);
+    pd_score scores[64];
+    int n = pd_engine_score_user(d->engine, user, len, scores, 64);
+    if (n < 0) {
+        snprintf(err, errlen, "unknown user (never seen, forgotten or evicted)");
+        return n;
+    }
+    pd_strbuf_addc(out, '{');
+    json_key(out, "user", true);
+    pd_json_add_string(out, user, len);
+    json_u64(out, "generation", pd_engine_generation(d->engine));
+    json_key(out, "scores", false);
+    pd_strbuf_addc(out, '{');
+    for (int i = 0; i < n; i++) {
+        const pd_model_conf *mc = &d->conf->models[scores[i].model];
+        json_key(out, mc->output ? mc->output : mc->name, i == 0);
+        pd_json_add_number(out, scores[i].value);
+    }
+    pd_strbuf_adds(out, "},");
+    json_key(out, "models", true);
+    pd_strbuf_addc(out, '[');
+    for (int i = 0; i < n; i++) {
+        pd_model_info mi;
+        pd_engine_model_info(d->engine, (size_t)scores[i].model, &mi);
+        pd_strbuf_adds(out, i ? ",{" : "{");
+        json_key(out, "name", true);
+        pd_json_add_str(out, mi.name);
+        json_str(out, "output", mi.output ? mi.output : mi.name);
+        json_num(out, "score", scores[i].value);
+        json_bool(out, "publishing", mi.gate_open);
+        pd_strbuf_addc(out, '}');
+    }
+    pd_strbuf_adds(out, "],");
+    json_key(out, "state", true);
+    pd_strbuf_addc(out, '{');
+    json_key(out, "events", true);
+    pd_strbuf_addf(out, "%" PRIu64, ui.events);
+    json_num(out, "first_ts", (double)ui.first_ts_ms);
+    json_num(out, "last_ts", ui.last_ts_ms == INT64_MIN ? NAN : (double)ui.last_ts_ms);
+    json_u64(out, "pending_examples", ui.pending);
+    json_u64(out, "recent_items", ui.recent_items);
+    json_key(out, "last_ts_by_type", false);
+    pd_strbuf_addc(out, '{');
+    bool first = true;
+    for (size_t i = 0; i < n_types && i < d->conf->events.n_types; i++) {
+        if (last_by_type[i] == INT64_MIN)
+            continue;
+        json_key(out, d->conf->events.types[i], first);
+        pd_strbuf_addf(out, "%" PRId64, last_by_type[i]);
+        first = false;
+    }
+    pd_strbuf_adds(out, "}}}");
+    return 0;
+}
+
+static int cmd_forget(void *ctx, const char *user, size_t len, pd_strbuf *out, char *err,
+                      size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    pd_daemon *d = ctx;
+    bool known = pd_engine_forget(d->engine, user, len);
+    /* the keys may exist even when the state does not (evicted, or written by another
+     * instance before a rebalance), so the deletion is always queued */
+    if (pd_publisher_forget(d->pub, user, len) < 0) {
+        snprintf(err, errlen, "out of memory queueing the deletion of the user's keys");
+        return -ENOMEM;
+    }
+    bool deleted = flush_and_commit(d, true) == 0;
+    d->forgets_control++;
+    audit_forget(user, len, "control", known, deleted ? "deleted" : "queued");
+    feed_forget(d, user, len);
+    char path[1024] = "";
+    bool snap = false;
+    if (d->conf->snapshot.dir) {
+        snap = write_snapshot(d, "forget", 1, path, sizeof path) == 0;
+        d->forget_snapshot_ms = INT64_MAX; /* this one covers earlier forget events too */
+    }
+    pd_strbuf_addc(out, '{');
+    json_key(out, "user", true);
+    pd_json_add_string(out, user, len);
+    json_bool(out, "known", known);
+    json_bool(out, "redis_deleted", deleted);
+    json_key(out, "snapshot", false);
+    pd_json_add_str(out, snap ? path : NULL);
+    pd_strbuf_addc(out, '}');
+    return 0;
+}
+
+static void notify_ready(pd_daemon *d)
+{
+    char line[256];
+    status_line(d, line, sizeof line);
+    pd_notify_ready(d->notify, line);
+}
+
+/* A reload bracketed by RELOADING=1 and READY=1, as systemd expects. */
+static int reload_notified(pd_daemon *d, char *msg, size_t len)
+{
+    if (d->ready)
+        pd_notify_reloading(d->notify, "reloading configuration");
+    int r = reload(d, msg, len);
+    if (d->ready)
+        notify_ready(d);
+    return r;
+}
+
+static int cmd_reload(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
+                      size_t errlen)
+{
+    (void)arg;
+    (void)arg_len;
+    pd_daemon *d = ctx;
+    char msg[1024];
+    if (reload_notified(d, msg, sizeof msg) < 0) {
+        snprintf(err, errlen, "reload failed: %s", msg);
+        return -EINVAL;
+    }
+    pd_strbuf_addc(out, '{');
+    json_key(out, "generation", true);
+    pd_strbuf_addf(out, "%" PRIu64, pd_engine_generation(d->engine));
+    json_u64(out, "models", d->conf->n_models);
+    json_str(out, "fresh", msg);
+    pd_strbuf_addc(out, '}');
+    return 0;
+}
+
+static int cmd_snapshot(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
+                        size_t errlen)
+{
+    (void)arg;
+    (void)arg_len;
+    pd_daemon *d = ctx;
+    if (!d->conf->snapshot.dir) {
+        snprintf(err, errlen, "snapshots are off (no snapshot.dir in the configuration)");
+        return -ENOTSUP;
+    }
+    char path[1024];
+    if (write_snapshot(d, "control", 0, path, sizeof path) < 0) {
+        snprintf(err, errlen, "snapshot failed: %s", path);
+        return -EIO;
+    }
+    pd_strbuf_addc(out, '{');
+    json_key(out, "path", true);
+    pd_json_add_str(out, path);
+    json_num(out, "seconds", d->last_snapshot_seconds);
+    pd_strbuf_addc(out, '}');
+    return 0;
+}
+
+static int set_paused(pd_daemon *d, bool pause, pd_strbuf *out, char *err, size_t errlen)
+{
+    int r = pause ? pd_kafka_in_pause(d->in) : pd_kafka_in_resume(d->in);
+    if (r < 0) {
+        snprintf(err, errlen, "kafka refused to %s the assigned partitions",
+                 pause ? "pause" : "resume");
+        return r;
+    }
+    if (d->paused != pause)
+        pd_logkv(PD_LOG_INFO, pause ? "consumption paused" : "consumption resumed",
+                 "source=control");
+    d->paused = pause;
+    pd_strbuf_adds(out, pause ? "{\"paused\":true}" : "{\"paused\":false}");
+    return 0;
+}
+
+static int cmd_pause(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
+                     size_t errlen)
+{
+    (void)arg;
+    (void)arg_len;
+    return set_paused(ctx, true, out, err, errlen);
+}
+
+static int cmd_resume(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
+                      size_t errlen)
+{
+    (void)arg;
+    (void)arg_len;
+    return set_paused(ctx, false, out, err, errlen);
+}
+
+static int cmd_log_level(void *ctx, const char *level, size_t len, pd_strbuf *out, char *err,
+                         size_t errlen)
+{
+    (void)ctx;
+    pd_log_level l;
+    char name[16];
+    if (len >= sizeof name || memchr(level, '\0', len) ||
+        (memcpy(name, level, len), name[len] = '\0', pd_log_level_parse(name, &l) < 0)) {
+        snprintf(err, errlen, "unknown log level (debug, info, warning, error)");
+        return -EINVAL;
+    }
+    pd_log_level old = pd_log_get_level();
+    pd_log_set_level(l);
+    pd_logkv(PD_LOG_WARNING, "log level changed", "source=control level=%s previous=%s",
+             pd_log_level_name(l), pd_log_level_name(old));
+    pd_strbuf_addc(out, '{');
+    json_key(out, "level", true);
+    pd_json_add_str(out, pd_log_level_name(l));
+    json_str(out, "previous", pd_log_level_name(old));
+    pd_strbuf_addc(out, '}');
+    return 0;
+}
+
+static const pd_control_command control_commands[] = {
+    {"status", NULL, cmd_status},     {"reload", NULL, cmd_reload},
+    {"snapshot", NULL, cmd_snapshot}, {"score", "user", cmd_score},
+    {"forget", "user", cmd_forget},   {"pause", NULL, cmd_pause},
+    {"resume", NULL, cmd_resume},     {"log-level", "level", cmd_log_level},
+};
+
+/* ---- operations start and stop ---- */
+
+/* The control endpoint: the configured one, else a socket in systemd's RuntimeDirectory. */
+static const char *control_endpoint(const pd_config *conf, char *buf, size_t len)
+{
+    if (conf->daemon.control)
+        return conf->daemon.control;
+    const char *rt = getenv("RUNTIME_DIRECTORY");
+    if (!rt || !*rt)
+        return NULL;
+    size_t n = strcspn(rt, ":"); /* several directories are separated by colons */
+    snprintf(buf, len, "ipc://%.*s/control.sock", (int)n, rt);
+    return buf;
+}
+
+static int start_ops(pd_daemon *d)
+{
+    char err[512], ep[600];
+    d->notify = pd_notify_new(d->conf->daemon.watchdog_ms);
+    if (!d->notify) {
+        pd_log_error("out of memory");
+        return -ENOMEM;
+    }
+    pd_control_conf cc = {.endpoint = control_endpoint(d->conf, ep, sizeof ep),
+                          .feed = d->conf->daemon.feed,
+                          .curve_secret_file = d->conf->daemon.control_curve_secret_file};
+    d->ctl = pd_control_new(&cc, err, sizeof err);
+    if (!d->ctl) {
+        pd_log_error("%s", err);
+        return -EINVAL;
+    }
+    if (d->conf->daemon.http) {
+        int64_t wd = pd_notify_watchdog_ms(d->notify);
+        d->http = pd_http_new(d->conf->daemon.http, wd > 0 ? wd : 30000, err, sizeof err);
+        if (!d->http) {
+            pd_log_error("%s", err);
+            return -EINVAL;
+        }
+    }
+    pd_logkv(PD_LOG_INFO, "operations endpoints", "control=%s feed=%s http=%s watchdog_ms=%" PRId64,
+             pd_control_endpoint(d->ctl) ? pd_control_endpoint(d->ctl) : "off",
+             pd_control_feed_endpoint(d->ctl) ? pd_control_feed_endpoint(d->ctl) : "off",
+             d->conf->daemon.http ? d->conf->daemon.http : "off",
+             pd_notify_watchdog_ms(d->notify));
+    return 0;
+}
+
+/* The consumer queue writes to a pipe when it goes from empty to not, so one wait covers
+ * Kafka and the control socket. */
+static void start_wakeup(pd_daemon *d)
+{
+    if (pipe2(d->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+        d->wake[0] = d->wake[1] = -1;
+        return; /* the loop then wakes every MAX_WAIT_MS at worst */
+    }
+    d->kq = rd_kafka_queue_get_consumer(pd_kafka_in_handle(d->in));
+    if (d->kq)
+        rd_kafka_queue_io_event_enable(d->kq, d->wake[1], "1", 1);
+}
+
+static void stop_wakeup(pd_daemon *d)
+{
+    if (d->kq) {
+        rd_kafka_queue_io_event_enable(d->kq, -1, NULL, 0);
+        rd_kafka_queue_destroy(d->kq);
+        d->kq = NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (d->wake[i] >= 0)
+            close(d->wake[i]);
+        d->wake[i] = -1;
+    }
+}
+
+static void drain_wakeup(pd_daemon *d)
+{
+    char buf[64];
+    while (d->wake[0] >= 0 && read(d->wake[0], buf, sizeof buf) > 0)
+        ;
+}
+
 /* ---- life cycle ---- */
 
 pd_daemon *pd_daemon_new(const char *config_path, pd_config *conf, char *errbuf, size_t errlen)
 {
     pd_daemon *d = calloc(1, sizeof *d);
     const char **fields = NULL;
+    if (d)
+        d->wake[0] = d->wake[1] = -1;
     if (!d || !(d->config_path = strdup(config_path))) {
         snprintf(errbuf, errlen, "out of memory");
         free(d);
@@ -558,6 +1478,7 @@ pd_daemon *pd_daemon_new(const char *config_path, pd_config *conf, char *errbuf,
         goto out_free;
     }
     d->sources = rd_kafka_topic_partition_list_new(16);
+    d->forget_snapshot_ms = INT64_MAX;
     d->conf = conf;
     return d;
 
@@ -579,6 +1500,7 @@ void pd_daemon_free(pd_daemon *d)
         sigaction(SIGALRM, &sa, NULL);
         alarm(10);
     }
+    stop_wakeup(d);
     pd_kafka_in_free(d->in);
     pd_dead_letter_free(d->dlq);
     pd_publisher_free(d->pub);
@@ -588,23 +1510,32 @@ void pd_daemon_free(pd_daemon *d)
         rd_kafka_topic_partition_list_destroy(d->restore_offsets);
     if (d->sources)
         rd_kafka_topic_partition_list_destroy(d->sources);
+    pd_control_free(d->ctl);
+    pd_http_free(d->http);
+    pd_notify_free(d->notify);
+    pd_strbuf_release(&d->text);
     free(d->batch);
     free(d->config_path);
     free(d);
 }
 
 /* Connects to Redis before consuming anything, retrying with backoff until it answers or a
- * stop is requested. */
+ * stop is requested. Waiting for a dependency is progress, so the watchdog is fed. */
 static int connect_redis(pd_daemon *d)
 {
-    char err[512];
+    char err[512], status[640];
     int64_t backoff = 100;
     while (!got_stop) {
+        pd_notify_watchdog(d->notify, now_ms());
+        if (d->http)
+            pd_http_heartbeat(d->http, now_ms());
         if (pd_publisher_connect(d->pub, err, sizeof err) == 0) {
             pd_log_info("connected to redis");
             return 0;
         }
         pd_log_error("%s; retrying in %" PRId64 " ms", err, backoff);
+        snprintf(status, sizeof status, "waiting for redis: %s", err);
+        pd_notify_status(d->notify, status);
         struct timespec ts = {.tv_sec = backoff / 1000, .tv_nsec = (backoff % 1000) * 1000000};
         nanosleep(&ts, NULL);
         backoff = backoff * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff * 2;
@@ -648,6 +1579,62 @@ static void log_stop_summary(pd_daemon *d)
              es.events, decode_errors, d->dead_lettered, es.users, ps.flushes, ps.user_writes);
 }
 
+/* Sends READY=1 once a Kafka broker answers (Redis is connected and any snapshot restored
+ * before the loop starts). */
+static void check_ready(pd_daemon *d, int64_t t)
+{
+    if (d->ready || t < d->next_ready_check_ms)
+        return;
+    d->next_ready_check_ms = t + READY_CHECK_MS;
+    if (!pd_kafka_in_reachable(d->in, 500)) {
+        pd_notify_status(d->notify, "waiting for kafka: no broker answers");
+        return;
+    }
+    d->ready = true;
+    update_rate(d, now_ms());
+    notify_ready(d);
+    pd_log_info("ready: kafka and redis reachable");
+}
+
+/* The periodic duties of the loop that are not Kafka or Redis. */
+static void ops_tick(pd_daemon *d, int64_t t)
+{
+    check_ready(d, t);
+    if (d->paused) {
+        pd_kafka_stats ks;
+        pd_kafka_in_get_stats(d->in, &ks);
+        if (ks.rebalances != d->rebalances_seen && pd_kafka_in_repause(d->in) < 0)
+            pd_log_warning("could not pause partitions assigned while paused");
+        d->rebalances_seen = ks.rebalances;
+    }
+    if (t >= d->next_status_ms) {
+        update_rate(d, t);
+        if (d->ready) {
+            char line[256];
+            status_line(d, line, sizeof line);
+            pd_notify_status(d->notify, line);
+        }
+        d->next_status_ms = t + STATUS_MS;
+    }
+    if (t >= d->next_render_ms) {
+        publish_health(d);
+        d->next_render_ms = t + RENDER_MS;
+    }
+    if (t >= d->forget_snapshot_ms) {
+        /* the deletions go to Redis before the snapshot that no longer replays them */
+        if (flush_and_commit(d, false) == 0) {
+            write_snapshot(d, "forget", 1, NULL, 0);
+            d->forget_snapshot_ms = INT64_MAX;
+        } else {
+            d->forget_snapshot_ms = t + FORGET_SNAPSHOT_MS;
+        }
+    }
+    /* the loop came round: that is the progress the watchdog and /healthz vouch for */
+    pd_notify_watchdog(d->notify, t);
+    if (d->http)
+        pd_http_heartbeat(d->http, t);
+}
+
 int pd_daemon_run(pd_daemon *d)
 {
     int status = 0;
@@ -655,12 +1642,20 @@ int pd_daemon_run(pd_daemon *d)
         pd_log_error("cannot install signal handlers: %s", strerror(errno));
         return 1;
     }
+    d->started_ms = now_ms();
+    d->started_wall_ms = wall_ms();
+    if (start_ops(d) < 0)
+        return 1;
+    pd_notify_status(d->notify, "starting: restoring the snapshot");
     if (restore_snapshot(d) < 0)
         return 1;
+    pd_notify_status(d->notify, "starting: connecting to redis");
     if (connect_redis(d) < 0)
         return 0; /* stopped before anything was consumed */
+    pd_notify_status(d->notify, "starting: joining the kafka consumer group");
     if (start_inputs(d) < 0)
         return 1;
+    start_wakeup(d);
     pd_logkv(PD_LOG_INFO, "started", "models=%zu features=%zu topics=%zu",
              d->conf->n_models, d->conf->n_features, d->conf->kafka.n_topics);
 
@@ -673,16 +1668,23 @@ int pd_daemon_run(pd_daemon *d)
                               : INT64_MAX;
     while (!got_stop) {
         if (got_reload) {
+            char msg[1024];
             got_reload = 0;
-            reload(d);
+            reload_notified(d, msg, sizeof msg);
             interval = d->conf->redis.flush_interval_ms > 0 ? d->conf->redis.flush_interval_ms
                                                             : 50;
         }
         int64_t t = now_ms();
         int timeout = (int)(d->next_flush_ms > t ? d->next_flush_ms - t : 0);
-        if (timeout > 100)
-            timeout = 100;
-        size_t n = pd_kafka_in_poll(d->in, d->batch, d->batch_cap, timeout);
+        if (timeout > MAX_WAIT_MS)
+            timeout = MAX_WAIT_MS;
+        if (d->batch_full)
+            timeout = 0; /* the queue was not drained: its wakeup will not come again */
+        int ready = pd_control_wait(d->ctl, d->wake[0], timeout);
+        if (ready & PD_CONTROL_FD)
+            drain_wakeup(d);
+        size_t n = pd_kafka_in_poll(d->in, d->batch, d->batch_cap, 0);
+        d->batch_full = n == d->batch_cap;
         for (size_t i = 0; i < n; i++) {
             handle_message(d, d->batch[i]);
             pd_kafka_in_processed(d->in, d->batch[i]);
@@ -691,6 +1693,8 @@ int pd_daemon_run(pd_daemon *d)
         pd_kafka_in_each_lag(d->in, mark_idle, d);
         if (d->dlq)
             pd_dead_letter_poll(d->dlq);
+        pd_control_serve(d->ctl, control_commands,
+                         sizeof control_commands / sizeof control_commands[0], d, CONTROL_BATCH);
         t = now_ms();
         if (t >= d->next_summary_ms) {
             put_model_summaries(d);
@@ -711,14 +1715,18 @@ int pd_daemon_run(pd_daemon *d)
             d->next_flush_ms = t + interval;
         }
         if (t >= d->next_snapshot_ms) {
-            write_snapshot(d, "interval");
+            write_snapshot(d, "interval", 0, NULL, 0);
             d->next_snapshot_ms = d->conf->snapshot.interval_ms > 0
                                       ? now_ms() + d->conf->snapshot.interval_ms
                                       : INT64_MAX;
         }
+        ops_tick(d, t);
     }
 
     pd_log_info("stopping: draining the batch in hand, flushing redis, committing offsets");
+    pd_notify_stopping(d->notify, "stopping: flushing redis, committing offsets, snapshot");
+    if (d->http)
+        pd_http_set_ready(d->http, false, "stopping");
     put_model_summaries(d);
     int64_t deadline = now_ms() + 30000;
     while (flush_and_commit(d, true) < 0) {
@@ -731,8 +1739,9 @@ int pd_daemon_run(pd_daemon *d)
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000};
         nanosleep(&ts, NULL);
     }
-    if (write_snapshot(d, "stop") < 0)
+    if (write_snapshot(d, "stop", d->forget_snapshot_ms != INT64_MAX ? 1 : 0, NULL, 0) < 0)
         status = 1;
+    stop_wakeup(d);
     pd_kafka_in_close(d->in); /* leaves the group; the revoke hook finds nothing left */
     log_stop_summary(d);
     exit_status = status;

@@ -985,3 +985,23 @@ int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t
     eng->stats = st;
     return 0;
 }
+
+/* ---- for the control plane (daemon/ops) ---- */
+
+int pd_engine_user_info(pd_engine *eng, const char *user, size_t len,
+                        pd_user_info *ret_info)
+{
+    const pd_user *u = pd_user_state_find(eng->users, user, len);
+    if (!u)
+        return -ENOENT;
+    *ret_info = (pd_user_info){
+        .events = u->events,
+        .first_ts_ms = u->first_ts_ms,
+        .last_ts_ms = u->last_ts_ms,
+        .last_ts_by_type = u->last_ts_by_type,
+        .n_types = eng->n_types,
+        .pending = u->n_pending,
+        .recent_items = u->ring_len,
+    };
+    return 0;
+}

@@ -119,4 +119,23 @@ int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, si
 int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
                    char *errbuf, size_t errlen);
 
+/* ---- for the control plane (daemon/ops) ---- */
+
+/* What the engine knows of one user, for `score USER`. Pointers are valid until the next call
+ * on the engine. */
+typedef struct pd_user_info {
+    uint64_t events;
+    int64_t first_ts_ms;
+    int64_t last_ts_ms;
+    const int64_t *last_ts_by_type; /* [n_types], INT64_MIN = never */
+    size_t n_types;
+    uint32_t pending; /* examples waiting for their label */
+    uint32_t recent_items;
+} pd_user_info;
+
+/* Fills *ret_info for a known user; -ENOENT when the user is unknown (never seen, forgotten
+ * or evicted). Read-only: the user is not marked as recently seen. */
+int pd_engine_user_info(pd_engine *eng, const char *user, size_t len,
+                        pd_user_info *ret_info);
+
 #endif

@@ -403,3 +403,27 @@ rd_kafka_t *pd_kafka_in_handle(pd_kafka_in *in)
 {
     return in->rk;
 }
+
+/* ---- for readiness and the control plane (daemon/ops) ---- */
+
+bool pd_kafka_in_reachable(pd_kafka_in *in, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    /* locally known topics only: the answer proves a broker talks to us, nothing more */
+    rd_kafka_resp_err_t err = rd_kafka_metadata(in->rk, 0, NULL, &md, timeout_ms);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+int pd_kafka_in_repause(pd_kafka_in *in)
+{
+    if (!in->paused)
+        return 0;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(in->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -EIO;
+    rd_kafka_resp_err_t err = rd_kafka_pause_partitions(in->rk, a);
+    rd_kafka_topic_partition_list_destroy(a);
+    return err ? -EIO : 0;
+}

@@ -84,4 +84,13 @@ rd_kafka_t *pd_kafka_in_handle(pd_kafka_in *in);
  * the consumer and the dead-letter producer so both see the same security settings. */
 rd_kafka_conf_t *pd_kafka_conf_build(const pd_kafka_conf *conf, char *errbuf, size_t errlen);
 
+/* ---- for readiness and the control plane (daemon/ops) ---- */
+
+/* Whether a broker answers a metadata request within timeout_ms (blocks up to that long). */
+bool pd_kafka_in_reachable(pd_kafka_in *in, int timeout_ms);
+
+/* While paused, pauses the partitions a rebalance assigned since (they arrive running).
+ * No-op when not paused. Returns 0 or -EIO. */
+int pd_kafka_in_repause(pd_kafka_in *in);
+
 #endif

@@ -570,3 +570,140 @@ def versions():
     """One line on the client libraries, for test logs."""
     return "python %s, kafka-python %s, redis-py %s" % (
         sys.version.split()[0], kafka.__version__, redis.__version__)
+
+
+# ---- operations: configs, sd_notify, HTTP, the control socket (test_ops_*.py) ----------------
+
+import json as _json
+import urllib.error as _urlerror
+import urllib.request as _urlrequest
+
+
+def ops_config(directory, daemon=None, snapshot_dir=None, forget_type=False, extra=""):
+    """Writes pipeline.yaml in `directory`: config/example.yaml plus a `daemon:` section from
+    the dict `daemon` (key -> YAML scalar text), an optional snapshot dir, and a `forget`
+    event type when `forget_type`. Returns the path."""
+    with open(os.path.join(source_root(), "config", "example.yaml")) as f:
+        text = f.read()
+    if forget_type:
+        text = text.replace("types: [view, click, add_to_cart, purchase, review]",
+                            "types: [view, click, add_to_cart, purchase, review, forget]\n"
+                            "  forget_type: forget")
+        if "forget_type" not in text:
+            raise HarnessError("ops_config: config/example.yaml no longer has the types line")
+    if snapshot_dir:
+        text += "\nsnapshot:\n  dir: %s\n  interval: 0\n  keep: 3\n" % snapshot_dir
+    if daemon:
+        text += "\ndaemon:\n" + "".join("  %s: %s\n" % kv for kv in daemon.items())
+    text += extra
+    path = os.path.join(directory, "pipeline.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET; collects the messages.
+
+    with NotifySocket() as n:  env["NOTIFY_SOCKET"] = n.path; ...; n.wait_for("READY=1")
+    Each message is a dict of its KEY=VALUE lines; `messages` keeps them in order.
+    """
+
+    def __init__(self):
+        self._tmp = None
+        self.path = None
+        self.sock = None
+        self.messages = []
+
+    def __enter__(self):
+        self._tmp = tempfile.mkdtemp(prefix="pd-notify-")
+        self.path = os.path.join(self._tmp, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def collect(self):
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return self.messages
+            fields = {}
+            for line in data.decode("utf-8", "replace").split("\n"):
+                if "=" in line:
+                    k, v = line.split("=", 1)
+                    fields[k] = v
+            self.messages.append(fields)
+
+    def index_of(self, key, value=None, start=0):
+        """Index of the first message at or after `start` that has key (= value)."""
+        self.collect()
+        for i in range(start, len(self.messages)):
+            m = self.messages[i]
+            if key in m and (value is None or m[key] == value):
+                return i
+        return -1
+
+    def wait_for(self, key, value=None, start=0, timeout=30.0, alive=None):
+        return wait_for(lambda: (lambda i: i + 1 if i >= 0 else None)(
+            self.index_of(key, value, start)), timeout, 0.05,
+            "sd_notify %s%s" % (key, "=" + value if value else ""), alive=alive) - 1
+
+
+def http_get(port, path, timeout=5.0):
+    """(status, body text) of GET http://127.0.0.1:port/path; HTTP errors are answers too."""
+    url = "http://127.0.0.1:%d%s" % (port, path)
+    try:
+        with _urlrequest.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode("utf-8")
+    except _urlerror.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8")
+
+
+def control_call(endpoint, request, timeout=5.0, frames=None):
+    """Sends one request (dict -> JSON, str/bytes verbatim, or `frames`: a list of bytes sent
+    as one multipart message) on a fresh REQ socket; returns the parsed JSON reply."""
+    import zmq  # python3-zmq; only the ops tests need it
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+    sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+    try:
+        sock.connect(endpoint)
+        if frames is not None:
+            sock.send_multipart(frames)
+        else:
+            if isinstance(request, dict):
+                request = _json.dumps(request)
+            sock.send(_as_bytes(request))
+        reply = sock.recv()
+    finally:
+        sock.close()
+    return _json.loads(reply.decode("utf-8"))
+
+
+def run_ctl(*args, env=None, timeout=30.0):
+    """Runs propensityctl (PD_CTL) with `args`; returns the CompletedProcess (text)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([env_path("PD_CTL")] + [str(a) for a in args], env=full_env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout, check=False)
+
+
+def produce_events(bootstrap, topic, events):
+    """Produces event dicts (or raw str/bytes values) keyed by their user_id with kcat."""
+    lines = []
+    for e in events:
+        if isinstance(e, dict):
+            lines.append("%s\t%s" % (e.get("user_id", "nobody"), _json.dumps(e)))
+        else:
+            value = e.decode("utf-8", "replace") if isinstance(e, bytes) else e
+            lines.append("garbage\t%s" % value.replace("\n", " ").replace("\t", " "))
+    return produce_kcat(bootstrap, topic, lines)
