@@ -16,13 +16,160 @@
 
 #include "config/config.h"
 #include "daemon/commands.h"
+#include "daemon/replay_report.h"
+#include "models/learner.h"
 #include "pipeline/engine.h"
+#include "pipeline/user_state.h"
 
 typedef struct replay_opts {
     const char *config;
+    const char *scores_path;
+    const char *report_path;
     bool json;
     bool progress;
 } replay_opts;
+
+/* The last scores each user got, in first-seen order, for --scores. */
+typedef struct score_table {
+    char **users;
+    double *scores; /* [users][n_models], NaN = none yet */
+    uint32_t *map;  /* open addressing: index + 1, 0 = empty */
+    size_t n, cap, map_cap, n_models;
+} score_table;
+
+static int scores_init(score_table *t, size_t n_models)
+{
+    memset(t, 0, sizeof *t);
+    t->n_models = n_models ? n_models : 1;
+    t->map_cap = 1024;
+    t->map = calloc(t->map_cap, sizeof *t->map);
+    return t->map ? 0 : -ENOMEM;
+}
+
+static void scores_release(score_table *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->users[i]);
+    free(t->users);
+    free(t->scores);
+    free(t->map);
+}
+
+static uint64_t str_hash(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a: a report-time table, not a hot path */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static int scores_put(score_table *t, const pd_engine_result *res)
+{
+    if ((t->n + 1) * 2 > t->map_cap) {
+        size_t ncap = t->map_cap * 2;
+        uint32_t *nm = calloc(ncap, sizeof *nm);
+        if (!nm)
+            return -ENOMEM;
+        for (size_t i = 0; i < t->n; i++) {
+            size_t j = str_hash(t->users[i], strlen(t->users[i])) & (ncap - 1);
+            while (nm[j])
+                j = (j + 1) & (ncap - 1);
+            nm[j] = (uint32_t)(i + 1);
+        }
+        free(t->map);
+        t->map = nm;
+        t->map_cap = ncap;
+    }
+    size_t j = str_hash(res->user, res->user_len) & (t->map_cap - 1);
+    size_t idx = SIZE_MAX;
+    while (t->map[j]) {
+        const char *u = t->users[t->map[j] - 1];
+        if (strlen(u) == res->user_len && memcmp(u, res->user, res->user_len) == 0) {
+            idx = t->map[j] - 1;
+            break;
+        }
+        j = (j + 1) & (t->map_cap - 1);
+    }
+    if (idx == SIZE_MAX) {
+        if (t->n == t->cap) {
+            size_t ncap = t->cap ? t->cap * 2 : 1024;
+            char **nu = realloc(t->users, ncap * sizeof *nu);
+            if (!nu)
+                return -ENOMEM;
+            t->users = nu;
+            double *ns = realloc(t->scores, ncap * t->n_models * sizeof *ns);
+            if (!ns)
+                return -ENOMEM;
+            t->scores = ns;
+            t->cap = ncap;
+        }
+        if (!(t->users[t->n] = strndup(res->user, res->user_len)))
+            return -ENOMEM;
+        for (size_t m = 0; m < t->n_models; m++)
+            t->scores[t->n * t->n_models + m] = NAN;
+        idx = t->n++;
+        t->map[j] = (uint32_t)(idx + 1);
+    }
+    for (size_t i = 0; i < res->n_scores; i++)
+        t->scores[idx * t->n_models + (size_t)res->scores[i].model] = res->scores[i].value;
+    return 0;
+}
+
+static void json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(out, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(out, "\\u%04x", *p);
+        else
+            fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+static int scores_write(const score_table *t, pd_engine *eng, const char *path)
+{
+    FILE *out = fopen(path, "w");
+    if (!out) {
+        fprintf(stderr, "propensityd: cannot write \"%s\": %s\n", path, strerror(errno));
+        return -errno;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        fputs("{\"user\":", out);
+        json_string(out, t->users[i]);
+        for (size_t m = 0; m < t->n_models && m < pd_engine_model_count(eng); m++) {
+            double v = t->scores[i * t->n_models + m];
+            if (isnan(v))
+                continue;
+            pd_model_info mi;
+            pd_engine_model_info(eng, m, &mi);
+            fputc(',', out);
+            json_string(out, mi.output);
+            fprintf(out, ":%.9g", v);
+        }
+        fputs("}\n", out);
+    }
+    int r = ferror(out) ? -EIO : 0;
+    if (fclose(out) != 0)
+        r = -EIO;
+    return r;
+}
+
+typedef struct replay_ctx {
+    pd_replay_report *report;
+    score_table scores;
+    bool keep_scores;
+    int err;
+} replay_ctx;
+
+static void observe(void *ctx, int model, double prediction, double label, double weight)
+{
+    replay_ctx *rc = ctx;
+    if (pd_replay_report_add(rc->report, (size_t)model, prediction, label, weight) < 0)
+        rc->err = -ENOMEM;
+}
 
 static double now_seconds(void)
 {
@@ -33,20 +180,24 @@ static double now_seconds(void)
 
 static void replay_usage(FILE *out)
 {
-    fprintf(out, "usage: propensityd replay --config FILE [--json] EVENTS.jsonl [...]\n\n"
+    fprintf(out, "usage: propensityd replay --config FILE [--json] [--scores OUT.jsonl]\n"
+                 "                          [--report OUT.html] EVENTS.jsonl [...]\n\n"
                  "Runs the pipeline of FILE over event files (one JSON event per line) with no\n"
                  "Kafka or Redis, and reports each model's progressive validation metrics\n"
                  "(every example is scored before the model learns from it), throughput and\n"
                  "memory. Deterministic: the same files and config give the same numbers.\n\n"
                  "  -c, --config FILE   pipeline configuration (YAML)\n"
                  "      --json          machine-readable report on stdout\n"
+                 "      --scores FILE   the final scores of every user, one JSON line each\n"
+                 "      --report FILE   an HTML page with each model's learning curve,\n"
+                 "                      calibration by decile and ROC curve\n"
                  "  -q, --quiet         no progress line\n"
                  "  -h, --help          this text\n");
 }
 
 /* Runs every line of one file through the engine. */
-static int replay_file(pd_engine *eng, const char *path, const replay_opts *o, uint64_t *lines,
-                       double t0)
+static int replay_file(pd_engine *eng, const char *path, const replay_opts *o, replay_ctx *rc,
+                       uint64_t *lines, double t0)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -81,8 +232,10 @@ static int replay_file(pd_engine *eng, const char *path, const replay_opts *o, u
         if (len > 0) {
             pd_event ev;
             pd_engine_result res;
-            if (pd_engine_decode(eng, p, len, 0, &ev, NULL, 0) == PD_DECODE_OK)
-                pd_engine_process(eng, &ev, &res);
+            if (pd_engine_decode(eng, p, len, 0, &ev, NULL, 0) == PD_DECODE_OK &&
+                pd_engine_process(eng, &ev, &res) == 0 && rc->keep_scores && res.n_scores &&
+                scores_put(&rc->scores, &res) < 0)
+                rc->err = -ENOMEM;
             (*lines)++;
             if (o->progress && (*lines & 0xFFFFF) == 0) {
                 double dt = now_seconds() - t0;
@@ -104,7 +257,28 @@ static void json_num(const char *key, double v, bool comma)
         printf("\"%s\":null%s", key, comma ? "," : "");
 }
 
-static void report_json(pd_engine *eng, const pd_engine_stats *s, uint64_t lines, double secs)
+/* What a model's table holds: entries in use, the distinct features that implies, and the
+ * share of those that share their entry with another. */
+typedef struct table_use {
+    size_t occupied;
+    double distinct;
+    double collisions;
+    size_t bytes_per_weight;
+} table_use;
+
+static table_use table_use_of(pd_engine *eng, const pd_config *conf, size_t i)
+{
+    table_use t = {0};
+    const pd_learner_conf *lc = &conf->models[i].learner;
+    t.occupied = pd_engine_model_occupied(eng, i);
+    t.distinct = pd_hash_distinct_estimate(t.occupied, lc->bits);
+    t.collisions = pd_hash_collision_rate(t.distinct, lc->bits);
+    t.bytes_per_weight = pd_learner_bytes_per_weight(lc);
+    return t;
+}
+
+static void report_json(pd_engine *eng, const pd_config *conf, const pd_engine_stats *s,
+                        uint64_t lines, double secs)
 {
     printf("{\"events\":%" PRIu64 ",\"lines\":%" PRIu64 ",\"seconds\":%.6f,", s->events, lines,
            secs);
@@ -118,8 +292,11 @@ static void report_json(pd_engine *eng, const pd_engine_stats *s, uint64_t lines
                s->decode_errors[i]);
         first = false;
     }
-    printf("},\"users\":%" PRIu64 ",\"memory\":{\"users\":%zu,\"pending\":%zu,\"models\":%zu},",
-           s->users, s->memory_users, s->memory_pending, s->memory_models);
+    printf("},\"users\":%" PRIu64 ",", s->users);
+    printf("\"memory\":{\"users\":%zu,\"bytes_per_user\":%.1f,\"pending\":%zu,"
+           "\"models\":%zu},",
+           s->memory_users, s->users ? (double)s->memory_users / (double)s->users : 0.0,
+           s->memory_pending, s->memory_models);
     printf("\"labels\":{\"positives\":%" PRIu64 ",\"negatives\":%" PRIu64
            ",\"early_positives\":%" PRIu64 ",\"late\":%" PRIu64 ",\"evicted_user\":%" PRIu64
            ",\"evicted_total\":%" PRIu64 ",\"pending\":%" PRIu64 "},",
@@ -130,6 +307,7 @@ static void report_json(pd_engine *eng, const pd_engine_stats *s, uint64_t lines
         pd_model_info mi;
         pd_engine_model_info(eng, i, &mi);
         const pd_metrics_report *m = &mi.metrics;
+        table_use t = table_use_of(eng, conf, i);
         printf("%s{\"name\":\"%s\",\"examples\":%" PRIu64 ",\"positives\":%" PRIu64 ",",
                i ? "," : "", mi.name, mi.examples, mi.positives);
         if (mi.type == PD_MODEL_LINEAR) {
@@ -137,18 +315,26 @@ static void report_json(pd_engine *eng, const pd_engine_stats *s, uint64_t lines
             json_num("mae", m->mae, true);
             json_num("r2", m->r2, true);
         } else {
-            json_num("log_loss", m->log_loss, true);
+            if (mi.type == PD_MODEL_LOGISTIC)
+                json_num("log_loss", m->log_loss, true);
+            else
+                json_num("hinge_loss", m->hinge_loss, true);
             json_num("auc", m->auc, true);
             json_num("auc_recent", m->recent_auc, true);
             json_num("calibration", m->calibration, true);
             json_num("accuracy", m->accuracy, true);
         }
-        printf("\"memory\":%zu}", mi.memory);
+        printf("\"memory\":%zu,\"bytes_per_weight\":%zu,\"weights_in_use\":%zu,",
+               mi.memory, t.bytes_per_weight, t.occupied);
+        json_num("distinct_features_estimate", t.distinct, true);
+        json_num("collision_rate_estimate", t.collisions, false);
+        printf("}");
     }
     printf("]}\n");
 }
 
-static void report_text(pd_engine *eng, const pd_engine_stats *s, uint64_t lines, double secs)
+static void report_text(pd_engine *eng, const pd_config *conf, const pd_engine_stats *s,
+                        uint64_t lines, double secs)
 {
     uint64_t bad = 0;
     for (int i = 1; i < PD_DECODE__COUNT; i++)
@@ -174,10 +360,19 @@ static void report_text(pd_engine *eng, const pd_engine_stats *s, uint64_t lines
         printf("model %s: %" PRIu64 " examples", mi.name, mi.examples);
         if (mi.type == PD_MODEL_LINEAR)
             printf(", rmse %.6g, mae %.6g, r2 %.4f\n", m->rmse, m->mae, m->r2);
+        else if (mi.type == PD_MODEL_HINGE)
+            printf(" (%" PRIu64 " positive), hinge loss %.6f, auc %.4f (recent %.4f), "
+                   "accuracy %.4f\n",
+                   mi.positives, m->hinge_loss, m->auc, m->recent_auc, m->accuracy);
         else
             printf(" (%" PRIu64 " positive), log loss %.6f, auc %.4f (recent %.4f), "
                    "calibration %.3f\n",
                    mi.positives, m->log_loss, m->auc, m->recent_auc, m->calibration);
+        table_use t = table_use_of(eng, conf, i);
+        printf("  weights: %zu of 2^%d in use (%zu bytes each); ~%.0f distinct features, "
+               "~%.2f%% of them share an entry\n",
+               t.occupied, conf->models[i].learner.bits, t.bytes_per_weight, t.distinct,
+               100.0 * t.collisions);
     }
     printf("memory: users %zu B, pending examples %zu B, models %zu B\n", s->memory_users,
            s->memory_pending, s->memory_models);
@@ -188,6 +383,8 @@ int pd_cmd_replay(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},
+        {"scores", required_argument, NULL, 's'},
+        {"report", required_argument, NULL, 'r'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -202,6 +399,12 @@ int pd_cmd_replay(int argc, char **argv)
             break;
         case 'j':
             o.json = true;
+            break;
+        case 's':
+            o.scores_path = optarg;
+            break;
+        case 'r':
+            o.report_path = optarg;
             break;
         case 'q':
             o.progress = false;
@@ -234,21 +437,68 @@ int pd_cmd_replay(int argc, char **argv)
         pd_config_free(conf);
         return 1;
     }
+    replay_ctx rc = {.keep_scores = o.scores_path != NULL};
+    /* scores change no learned state: without --scores they are not computed at all */
+    pd_engine_set_scoring(eng, rc.keep_scores);
+    if (rc.keep_scores && scores_init(&rc.scores, pd_engine_model_count(eng)) < 0) {
+        fprintf(stderr, "propensityd: out of memory\n");
+        pd_engine_free(eng);
+        pd_config_free(conf);
+        return 1;
+    }
+    if (o.report_path) {
+        rc.report = pd_replay_report_new();
+        for (size_t i = 0; rc.report && i < pd_engine_model_count(eng); i++) {
+            pd_model_info mi;
+            pd_engine_model_info(eng, i, &mi);
+            pd_metrics_kind kind = mi.type == PD_MODEL_LINEAR
+                                       ? PD_METRICS_REGRESSOR
+                                       : (mi.type == PD_MODEL_HINGE ? PD_METRICS_MARGIN
+                                                                    : PD_METRICS_CLASSIFIER);
+            if (pd_replay_report_model(rc.report, i, mi.name, kind) < 0)
+                rc.err = -ENOMEM;
+        }
+        if (!rc.report)
+            rc.err = -ENOMEM;
+        else
+            pd_engine_set_label_observer(eng, observe, &rc);
+    }
     uint64_t lines = 0;
     double t0 = now_seconds();
     int status = 0;
     for (int i = optind; i < argc && status == 0; i++)
-        if (replay_file(eng, argv[i], &o, &lines, t0) < 0)
+        if (replay_file(eng, argv[i], &o, &rc, &lines, t0) < 0)
             status = 1;
     double secs = now_seconds() - t0;
     if (o.progress)
         fprintf(stderr, "\r\033[K");
+    if (rc.err) {
+        fprintf(stderr, "propensityd: out of memory collecting scores or report data\n");
+        status = 1;
+    }
     pd_engine_stats s;
     pd_engine_get_stats(eng, &s);
     if (o.json)
-        report_json(eng, &s, lines, secs);
+        report_json(eng, conf, &s, lines, secs);
     else
-        report_text(eng, &s, lines, secs);
+        report_text(eng, conf, &s, lines, secs);
+    if (o.scores_path && scores_write(&rc.scores, eng, o.scores_path) < 0)
+        status = 1;
+    if (rc.report) {
+        FILE *out = fopen(o.report_path, "w");
+        char title[1024];
+        snprintf(title, sizeof title, "%s over %d file(s)", o.config, argc - optind);
+        if (!out || pd_replay_report_write(rc.report, title, out) < 0) {
+            fprintf(stderr, "propensityd: cannot write \"%s\": %s\n", o.report_path,
+                    strerror(errno));
+            status = 1;
+        }
+        if (out && fclose(out) != 0)
+            status = 1;
+    }
+    pd_replay_report_free(rc.report);
+    if (rc.keep_scores)
+        scores_release(&rc.scores);
     pd_engine_free(eng);
     pd_config_free(conf);
     return status;

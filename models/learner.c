@@ -862,6 +862,38 @@ static uint64_t count_nonzero(const pd_learner *l)
     return nz;
 }
 
+double pd_hash_distinct_estimate(size_t occupied, int bits)
+{
+    double m = ldexp(1.0, bits);
+    if ((double)occupied >= m)
+        return INFINITY;
+    /* k = m (1 - e^(-n/m)) occupied slots are expected from n distinct hashes */
+    return -m * log1p(-(double)occupied / m);
+}
+
+double pd_hash_collision_rate(double distinct, int bits)
+{
+    if (!(distinct > 1))
+        return 0.0;
+    /* a feature is alone in its slot when none of the other n - 1 lands there */
+    return -expm1(-(distinct - 1) / ldexp(1.0, bits));
+}
+
+size_t pd_learner_occupied(const pd_learner *learner)
+{
+    /* an entry any example touched has some non-zero state: a gradient sum or a weight (with
+     * L1 many touched entries keep w = 0, so the weight alone would undercount) */
+    size_t used = 0;
+    for (uint64_t i = 0; i <= learner->mask; i++) {
+        size_t pos = (size_t)i * learner->stride;
+        bool any = false;
+        for (size_t k = 0; k < learner->stride && !any; k++)
+            any = stored_nonzero(learner->table, pos + k, learner->f16);
+        used += any;
+    }
+    return used;
+}
+
 /* FTRL derives w from z and n, so new alpha, beta, l1 or l2 would move every weight at its
  * next update. To keep the weights, each z is re-expressed: a non-zero w gets the z that yields
  * it under the new parameters, z = -sgn(w) (l1' + |w| ((beta' + sqrt(n)) / alpha' + l2')); a

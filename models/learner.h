@@ -73,6 +73,16 @@ int pd_learner_set_conf(pd_learner *learner, const pd_learner_conf *conf);
 
 void pd_learner_get_stats(const pd_learner *learner, pd_learner_stats *ret_stats);
 
+/* Table entries that hold any state (some example touched them). A scan of the whole table:
+ * for reports, not for the hot path. */
+size_t pd_learner_occupied(const pd_learner *learner);
+
+/* Hash-collision estimates for a table of 2^bits entries: the number of distinct features
+ * that would leave `occupied` entries in use, and the share of n distinct features that share
+ * their entry with at least one other. */
+double pd_hash_distinct_estimate(size_t occupied, int bits);
+double pd_hash_collision_rate(double distinct, int bits);
+
 /* Bytes of weight and optimizer state, and bytes per weight-table entry. */
 /* (pd_learner_memory() counts the table at its full size, whether touched or not, and the
  * admission counters; pd_learner_bytes_per_weight() includes the counter byte.) */

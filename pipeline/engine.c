@@ -66,6 +66,9 @@ struct pd_engine {
     size_t n_paths;
     source *sources;
     size_t n_sources;
+    bool scoring;
+    pd_label_observer_fn observer;
+    void *observer_ctx;
     pd_engine_stats stats;
 };
 
@@ -277,6 +280,12 @@ static void engine_settings(pd_engine *eng, const pd_config *conf)
     eng->idle_ttl_ms = conf->state.user_idle_ttl_ms;
 }
 
+static void on_prefetch(void *ctx, int mi, const pd_feature *x, size_t n)
+{
+    pd_engine *eng = ctx;
+    pd_learner_prefetch(eng->models[mi].learner, x, n);
+}
+
 pd_engine *pd_engine_new(const pd_config *conf, char *errbuf, size_t errlen)
 {
     parts p;
@@ -297,9 +306,11 @@ pd_engine *pd_engine_new(const pd_config *conf, char *errbuf, size_t errlen)
                                 errbuf, errlen);
     if (!eng->labels)
         goto out_release_parts;
+    pd_labels_set_prefetch(eng->labels, on_prefetch, eng);
     parts_install(eng, &p);
     engine_settings(eng, conf);
     eng->generation = 1;
+    eng->scoring = true;
     eng->stats.max_event_ts_ms = INT64_MIN;
     eng->stats.watermark_ms = INT64_MIN;
     return eng;
@@ -376,6 +387,8 @@ static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double la
     model *m = &eng->models[mi];
     double pred = pd_learner_learn(m->learner, x, n, label, weight);
     pd_metrics_add(m->metrics, pred, label, weight);
+    if (eng->observer)
+        eng->observer(eng->observer_ctx, mi, pred, label, weight);
     m->examples++;
     if (label > 0.5)
         m->positives++;
@@ -538,8 +551,11 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
     for (size_t i = 0; i < eng->n_models; i++) {
         model *m = &eng->models[i];
         size_t n = pd_featurizer_gather(eng->features, m->features, m->n_features, eng->x);
-        double p = pd_learner_predict(m->learner, eng->x, n);
-        m->predictions++;
+        double p = 0;
+        if (eng->scoring) {
+            p = pd_learner_predict(m->learner, eng->x, n);
+            m->predictions++;
+        }
         if (m->example_on & (UINT32_C(1) << ev->type)) {
             double w = field_number(ev, m->weight_slot, 1.0);
             if (!(w > 0) || !isfinite(w))
@@ -555,7 +571,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
                 r = -ENOMEM;
             }
         }
-        if (m->publish && m->gate_open)
+        if (eng->scoring && m->publish && m->gate_open)
             eng->scores[res.n_scores++] = (pd_score){.model = (int)i, .value = p};
     }
     enforce_user_bounds(eng, u);
@@ -681,6 +697,22 @@ bool pd_engine_forget(pd_engine *eng, const char *user, size_t len)
     forget_user(eng, u);
     eng->stats.forgotten++;
     return true;
+}
+
+size_t pd_engine_model_occupied(const pd_engine *eng, size_t i)
+{
+    return pd_learner_occupied(eng->models[i].learner);
+}
+
+void pd_engine_set_scoring(pd_engine *eng, bool scoring)
+{
+    eng->scoring = scoring;
+}
+
+void pd_engine_set_label_observer(pd_engine *eng, pd_label_observer_fn fn, void *ctx)
+{
+    eng->observer = fn;
+    eng->observer_ctx = ctx;
 }
 
 uint64_t pd_engine_generation(const pd_engine *eng)

@@ -98,6 +98,19 @@ void pd_engine_source_remove(pd_engine *eng, uint32_t source);
 /* Removes a user's state and waiting examples. Returns whether the user was known. */
 bool pd_engine_forget(pd_engine *eng, const char *user, size_t len);
 
+/* Weight-table entries of model i that hold state (a full table scan: for reports). */
+size_t pd_engine_model_occupied(const pd_engine *eng, size_t i);
+
+/* Whether every event is scored by every model (on by default). Scoring changes no learned
+ * state, so an offline replay that needs no scores turns it off and learns the same. */
+void pd_engine_set_scoring(pd_engine *eng, bool scoring);
+
+/* Sees every progressive-validation pair as a model learns: the prediction made just before
+ * learning the label (for replay reports). */
+typedef void (*pd_label_observer_fn)(void *ctx, int model, double prediction, double label,
+                                     double weight);
+void pd_engine_set_label_observer(pd_engine *eng, pd_label_observer_fn fn, void *ctx);
+
 uint64_t pd_engine_generation(const pd_engine *eng);
 void pd_engine_get_stats(const pd_engine *eng, pd_engine_stats *ret_stats);
 size_t pd_engine_model_count(const pd_engine *eng);

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <simdjson.h>
@@ -51,6 +53,10 @@ struct pd_decoder {
     std::vector<size_t> consumed;  /* per path: bytes of the path matched by the walk so far */
     std::vector<uint16_t> scratch; /* candidate path indices, one row per depth */
     std::vector<std::string> types;
+    /* Every prefix of every path that ends at a '.' or at the path's end, mapped to the paths
+     * it begins: a top-level key is one lookup instead of a test against every path (the
+     * linear scan was 13% of replay time with 12 paths). Views point into `paths`. */
+    std::unordered_map<std::string_view, std::vector<uint16_t>> top;
     size_t max_bytes = 0;
     size_t max_string = 0;
     char numtext[SLOT__MAPPED][24]; /* numbers given where strings are mapped (user ids) */
@@ -150,6 +156,33 @@ static void walk(pd_decoder *d, simdjson::dom::object obj, const uint16_t *cand,
     }
 }
 
+/* The object at the root: keys are looked up in the prefix index, deeper levels walked. */
+static void walk_top(pd_decoder *d, simdjson::dom::object obj)
+{
+    uint16_t *next = d->scratch.data() + d->paths.size();
+    for (auto field : obj) {
+        std::string_view key = field.key;
+        auto it = d->top.find(key);
+        if (it == d->top.end())
+            continue;
+        size_t nnext = 0;
+        for (uint16_t p : it->second) {
+            if (d->paths[p].size() == key.size())
+                set_value(&d->values[p], field.value);
+            else
+                next[nnext++] = p;
+        }
+        if (nnext == 0)
+            continue;
+        simdjson::dom::object child;
+        if (field.value.get_object().get(child) != simdjson::SUCCESS)
+            continue;
+        for (size_t i = 0; i < nnext; i++)
+            d->consumed[next[i]] = key.size() + 1;
+        walk(d, child, next, nnext, 1);
+    }
+}
+
 extern "C" pd_decoder *pd_decoder_new(const pd_events_conf *conf, const char *const *paths,
                                       size_t n_paths, char *errbuf, size_t errlen)
 {
@@ -173,6 +206,12 @@ extern "C" pd_decoder *pd_decoder_new(const pd_events_conf *conf, const char *co
         d->paths.emplace_back(paths[i]);
     for (size_t i = 0; i < conf->n_types; i++)
         d->types.emplace_back(conf->types[i]);
+    for (size_t i = 0; i < d->paths.size(); i++) {
+        const std::string &path = d->paths[i];
+        for (size_t k = 1; k <= path.size(); k++)
+            if (k == path.size() || path[k] == '.')
+                d->top[std::string_view(path.data(), k)].push_back((uint16_t)i);
+    }
     d->values.resize(d->paths.size());
     d->consumed.resize(d->paths.size());
     d->scratch.resize(d->paths.size() * (max_depth + 1));
@@ -274,15 +313,9 @@ extern "C" pd_decode_error pd_decoder_decode(pd_decoder *d, const char *buf, siz
         return fail(PD_DECODE_NOT_OBJECT, detail, detail_len, "not a JSON object");
 
     size_t n = d->paths.size();
-    uint16_t *cand = d->scratch.data();
-    size_t ncand = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         d->values[i].kind = PD_VALUE_MISSING;
-        d->consumed[i] = 0;
-        if (!d->paths[i].empty())
-            cand[ncand++] = (uint16_t)i;
-    }
-    walk(d, obj, cand, ncand, 0);
+    walk_top(d, obj);
 
     pd_event ev;
     memset(&ev, 0, sizeof ev);

@@ -104,8 +104,9 @@ static void user_free(pd_user *u)
 {
     if (!u)
         return;
-    free(u->last_ts_by_type); /* the body: one block, last_ts_by_type first */
-    free(u);                  /* the id lives in the record's block */
+    if (!u->body_inline)
+        free(u->last_ts_by_type); /* the body: one block, last_ts_by_type first */
+    free(u);                      /* the id (and at first the body) live in the record's block */
 }
 
 void pd_user_state_free(pd_user_state *st)
@@ -240,15 +241,14 @@ pd_user *pd_user_state_get(pd_user_state *st, const char *id, size_t len, int64_
         for (i = slot_of(st, h); st->slots[i].u; i = (i + 1) & (st->cap - 1))
             ;
     }
-    /* the id shares the record's block: comparing it costs no extra cache miss */
-    pd_user *u = calloc(1, sizeof *u + len + 1);
+    /* id and arrays share the record's block: one allocation, and an event touches one
+     * region of memory per user instead of three */
+    size_t id_room = (len + 1 + 7) & ~(size_t)7;
+    pd_user *u = calloc(1, sizeof *u + id_room + st->body_bytes);
     if (!u)
         return NULL;
-    void *body = malloc(st->body_bytes ? st->body_bytes : 1);
-    if (!body) {
-        free(u);
-        return NULL;
-    }
+    void *body = (char *)(u + 1) + id_room;
+    u->body_inline = true;
     u->id = (char *)(u + 1);
     memcpy(u->id, id, len);
     u->id[len] = '\0';
@@ -477,7 +477,9 @@ int pd_user_state_relayout(pd_user_state *st, const pd_user_layout *layout, char
             u->ring_head = (uint32_t)((u->ring_head + 1) % nl.ring_items);
             u->ring_len++;
         }
-        free(old_body);
+        if (!old.body_inline)
+            free(old_body);
+        u->body_inline = false;
     }
     free(bodies);
     layout_release(&st->layout);

@@ -67,6 +67,7 @@ typedef struct pd_user {
     /* LRU list of the store, most recently seen first */
     struct pd_user *lru_prev, *lru_next;
     int64_t seen_ts_ms; /* event time of the last event that touched the user */
+    bool body_inline;   /* the arrays share the record's block (until a relayout) */
 } pd_user;
 
 typedef struct pd_user_state pd_user_state;

@@ -1,0 +1,367 @@
+/* HTML report of a replay. Pairs are kept as floats (8 bytes each), so a 10-million example
+ * replay takes 80 MB; the curves are computed at write time. */
+#include "daemon/replay_report.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CURVE_POINTS 200
+#define SVG_W 420
+#define SVG_H 280
+#define PAD 44
+
+typedef struct pair {
+    float pred, label, weight;
+} pair;
+
+typedef struct model {
+    char *name;
+    pd_metrics_kind kind;
+    bool regressor;
+    bool declared;
+    pair *pairs;
+    size_t n, cap;
+} model;
+
+struct pd_replay_report {
+    model *models;
+    size_t n_models;
+};
+
+pd_replay_report *pd_replay_report_new(void)
+{
+    return calloc(1, sizeof(pd_replay_report));
+}
+
+void pd_replay_report_free(pd_replay_report *rep)
+{
+    if (!rep)
+        return;
+    for (size_t i = 0; i < rep->n_models; i++) {
+        free(rep->models[i].name);
+        free(rep->models[i].pairs);
+    }
+    free(rep->models);
+    free(rep);
+}
+
+static model *model_at(pd_replay_report *rep, size_t i)
+{
+    if (i >= rep->n_models) {
+        model *nm = realloc(rep->models, (i + 1) * sizeof *nm);
+        if (!nm)
+            return NULL;
+        memset(nm + rep->n_models, 0, (i + 1 - rep->n_models) * sizeof *nm);
+        rep->models = nm;
+        rep->n_models = i + 1;
+    }
+    return &rep->models[i];
+}
+
+int pd_replay_report_model(pd_replay_report *rep, size_t i, const char *name,
+                           pd_metrics_kind kind)
+{
+    model *m = model_at(rep, i);
+    if (!m)
+        return -ENOMEM;
+    free(m->name);
+    if (!(m->name = strdup(name)))
+        return -ENOMEM;
+    m->kind = kind;
+    m->regressor = kind == PD_METRICS_REGRESSOR;
+    m->declared = true;
+    return 0;
+}
+
+int pd_replay_report_add(pd_replay_report *rep, size_t i, double prediction, double label,
+                         double weight)
+{
+    model *m = model_at(rep, i);
+    if (!m)
+        return -ENOMEM;
+    if (m->n == m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 4096;
+        pair *np = realloc(m->pairs, ncap * sizeof *np);
+        if (!np)
+            return -ENOMEM;
+        m->pairs = np;
+        m->cap = ncap;
+    }
+    m->pairs[m->n++] = (pair){(float)prediction, (float)label, (float)weight};
+    return 0;
+}
+
+/* ---- SVG helpers ---- */
+
+typedef struct frame {
+    double x0, x1, y0, y1; /* data ranges */
+} frame;
+
+static double sx(const frame *f, double x)
+{
+    return PAD + (x - f->x0) / (f->x1 - f->x0) * (SVG_W - PAD - 12);
+}
+
+static double sy(const frame *f, double y)
+{
+    return SVG_H - PAD + 8 - (y - f->y0) / (f->y1 - f->y0) * (SVG_H - PAD - 16);
+}
+
+static void html_text(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<':
+            fputs("&lt;", out);
+            break;
+        case '>':
+            fputs("&gt;", out);
+            break;
+        case '&':
+            fputs("&amp;", out);
+            break;
+        case '"':
+            fputs("&quot;", out);
+            break;
+        default:
+            fputc(*s, out);
+        }
+    }
+}
+
+/* Tick labels that fit: 1.8M, 460k, 0.25. */
+static void tick(char *buf, size_t len, double v)
+{
+    double a = fabs(v);
+    if (a >= 1e6)
+        snprintf(buf, len, "%.3gM", v / 1e6);
+    else if (a >= 1e4)
+        snprintf(buf, len, "%.3gk", v / 1e3);
+    else
+        snprintf(buf, len, "%.3g", v);
+}
+
+static void axes(FILE *out, const frame *f, const char *title, const char *xlabel,
+                 const char *ylabel)
+{
+    fprintf(out, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                 "viewBox=\"0 0 %d %d\" role=\"img\">\n",
+            SVG_W, SVG_H, SVG_W, SVG_H);
+    fprintf(out, "<title>");
+    html_text(out, title);
+    fprintf(out, "</title>\n<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n");
+    fprintf(out, "<text x=\"%d\" y=\"14\" font-size=\"13\" font-weight=\"bold\">", PAD);
+    html_text(out, title);
+    fprintf(out, "</text>\n");
+    double l = sx(f, f->x0), r = sx(f, f->x1), b = sy(f, f->y0), t = sy(f, f->y1);
+    fprintf(out,
+            "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+            "stroke=\"#999\"/>\n",
+            l, t, r - l, b - t);
+    for (int k = 0; k <= 4; k++) {
+        double xv = f->x0 + (f->x1 - f->x0) * k / 4, yv = f->y0 + (f->y1 - f->y0) * k / 4;
+        char xt[32], yt[32];
+        tick(xt, sizeof xt, xv);
+        tick(yt, sizeof yt, yv);
+        fprintf(out,
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"%s\">%s</text>\n",
+                sx(f, xv), b + 13, k == 4 ? "end" : "middle", xt);
+        fprintf(out,
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%s</text>\n",
+                l - 4, sy(f, yv) + 3, yt);
+    }
+    fprintf(out,
+            "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n",
+            (l + r) / 2, SVG_H - 6, xlabel);
+    fprintf(out,
+            "<text x=\"12\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" "
+            "transform=\"rotate(-90 12 %.1f)\">%s</text>\n",
+            (t + b) / 2, (t + b) / 2, ylabel);
+}
+
+static void polyline(FILE *out, const frame *f, const double *x, const double *y, size_t n,
+                     const char *color, bool dots)
+{
+    fprintf(out, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" points=\"", color);
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "%.1f,%.1f ", sx(f, x[i]), sy(f, y[i]));
+    fprintf(out, "\"/>\n");
+    for (size_t i = 0; dots && i < n; i++)
+        fprintf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", sx(f, x[i]),
+                sy(f, y[i]), color);
+}
+
+/* ---- the three plots ---- */
+
+static double pair_loss(const model *m, const pair *p)
+{
+    if (m->regressor) {
+        double d = (double)p->pred - (double)p->label;
+        return d * d;
+    }
+    if (m->kind == PD_METRICS_MARGIN) {
+        double y = p->label > 0.5 ? 1.0 : -1.0;
+        return fmax(0.0, 1.0 - y * p->pred);
+    }
+    double q = p->pred < 1e-15 ? 1e-15 : (p->pred > 1 - 1e-15 ? 1 - 1e-15 : p->pred);
+    return p->label > 0.5 ? -log(q) : -log(1 - q);
+}
+
+static void learning_curve(FILE *out, const model *m)
+{
+    double x[CURVE_POINTS], y[CURVE_POINTS];
+    size_t k = 0, step = m->n / CURVE_POINTS ? m->n / CURVE_POINTS : 1;
+    double sum = 0, wsum = 0, ymax = 0;
+    for (size_t i = 0; i < m->n && k < CURVE_POINTS; i++) {
+        sum += m->pairs[i].weight * pair_loss(m, &m->pairs[i]);
+        wsum += m->pairs[i].weight;
+        if ((i + 1) % step == 0 || i + 1 == m->n) {
+            x[k] = (double)(i + 1);
+            y[k] = wsum > 0 ? (m->regressor ? sqrt(sum / wsum) : sum / wsum) : 0;
+            if (y[k] > ymax)
+                ymax = y[k];
+            k++;
+        }
+    }
+    frame f = {0, (double)(m->n ? m->n : 1), 0, ymax > 0 ? ymax * 1.05 : 1};
+    const char *what = m->regressor ? "RMSE"
+                                    : (m->kind == PD_METRICS_MARGIN ? "hinge loss" : "log loss");
+    char title[64];
+    snprintf(title, sizeof title, "progressive %s", what);
+    axes(out, &f, title, "examples", what);
+    polyline(out, &f, x, y, k, "#1f6fb4", false);
+    fprintf(out, "</svg>\n");
+}
+
+static int cmp_pred(const void *a, const void *b)
+{
+    float x = ((const pair *)a)->pred, y = ((const pair *)b)->pred;
+    return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/* Mean prediction and mean label per decile of prediction (sorted is sorted by prediction). */
+static void calibration(FILE *out, const model *m, const pair *sorted)
+{
+    double px[10], py[10], lo = INFINITY, hi = -INFINITY;
+    size_t k = 0;
+    for (size_t d = 0; d < 10; d++) {
+        size_t a = m->n * d / 10, b = m->n * (d + 1) / 10;
+        double sp = 0, sl = 0, sw = 0;
+        for (size_t i = a; i < b; i++) {
+            sp += sorted[i].weight * sorted[i].pred;
+            sl += sorted[i].weight * sorted[i].label;
+            sw += sorted[i].weight;
+        }
+        if (sw <= 0)
+            continue;
+        px[k] = sp / sw;
+        py[k] = sl / sw;
+        lo = fmin(lo, fmin(px[k], py[k]));
+        hi = fmax(hi, fmax(px[k], py[k]));
+        k++;
+    }
+    if (!(lo < hi)) {
+        lo = 0;
+        hi = 1;
+    }
+    if (!m->regressor) {
+        lo = 0;
+        hi = fmax(hi, 0.05);
+    }
+    frame f = {lo, hi, lo, hi};
+    axes(out, &f, "calibration by decile", "mean predicted", "mean observed");
+    double diag[2] = {lo, hi};
+    polyline(out, &f, diag, diag, 2, "#bbb", false);
+    polyline(out, &f, px, py, k, "#c2410c", true);
+    fprintf(out, "</svg>\n");
+}
+
+/* ROC from pairs sorted by prediction, walked from the highest; ties move together. */
+static double roc(FILE *out, const model *m, const pair *sorted)
+{
+    double pos = 0, neg = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        if (sorted[i].label > 0.5)
+            pos += sorted[i].weight;
+        else
+            neg += sorted[i].weight;
+    }
+    double x[CURVE_POINTS + 2], y[CURVE_POINTS + 2];
+    size_t k = 0;
+    x[k] = 0;
+    y[k++] = 0;
+    double tp = 0, fp = 0, auc = 0;
+    size_t step = m->n / CURVE_POINTS ? m->n / CURVE_POINTS : 1, since = 0;
+    size_t i = m->n;
+    while (i > 0) {
+        size_t j = i;
+        double tp0 = tp, fp0 = fp;
+        while (j > 0 && sorted[j - 1].pred == sorted[i - 1].pred) {
+            if (sorted[j - 1].label > 0.5)
+                tp += sorted[j - 1].weight;
+            else
+                fp += sorted[j - 1].weight;
+            j--;
+        }
+        auc += (fp - fp0) * (tp + tp0) / 2;
+        since += i - j;
+        i = j;
+        if ((since >= step || i == 0) && k < CURVE_POINTS + 1 && pos > 0 && neg > 0) {
+            x[k] = fp / neg;
+            y[k++] = tp / pos;
+            since = 0;
+        }
+    }
+    auc = pos > 0 && neg > 0 ? auc / (pos * neg) : NAN;
+    frame f = {0, 1, 0, 1};
+    char title[64];
+    snprintf(title, sizeof title, "ROC (AUC %.4f)", auc);
+    axes(out, &f, title, "false positive rate", "true positive rate");
+    double diag[2] = {0, 1};
+    polyline(out, &f, diag, diag, 2, "#bbb", false);
+    polyline(out, &f, x, y, k, "#15803d", false);
+    fprintf(out, "</svg>\n");
+    return auc;
+}
+
+int pd_replay_report_write(const pd_replay_report *rep, const char *title, FILE *out)
+{
+    fprintf(out, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>");
+    html_text(out, title);
+    fprintf(out, "</title>\n<style>body{font-family:sans-serif;margin:24px;color:#222}"
+                 "section{margin-bottom:28px}svg{margin-right:12px;border:1px solid #eee}"
+                 "h2{font-size:16px}</style></head><body>\n<h1 style=\"font-size:20px\">"
+                 "propensityd replay: ");
+    html_text(out, title);
+    fprintf(out, "</h1>\n<p>Progressive validation: every example is scored before the model "
+                 "learns from it.</p>\n");
+    for (size_t i = 0; i < rep->n_models; i++) {
+        const model *m = &rep->models[i];
+        if (!m->declared)
+            continue;
+        fprintf(out, "<section><h2>");
+        html_text(out, m->name);
+        fprintf(out, " &mdash; %zu examples</h2>\n", m->n);
+        if (m->n == 0) {
+            fprintf(out, "<p>no labelled examples</p></section>\n");
+            continue;
+        }
+        pair *sorted = malloc(m->n * sizeof *sorted);
+        if (!sorted)
+            return -ENOMEM;
+        memcpy(sorted, m->pairs, m->n * sizeof *sorted);
+        qsort(sorted, m->n, sizeof *sorted, cmp_pred);
+        learning_curve(out, m);
+        if (m->kind != PD_METRICS_MARGIN)
+            calibration(out, m, sorted); /* a margin is not a probability to calibrate */
+        if (!m->regressor)
+            roc(out, m, sorted);
+        free(sorted);
+        fprintf(out, "</section>\n");
+    }
+    fprintf(out, "</body></html>\n");
+    return ferror(out) ? -EIO : 0;
+}
