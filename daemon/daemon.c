@@ -1492,6 +1492,12 @@ void pd_daemon_free(pd_daemon *d)
 {
     if (!d)
         return;
+    /* the control socket file and the HTTP port go first: a hanging Kafka teardown below
+     * may end the process before the rest is freed */
+    pd_control_free(d->ctl);
+    d->ctl = NULL;
+    pd_http_free(d->http);
+    d->http = NULL;
     if (d->in) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -1510,8 +1516,6 @@ void pd_daemon_free(pd_daemon *d)
         rd_kafka_topic_partition_list_destroy(d->restore_offsets);
     if (d->sources)
         rd_kafka_topic_partition_list_destroy(d->sources);
-    pd_control_free(d->ctl);
-    pd_http_free(d->http);
     pd_notify_free(d->notify);
     pd_strbuf_release(&d->text);
     free(d->batch);

@@ -579,12 +579,19 @@ import urllib.error as _urlerror
 import urllib.request as _urlrequest
 
 
-def ops_config(directory, daemon=None, snapshot_dir=None, forget_type=False, extra=""):
+def ops_config(directory, daemon=None, snapshot_dir=None, forget_type=False, extra="",
+               dead_letter_topic=None, redis_extra=""):
     """Writes pipeline.yaml in `directory`: config/example.yaml plus a `daemon:` section from
-    the dict `daemon` (key -> YAML scalar text), an optional snapshot dir, and a `forget`
-    event type when `forget_type`. Returns the path."""
+    the dict `daemon` (key -> YAML scalar text), an optional snapshot dir, a `forget` event
+    type when `forget_type`, a dead-letter topic, and lines added to `redis:`. Returns the
+    path."""
     with open(os.path.join(source_root(), "config", "example.yaml")) as f:
         text = f.read()
+    if dead_letter_topic:
+        text = text.replace("  types: [view,", "  dead_letter_topic: %s\n  types: [view,"
+                            % dead_letter_topic, 1)
+    if redis_extra:
+        text = text.replace("redis:\n", "redis:\n" + redis_extra, 1)
     if forget_type:
         text = text.replace("types: [view, click, add_to_cart, purchase, review]",
                             "types: [view, click, add_to_cart, purchase, review, forget]\n"
