@@ -23,6 +23,7 @@
 
 typedef struct replay_opts {
     const char *config;
+    const char *examples_path;
     const char *scores_path;
     const char *report_path;
     bool json;
@@ -157,18 +158,48 @@ static int scores_write(const score_table *t, pd_engine *eng, const char *path)
     return r;
 }
 
+typedef struct model_export {
+    const char *name;
+    pd_model_type type;
+    uint32_t mask;
+} model_export;
+
 typedef struct replay_ctx {
     pd_replay_report *report;
+    FILE *examples;
+    model_export *exports;
     score_table scores;
     bool keep_scores;
     int err;
 } replay_ctx;
 
-static void observe(void *ctx, int model, double prediction, double label, double weight)
+/* One learned example in Vowpal Wabbit's text format, so the same stream can be fed to VW or
+ * to an independent reference: "label importance 'model |f index:value ...", the label -1/1
+ * for classifiers, indices already masked to the model's table (VW takes integer feature names
+ * as indices as they are). */
+static void export_example(replay_ctx *rc, int model, const pd_feature *x, size_t n, double label,
+                           double weight)
+{
+    const model_export *me = &rc->exports[model];
+    FILE *out = rc->examples;
+    if (me->type == PD_MODEL_LINEAR)
+        fprintf(out, "%.9g", label);
+    else
+        fputs(label > 0.5 ? "1" : "-1", out);
+    fprintf(out, " %.9g '%s |f", weight, me->name);
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, " %u:%.9g", x[i].hash & me->mask, (double)x[i].value);
+    fputc('\n', out);
+}
+
+static void observe(void *ctx, int model, const pd_feature *x, size_t n, double prediction,
+                    double label, double weight)
 {
     replay_ctx *rc = ctx;
-    if (pd_replay_report_add(rc->report, (size_t)model, prediction, label, weight) < 0)
+    if (rc->report && pd_replay_report_add(rc->report, (size_t)model, prediction, label, weight) < 0)
         rc->err = -ENOMEM;
+    if (rc->examples)
+        export_example(rc, model, x, n, label, weight);
 }
 
 static double now_seconds(void)
@@ -191,6 +222,8 @@ static void replay_usage(FILE *out)
                  "      --scores FILE   the final scores of every user, one JSON line each\n"
                  "      --report FILE   an HTML page with each model's learning curve,\n"
                  "                      calibration by decile and ROC curve\n"
+                 "      --examples FILE every learned example, in learning order, in Vowpal\n"
+                 "                      Wabbit's text format tagged with its model\n"
                  "  -q, --quiet         no progress line\n"
                  "  -h, --help          this text\n");
 }
@@ -385,6 +418,7 @@ int pd_cmd_replay(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {"scores", required_argument, NULL, 's'},
         {"report", required_argument, NULL, 'r'},
+        {"examples", required_argument, NULL, 'e'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -405,6 +439,9 @@ int pd_cmd_replay(int argc, char **argv)
             break;
         case 'r':
             o.report_path = optarg;
+            break;
+        case 'e':
+            o.examples_path = optarg;
             break;
         case 'q':
             o.progress = false;
@@ -460,9 +497,23 @@ int pd_cmd_replay(int argc, char **argv)
         }
         if (!rc.report)
             rc.err = -ENOMEM;
-        else
-            pd_engine_set_label_observer(eng, observe, &rc);
     }
+    if (o.examples_path) {
+        rc.examples = fopen(o.examples_path, "w");
+        rc.exports = calloc(conf->n_models ? conf->n_models : 1, sizeof *rc.exports);
+        if (!rc.examples || !rc.exports) {
+            fprintf(stderr, "propensityd: cannot write \"%s\": %s\n", o.examples_path,
+                    strerror(errno));
+            rc.err = -EIO;
+        }
+        for (size_t i = 0; rc.exports && i < conf->n_models; i++)
+            rc.exports[i] = (model_export){
+                .name = conf->models[i].name,
+                .type = conf->models[i].learner.type,
+                .mask = (uint32_t)(((uint64_t)1 << conf->models[i].learner.bits) - 1)};
+    }
+    if (rc.report || (rc.examples && rc.exports))
+        pd_engine_set_label_observer(eng, observe, &rc);
     uint64_t lines = 0;
     double t0 = now_seconds();
     int status = 0;
@@ -497,6 +548,11 @@ int pd_cmd_replay(int argc, char **argv)
             status = 1;
     }
     pd_replay_report_free(rc.report);
+    if (rc.examples && fclose(rc.examples) != 0) {
+        fprintf(stderr, "propensityd: cannot write \"%s\"\n", o.examples_path);
+        status = 1;
+    }
+    free(rc.exports);
     if (rc.keep_scores)
         scores_release(&rc.scores);
     pd_engine_free(eng);

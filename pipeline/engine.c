@@ -388,7 +388,7 @@ static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double la
     double pred = pd_learner_learn(m->learner, x, n, label, weight);
     pd_metrics_add(m->metrics, pred, label, weight);
     if (eng->observer)
-        eng->observer(eng->observer_ctx, mi, pred, label, weight);
+        eng->observer(eng->observer_ctx, mi, x, n, pred, label, weight);
     m->examples++;
     if (label > 0.5)
         m->positives++;

@@ -105,10 +105,10 @@ size_t pd_engine_model_occupied(const pd_engine *eng, size_t i);
  * state, so an offline replay that needs no scores turns it off and learns the same. */
 void pd_engine_set_scoring(pd_engine *eng, bool scoring);
 
-/* Sees every progressive-validation pair as a model learns: the prediction made just before
- * learning the label (for replay reports). */
-typedef void (*pd_label_observer_fn)(void *ctx, int model, double prediction, double label,
-                                     double weight);
+/* Sees every example as a model learns it: its features, the prediction made just before
+ * learning, the label and the weight (for replay reports and example exports). */
+typedef void (*pd_label_observer_fn)(void *ctx, int model, const pd_feature *x, size_t n,
+                                     double prediction, double label, double weight);
 void pd_engine_set_label_observer(pd_engine *eng, pd_label_observer_fn fn, void *ctx);
 
 uint64_t pd_engine_generation(const pd_engine *eng);

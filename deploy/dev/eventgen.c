@@ -180,12 +180,14 @@ struct sess_ev {
     uint32_t text_seed;
     uint8_t type;
     uint8_t positive;
+    uint8_t converts; /* the session ends in a purchase (the --label ground truth) */
 };
 
 struct session {
     struct session *next_free;
     uint16_t n, pos;
     uint8_t device, campaign;
+    bool intent;
     struct sess_ev ev[SESSION_MAX_EVENTS];
 };
 
@@ -210,6 +212,7 @@ struct gen_opts {
     int64_t disorder_ms;
     bool keyed;
     bool stats;
+    bool label;
     const char *truth_path;
 };
 
@@ -333,6 +336,7 @@ static void session_push(struct session *s, enum ev_type type, int64_t ts, uint3
     e->item = item;
     e->positive = 0;
     e->text_seed = 0;
+    e->converts = s->intent;
 }
 
 /* Builds the whole funnel of one session starting at u->next_ts. Whether it converts is
@@ -355,6 +359,7 @@ static int session_start(struct gen *g, struct user *u)
                                                  : (uint8_t)rng_pick(r, devices, N_DEVICES);
     s->campaign = (uint8_t)rng_pick(r, campaigns, N_CAMPAIGNS);
     intent = rng_chance(r, user_session_purchase_p(u, s->device, s->campaign));
+    s->intent = intent;
     category = rng_chance(r, 0.6) ? u->fav_category : rng_below(r, g->n_categories);
 
     n_views = 1 + (int)rng_exp(r, intent ? 7.0 : 4.0);
@@ -610,6 +615,7 @@ struct event_view {
     uint32_t user;
     uint8_t device, country, campaign;
     int64_t ts;
+    bool label; /* write the ground-truth "label" on views and clicks */
 };
 
 static void put_event(struct out *o, const struct gen *g, const struct event_view *v, bool keyed,
@@ -659,6 +665,10 @@ static void put_event(struct out *o, const struct gen *g, const struct event_vie
             PUT_LIT(o, "1e999");
         else
             put_price(o, g->price_cents[e->item]);
+    }
+    if (v->label && (e->type == EV_VIEW || e->type == EV_CLICK)) {
+        PUT_LIT(o, ",\"label\":");
+        o->buf[o->len++] = e->converts ? '1' : '0';
     }
     PUT_LIT(o, ",\"context\":{\"device\":\"");
     put_str(o, devices[v->device].name);
@@ -721,6 +731,10 @@ static void usage(FILE *f, const char *argv0)
             "                     oversize (> 64 KiB), number out of range (1e999), unknown type;\n"
             "                     they get ids bad-N and do not change the good events\n"
             "  --disorder-ms N    move each event's ts back by up to N ms (late events)\n"
+            "  --label            add \"label\":0|1 to views and clicks: whether their session\n"
+            "                     ends in a purchase (ground truth for evaluation and for\n"
+            "                     benchmarks of immediate learning; the daemon's own labels\n"
+            "                     come from later events)\n"
             "  --truth FILE       write each user's latent propensity as JSON lines:\n"
             "                     {\"user_id\",\"propensity\",\"segment\",\"home_device\","
             "\"country\"}\n"
@@ -790,6 +804,7 @@ enum {
     OPT_BAD_RATIO,
     OPT_DISORDER_MS,
     OPT_TRUTH,
+    OPT_LABEL,
     OPT_STATS,
 };
 
@@ -813,6 +828,7 @@ static int opts_parse(int argc, char **argv, struct gen_opts *o)
         {"bad-ratio", required_argument, NULL, OPT_BAD_RATIO},
         {"disorder-ms", required_argument, NULL, OPT_DISORDER_MS},
         {"truth", required_argument, NULL, OPT_TRUTH},
+        {"label", no_argument, NULL, OPT_LABEL},
         {"stats", no_argument, NULL, OPT_STATS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -871,6 +887,9 @@ static int opts_parse(int argc, char **argv, struct gen_opts *o)
         case OPT_DISORDER_MS:
             if (parse_i64(optarg, 0, 86400000LL, &o->disorder_ms) < 0)
                 return bad_option("--disorder-ms", optarg, "0-86400000");
+            break;
+        case OPT_LABEL:
+            o->label = true;
             break;
         case OPT_TRUTH:
             o->truth_path = optarg;
@@ -984,6 +1003,7 @@ static int run(struct gen *g, const struct gen_opts *o, struct out *out, uint64_
         v.country = u->country;
         v.campaign = u->s->campaign;
         v.ts = v.e->ts;
+        v.label = o->label;
         if (o->disorder_ms > 0)
             v.ts -= (int64_t)(rng_next(&g->disorder) % (uint64_t)(o->disorder_ms + 1));
         /* A malformed line borrows the next good event's fields but does not consume it. */
