@@ -20,16 +20,46 @@ static const pd_command commands[] = {
     {"replay", pd_cmd_replay, "run the pipeline over event files and report model quality"},
 };
 
+/* Man-page shaped, so `propensityd --help` answers what `man propensityd` would. */
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: propensityd [run] --config FILE\n"
-                 "       propensityd check FILE\n"
-                 "       propensityd replay --config FILE EVENTS.jsonl [...]\n\n"
-                 "Streaming propensity scores: consumes events from Kafka, learns online models\n"
-                 "and publishes scores to Redis.\n\ncommands:\n");
+    fprintf(out, "NAME\n"
+                 "    propensityd - streaming propensity scores from Kafka events to Redis\n\n"
+                 "SYNOPSIS\n"
+                 "    propensityd [run] --config FILE\n"
+                 "    propensityd check FILE\n"
+                 "    propensityd replay --config FILE EVENTS.jsonl [...]\n\n"
+                 "DESCRIPTION\n"
+                 "    Consumes events from Kafka, keeps per-user state, learns online models as\n"
+                 "    labels resolve and publishes scores to Redis; offsets are committed only\n"
+                 "    after Redis acknowledged. propensityctl talks to a running daemon.\n\n"
+                 "COMMANDS\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n`propensityd COMMAND --help` describes a command.\n");
+        fprintf(out, "    %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\n    `propensityd COMMAND --help` describes a command.\n\n"
+            "SIGNALS\n"
+            "    SIGHUP            re-read the configuration (a bad file keeps the old one)\n"
+            "    SIGTERM, SIGINT   drain: flush Redis, commit offsets, snapshot, exit 0\n\n"
+            "OPERATIONS\n"
+            "    systemd Type=notify (READY, STATUS, WATCHDOG, RELOADING, STOPPING);\n"
+            "    daemon.http: /metrics (Prometheus), /healthz, /readyz;\n"
+            "    daemon.control: ZeroMQ control socket, default $RUNTIME_DIRECTORY/control.sock;\n"
+            "    daemon.feed: ZeroMQ PUB socket with every score change.\n"
+            "    Logs: logfmt on stderr (journald priorities under systemd), no secrets.\n\n"
+            "ENVIRONMENT\n"
+            "    The YAML may read any variable with ${NAME}; secrets only that way or from\n"
+            "    *_file keys. NOTIFY_SOCKET, WATCHDOG_USEC, RUNTIME_DIRECTORY and\n"
+            "    STATE_DIRECTORY come from systemd.\n\n"
+            "FILES\n"
+            "    /etc/propensityd/pipeline.yaml    the configuration the unit runs\n"
+            "    /etc/propensityd/propensityd.env  the unit's environment (secrets)\n"
+            "    /var/lib/propensityd              snapshots\n"
+            "    /run/propensityd/control.sock     the control socket\n\n"
+            "EXIT STATUS\n"
+            "    0 clean stop or valid config; 1 failure; 2 usage error.\n\n"
+            "SEE ALSO\n"
+            "    propensityctl(1), propensityd(8)\n");
 }
 
 int main(int argc, char **argv)
