@@ -11,7 +11,12 @@ struct pd_kafka_in {
     rd_kafka_t *rk;
     pd_kafka_hooks hooks;
     rd_kafka_topic_partition_list_t *processed; /* next offset per partition */
+    /* where consumption of each assigned partition began (absolute, or BEGINNING/END when
+     * the group had no commit): a snapshot taken before a partition delivered anything must
+     * still say where its events start, or a restart would skip what came after it */
+    rd_kafka_topic_partition_list_t *started;
     rd_kafka_topic_partition_list_t *assigned;
+    pd_start_position start;
     pd_kafka_stats stats;
     bool closed;
     bool paused;
@@ -103,9 +108,42 @@ static void refresh_assignment(pd_kafka_in *in)
 
 static void forget_positions(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *parts)
 {
-    for (int i = 0; i < parts->cnt; i++)
+    for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_list_del(in->processed, parts->elems[i].topic,
                                           parts->elems[i].partition);
+        rd_kafka_topic_partition_list_del(in->started, parts->elems[i].topic,
+                                          parts->elems[i].partition);
+    }
+}
+
+/* Records where each newly assigned partition starts: the offset the owner chose, else the
+ * group's committed offset, else the configured start. */
+static void note_starts(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *ask = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].offset == RD_KAFKA_OFFSET_INVALID)
+            rd_kafka_topic_partition_list_add(ask, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+    if (ask->cnt > 0 && rd_kafka_committed(in->rk, ask, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_line(in, 4, "rebalance", "could not read the group's committed offsets");
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t off = p->offset;
+        if (off == RD_KAFKA_OFFSET_INVALID) {
+            const rd_kafka_topic_partition_t *c =
+                rd_kafka_topic_partition_list_find(ask, p->topic, p->partition);
+            off = c && c->offset >= 0 ? c->offset
+                                      : (in->start == PD_START_LATEST ? RD_KAFKA_OFFSET_END
+                                                                      : RD_KAFKA_OFFSET_BEGINNING);
+        }
+        rd_kafka_topic_partition_t *s =
+            rd_kafka_topic_partition_list_find(in->started, p->topic, p->partition);
+        if (!s)
+            s = rd_kafka_topic_partition_list_add(in->started, p->topic, p->partition);
+        s->offset = off;
+    }
+    rd_kafka_topic_partition_list_destroy(ask);
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -119,6 +157,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
         if (in->hooks.assigning)
             in->hooks.assigning(in->hooks.ctx, in, parts);
+        note_starts(in, parts);
         if (cooperative(rk))
             rd_kafka_incremental_assign(rk, parts);
         else
@@ -160,7 +199,9 @@ pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *ho
     if (hooks)
         in->hooks = *hooks;
     in->processed = rd_kafka_topic_partition_list_new(16);
+    in->started = rd_kafka_topic_partition_list_new(16);
     in->assigned = rd_kafka_topic_partition_list_new(16);
+    in->start = conf->start;
     rd_kafka_conf_t *kc = pd_kafka_conf_build(conf, errbuf, errlen);
     if (!kc)
         goto out_free;
@@ -232,6 +273,8 @@ void pd_kafka_in_free(pd_kafka_in *in)
         rd_kafka_destroy(in->rk);
     if (in->processed)
         rd_kafka_topic_partition_list_destroy(in->processed);
+    if (in->started)
+        rd_kafka_topic_partition_list_destroy(in->started);
     if (in->assigned)
         rd_kafka_topic_partition_list_destroy(in->assigned);
     free(in);
@@ -292,9 +335,18 @@ void pd_kafka_in_processed(pd_kafka_in *in, const rd_kafka_message_t *msg)
 
 rd_kafka_topic_partition_list_t *pd_kafka_in_positions(pd_kafka_in *in)
 {
-    if (in->processed->cnt == 0)
+    rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_copy(in->processed);
+    /* partitions that delivered nothing yet are where they started */
+    for (int i = 0; i < in->started->cnt; i++) {
+        const rd_kafka_topic_partition_t *s = &in->started->elems[i];
+        if (!rd_kafka_topic_partition_list_find(pos, s->topic, s->partition))
+            rd_kafka_topic_partition_list_add(pos, s->topic, s->partition)->offset = s->offset;
+    }
+    if (pos->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(pos);
         return NULL;
-    return rd_kafka_topic_partition_list_copy(in->processed);
+    }
+    return pos;
 }
 
 int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *offsets,

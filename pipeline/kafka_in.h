@@ -55,8 +55,10 @@ size_t pd_kafka_in_poll(pd_kafka_in *in, rd_kafka_message_t **msgs, size_t max, 
 /* Records that msg (and everything before it in its partition) has been processed. */
 void pd_kafka_in_processed(pd_kafka_in *in, const rd_kafka_message_t *msg);
 
-/* A copy of the processed positions (next offset per partition), for committing once the
- * output covering them is acknowledged. NULL when nothing was processed or out of memory. */
+/* A copy of the processed positions (next offset per partition; for an assigned partition
+ * that delivered nothing yet, where it started, possibly RD_KAFKA_OFFSET_BEGINNING or _END),
+ * for committing once the output covering them is acknowledged and for snapshots. NULL when
+ * there is nothing or out of memory. */
 rd_kafka_topic_partition_list_t *pd_kafka_in_positions(pd_kafka_in *in);
 
 /* Commits offsets (only those of partitions still assigned). sync waits for the broker. */
