@@ -676,7 +676,13 @@ static void put_event(struct out *o, const struct gen *g, const struct event_vie
     put_str(o, countries[v->country].name);
     PUT_LIT(o, "\",\"campaign\":\"");
     put_str(o, campaigns[v->campaign].name);
-    PUT_LIT(o, "\"}");
+    PUT_LIT(o, "\"");
+    if (e->type == EV_REVIEW) {
+        /* what a producer that knows the star rating would add: 1 for 4-5 stars */
+        PUT_LIT(o, ",\"positive\":");
+        o->buf[o->len++] = e->positive ? '1' : '0';
+    }
+    o->buf[o->len++] = '}';
     if (bad == BAD_OVERSIZE) {
         /* Valid JSON and UTF-8, only too large. */
         PUT_LIT(o, ",\"text\":\"");
