@@ -1,12 +1,14 @@
 /* propensityd check FILE: validate a pipeline config and summarise what it would run. */
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "config/config.h"
 #include "daemon/commands.h"
 #include "models/learner.h"
+#include "pipeline/featurizer.h"
 #include "pipeline/user_state.h"
 
 static const char *const kind_names[] = {"categorical",   "numeric",        "cross",
@@ -74,21 +76,82 @@ int pd_cmd_check(int argc, char **argv)
     printf("features: %zu\n", conf->n_features);
     for (size_t i = 0; i < conf->n_features; i++)
         printf("  %-24s %s\n", conf->features[i].name, kind_names[conf->features[i].kind]);
-    double total = 0;
+    /* the learner's own range checks, beyond what the YAML layer knows */
+    int bad = 0;
+    for (size_t i = 0; i < conf->n_models; i++) {
+        char err[256];
+        if (pd_learner_check_conf(&conf->models[i].learner, err, sizeof err) < 0) {
+            fprintf(stderr, "%s:%d:%d: error: models.%s: %s\n", path, conf->models[i].pos.line,
+                    conf->models[i].pos.column, conf->models[i].name, err);
+            bad++;
+        }
+    }
+    if (bad) {
+        pd_config_free(conf);
+        return 1;
+    }
+    char err[256];
+    pd_featurizer *fz = pd_featurizer_new(conf, NULL, err, sizeof err);
+    if (!fz) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        pd_config_free(conf);
+        return 1;
+    }
+
+    double total = 0, pending_bytes = 0;
     printf("models: %zu\n", conf->n_models);
     for (size_t i = 0; i < conf->n_models; i++) {
         const pd_model_conf *m = &conf->models[i];
-        double bytes = (double)((size_t)1 << m->learner.bits) *
-                       (double)pd_learner_bytes_per_weight(&m->learner);
+        const pd_learner_conf *lc = &m->learner;
+        double entries = ldexp(1.0, lc->bits);
+        double bytes = entries * (double)pd_learner_bytes_per_weight(lc);
         total += bytes;
         human_bytes(buf, sizeof buf, bytes);
-        printf("  %-24s %s/%s, 2^%d weights (%s), %zu feature(s), output \"%s\"\n", m->name,
-               type_names[m->learner.type], opt_names[m->learner.optimizer], m->learner.bits, buf,
-               m->n_features, m->output ? m->output : m->name);
+        printf("  %s: %s, %s, 2^%d weights x %zu B = %s, %zu feature(s), output \"%s\"%s\n",
+               m->name, type_names[lc->type], opt_names[lc->optimizer], lc->bits,
+               pd_learner_bytes_per_weight(lc), buf, m->n_features,
+               m->output ? m->output : m->name, m->publish ? "" : " (not published)");
+        printf("    examples on");
+        for (size_t t = 0; t < conf->events.n_types; t++)
+            if (m->example_on & (UINT32_C(1) << t))
+                printf(" %s", conf->events.types[t]);
+        if (m->label == PD_LABEL_POSITIVE_WITHIN)
+            printf("; label 1 when %s follows within %.0f s (%s)\n",
+                   conf->events.types[m->positive_on], (double)m->window_ms / 1000.0,
+                   m->match == PD_MATCH_USER_ITEM ? "same user and item" : "same user");
+        else
+            printf("; label from \"%s\"\n", m->value_field ? m->value_field : "value");
+        /* 1 - e^(-(n-1)/m) of n distinct features share an entry: n for a 1% and 10% share */
+        printf("    hash collisions: 1%% of features share an entry at ~%.0f distinct features, "
+               "10%% at ~%.0f\n",
+               -entries * log(0.99), -entries * log(0.90));
+        if (m->label == PD_LABEL_POSITIVE_WITHIN) {
+            size_t nnz = pd_featurizer_max_nnz(fz, m->features, m->n_features);
+            double per = 96.0 + 8.0 * (double)((nnz + 7) / 8 * 8);
+            if (per > pending_bytes)
+                pending_bytes = per;
+        }
     }
+    pd_user_layout layout = *pd_featurizer_layout(fz);
+    double per_user = (double)pd_user_state_bytes_per_user(&layout) + 16; /* + the id */
     human_bytes(buf, sizeof buf, total);
-    printf("memory: weight tables %s", buf);
+    printf("memory:\n  weight tables: %s\n", buf);
+    human_bytes(buf, sizeof buf, per_user * 1e6);
+    printf("  users: ~%.0f B per active user (%zu accumulator(s), %zu sketch(es), %zu recent "
+           "item(s)): %s per million users",
+           per_user, layout.n_acc, layout.n_sketch, layout.ring_items, buf);
+    if (conf->state.max_users > 0) {
+        human_bytes(buf, sizeof buf, per_user * (double)conf->state.max_users);
+        printf(", at most %s (users.max %lld)", buf, (long long)conf->state.max_users);
+    }
     printf("\n");
+    if (pending_bytes > 0) {
+        human_bytes(buf, sizeof buf, pending_bytes * (double)conf->state.max_pending_total);
+        printf("  pending examples: up to %.0f B each, at most %s (watermark.max_pending_total "
+               "%lld)\n",
+               pending_bytes, buf, (long long)conf->state.max_pending_total);
+    }
+    pd_featurizer_free(fz);
     pd_config_free(conf);
     return 0;
 }
