@@ -291,6 +291,68 @@ static void test_snapshot_round_trip(void **state)
     pd_config_free(conf);
 }
 
+/* The quality gate stops publishing while recent AUC is below the floor and publishes again
+ * once the model recovers; learning never stops. */
+static void test_quality_gate(void **state)
+{
+    (void)state;
+    pd_config *conf = load("kafka: {brokers: b, topics: [t], group: g}\n"
+                           "events: {types: [view]}\n"
+                           "features:\n"
+                           "  device: {categorical: context.device}\n"
+                           "models:\n"
+                           "  m:\n"
+                           "    type: logistic\n"
+                           "    alpha: 0.5\n"
+                           "    features: [device]\n"
+                           "    example_on: [view]\n"
+                           "    label: {value_from: label}\n"
+                           "    metrics_window: 500\n"
+                           "    quality_gate: {min_auc: 0.7, min_examples: 300}\n");
+    pd_engine *eng = engine_from(conf);
+    char buf[256];
+    unsigned seed = 7;
+    pd_model_info mi;
+    /* noise: the label ignores the device, so AUC stays near 0.5 */
+    for (int i = 0; i < 2000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        int dev = (int)(seed >> 16) % 8, label = (int)((seed >> 8) & 1);
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"view\",\"user_id\":\"u%d\",\"ts\":%d,\"label\":%d,"
+                 "\"context\":{\"device\":\"d%d\"}}",
+                 i % 50, 1000 + i, label, dev);
+        pd_engine_result res = feed(eng, 0, buf);
+        pd_engine_model_info(eng, 0, &mi);
+        if (i < 299)
+            assert_int_equal(res.n_scores, 1); /* too few examples to judge */
+    }
+    pd_engine_model_info(eng, 0, &mi);
+    assert_false(mi.gate_open);
+    assert_true(mi.metrics.recent_auc < 0.7);
+    snprintf(buf, sizeof buf,
+             "{\"type\":\"view\",\"user_id\":\"u1\",\"ts\":5000,\"label\":0,"
+             "\"context\":{\"device\":\"d1\"}}");
+    uint64_t before = mi.examples;
+    assert_int_equal(feed(eng, 0, buf).n_scores, 0); /* publishing stops ... */
+    pd_engine_model_info(eng, 0, &mi);
+    assert_int_equal(mi.examples, before + 1); /* ... learning goes on */
+    /* signal: devices d0-d3 buy, d4-d7 do not */
+    for (int i = 0; i < 3000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        int dev = (int)(seed >> 16) % 8;
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"view\",\"user_id\":\"u%d\",\"ts\":%d,\"label\":%d,"
+                 "\"context\":{\"device\":\"d%d\"}}",
+                 i % 50, 6000 + i, dev < 4, dev);
+        feed(eng, 0, buf);
+    }
+    pd_engine_model_info(eng, 0, &mi);
+    assert_true(mi.metrics.recent_auc > 0.9);
+    assert_true(mi.gate_open);
+    pd_engine_free(eng);
+    pd_config_free(conf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_value_labels_and_scores),
         cmocka_unit_test(test_reload_and_forget),
         cmocka_unit_test(test_snapshot_round_trip),
+        cmocka_unit_test(test_quality_gate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
