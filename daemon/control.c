@@ -67,8 +67,8 @@ static int read_keys(pd_control *c, const char *path, char *errbuf, size_t errle
         char *s = line;
         while (*s == ' ' || *s == '\t')
             s++;
-        size_t n = strcspn(s, " \t\r\n#");
-        if (n == 0)
+        size_t n = strcspn(s, " \t\r\n");
+        if (n == 0 || s[0] == '#') /* '#' is a Z85 digit: comments only start a line */
             continue;
         s[n] = '\0';
         uint8_t key[32];

@@ -195,8 +195,8 @@ static int read_client_key(const char *path, char *ret_secret41)
     int r = -EINVAL;
     while (fgets(line, sizeof line, f)) {
         char *s = line + strspn(line, " \t");
-        size_t n = strcspn(s, " \t\r\n#");
-        if (n == 0)
+        size_t n = strcspn(s, " \t\r\n");
+        if (n == 0 || s[0] == '#') /* '#' is a Z85 digit: comments only start a line */
             continue;
         if (n == 40) {
             memcpy(ret_secret41, s, 40);
