@@ -1,7 +1,10 @@
 /* JSON decoder benchmark: every candidate decodes the same event file into the same struct;
  * rates are printed with their ratio to simdjson's DOM parser measured in the same run, and
  * with the project's own decoder (simdjson + field mapping + validation) beside them.
- * usage: bench_json EVENTS.jsonl [repetitions] */
+ * usage: bench_json [--only NAME[,NAME...]] EVENTS.jsonl [repetitions]
+ * --only runs the named candidates and the project's decoder; simdjson-dom always runs, as it is
+ * the reference every ratio is taken against. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,11 +90,47 @@ static int load(const char *path, corpus *c)
     return 0;
 }
 
+/* Whether name is an item of the comma-separated list (NULL: every name is). */
+static bool selected(const char *list, const char *name)
+{
+    if (!list)
+        return true;
+    size_t len = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        if (n == len && memcmp(p, name, len) == 0)
+            return true;
+        p += n + (comma != NULL);
+    }
+    return false;
+}
+
 int main(int argc, char **argv)
 {
+    size_t n = sizeof candidates / sizeof candidates[0];
+    const char *only = NULL;
+    if (argc > 2 && strcmp(argv[1], "--only") == 0) {
+        only = argv[2];
+        argc -= 2;
+        argv += 2;
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_json EVENTS.jsonl [repetitions]\n");
+        fprintf(stderr, "usage: bench_json [--only NAME[,NAME...]] EVENTS.jsonl [repetitions]\n");
         return 2;
+    }
+    for (const char *p = only; p && *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        bool known = false;
+        for (size_t k = 0; k < n; k++)
+            known |= strlen(candidates[k].name) == len && memcmp(candidates[k].name, p, len) == 0;
+        if (!known) {
+            fprintf(stderr, "bench_json: --only: unknown or unavailable decoder \"%.*s\"\n",
+                    (int)len, p);
+            return 2;
+        }
+        p += len + (comma != NULL);
     }
     corpus c = {0};
     if (load(argv[1], &c) < 0 || c.lines == 0) {
@@ -99,11 +138,14 @@ int main(int argc, char **argv)
         return 1;
     }
     int reps = argc > 2 ? atoi(argv[2]) : 5;
-    size_t n = sizeof candidates / sizeof candidates[0];
+    if (reps < 1)
+        reps = 1;
     double rate[16] = {0};
     printf("json decoders on %zu events (%.1f bytes/event), %d repetitions\n", c.lines,
            (double)c.size / (double)c.lines, reps);
     for (size_t k = 0; k < n; k++) {
+        if (k > 0 && !selected(only, candidates[k].name))
+            continue;
         size_t bad = 0;
         double t0 = now_seconds();
         for (int r = 0; r < reps; r++) {

@@ -3,7 +3,8 @@
  * examples measured in the same run, and the quality cost of bfloat16 storage and of feature
  * admission (progressive log loss and AUC, memory).
  *
- * Usage: bench_learner [EXAMPLES]   (default 4000000 per pass) */
+ * Usage: bench_learner [EXAMPLES [MAX_BITS]]   (default 4000000 per pass; table sizes up to
+ * 2^MAX_BITS, default 26: a smaller one keeps a smoke run from touching a 1 GiB table) */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -247,12 +248,13 @@ static void print_variant(const char *name, const run *r)
 int main(int argc, char **argv)
 {
     size_t examples = argc > 1 ? strtoull(argv[1], NULL, 10) : 4000000;
+    int max_bits = argc > 2 ? atoi(argv[2]) : 26;
     const int bits[] = {18, 20, 22, 26};
     chunk *c = malloc(sizeof(*c));
     run r, base22 = {0};
 
-    if (c == NULL || examples == 0) {
-        fprintf(stderr, "usage: bench_learner [EXAMPLES]\n");
+    if (c == NULL || examples == 0 || max_bits < 22) {
+        fprintf(stderr, "usage: bench_learner [EXAMPLES [MAX_BITS]]  (MAX_BITS >= 22)\n");
         free(c);
         return 2;
     }
@@ -267,7 +269,7 @@ int main(int argc, char **argv)
     printf("%-5s %9s %9s %10s %11s %10s %11s %13s %11s %8s %8s %6s\n", "bits", "cold ns",
            "learn ns", "+prefetch", "predict ns", "gather ns", "learn ex/s", "learn/gather",
            "+pf/gather", "logloss", "AUC", "MiB");
-    for (size_t b = 0; b < sizeof(bits) / sizeof(bits[0]); b++) {
+    for (size_t b = 0; b < sizeof(bits) / sizeof(bits[0]) && bits[b] <= max_bits; b++) {
         pd_learner_conf conf = ftrl_conf(bits[b]);
         if (run_learner(&conf, examples, c, true, &r) < 0)
             return 1;
