@@ -26,7 +26,14 @@ struct pd_user_state {
     size_t count;
     pd_user *lru_first, *lru_last;
     size_t body_bytes;
+    size_t user_bytes; /* records, ids and bodies of every user: kept as they change, since
+                        * metrics ask often and a walk over ten million users would stall */
 };
+
+static size_t user_size(const pd_user_state *st, size_t id_len)
+{
+    return sizeof(pd_user) + ((id_len + 1 + 7) & ~(size_t)7) + st->body_bytes;
+}
 
 uint64_t pd_user_hash(const char *id, size_t len)
 {
@@ -261,6 +268,8 @@ pd_user *pd_user_state_get(pd_user_state *st, const char *id, size_t len, int64_
     body_init(u, &st->layout);
     st->slots[i] = (slot){.hash = h, .u = u};
     st->count++;
+    u->bytes = (uint32_t)user_size(st, len);
+    st->user_bytes += u->bytes;
     lru_push_front(st, u);
     if (ret_created)
         *ret_created = true;
@@ -380,6 +389,7 @@ void pd_user_state_remove(pd_user_state *st, pd_user *u)
     }
     st->slots[i] = (slot){0};
     st->count--;
+    st->user_bytes -= u->bytes;
     lru_unlink(st, u);
     user_free(u);
 }
@@ -396,10 +406,7 @@ size_t pd_user_state_count(const pd_user_state *st)
 
 size_t pd_user_state_memory(const pd_user_state *st)
 {
-    size_t bytes = sizeof *st + st->cap * sizeof(slot);
-    for (const pd_user *u = st->lru_first; u; u = u->lru_next)
-        bytes += sizeof *u + st->body_bytes + u->id_len + 1;
-    return bytes;
+    return sizeof *st + st->cap * sizeof(slot) + st->user_bytes;
 }
 
 int pd_user_state_each(pd_user_state *st, pd_user_visit_fn fn, void *ctx)
@@ -477,9 +484,13 @@ int pd_user_state_relayout(pd_user_state *st, const pd_user_layout *layout, char
             u->ring_head = (uint32_t)((u->ring_head + 1) % nl.ring_items);
             u->ring_len++;
         }
-        if (!old.body_inline)
+        if (!old.body_inline) {
             free(old_body);
+            u->bytes -= (uint32_t)st->body_bytes;
+        }
         u->body_inline = false;
+        u->bytes += (uint32_t)nbytes;
+        st->user_bytes += nbytes - (old.body_inline ? 0 : st->body_bytes);
     }
     free(bodies);
     layout_release(&st->layout);

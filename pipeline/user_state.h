@@ -68,6 +68,7 @@ typedef struct pd_user {
     struct pd_user *lru_prev, *lru_next;
     int64_t seen_ts_ms; /* event time of the last event that touched the user */
     bool body_inline;   /* the arrays share the record's block (until a relayout) */
+    uint32_t bytes;     /* memory this user holds, for the store's running total */
 } pd_user;
 
 typedef struct pd_user_state pd_user_state;
