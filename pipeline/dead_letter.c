@@ -36,7 +36,7 @@ pd_dead_letter *pd_dead_letter_new(const pd_kafka_conf *conf, const char *topic,
         snprintf(errbuf, errlen, "out of memory for the dead-letter producer");
         return NULL;
     }
-    rd_kafka_conf_t *kc = pd_kafka_conf_build(conf, errbuf, errlen);
+    rd_kafka_conf_t *kc = pd_kafka_conf_build(conf, false, errbuf, errlen);
     if (!kc)
         goto out_free;
     const char *fixed[][2] = {

@@ -84,7 +84,8 @@ rd_kafka_t *pd_kafka_in_handle(pd_kafka_in *in);
 
 /* Applies conf's properties and the given fixed settings to a new librdkafka conf: shared by
  * the consumer and the dead-letter producer so both see the same security settings. */
-rd_kafka_conf_t *pd_kafka_conf_build(const pd_kafka_conf *conf, char *errbuf, size_t errlen);
+rd_kafka_conf_t *pd_kafka_conf_build(const pd_kafka_conf *conf, bool consumer, char *errbuf,
+                                     size_t errlen);
 
 /* ---- for readiness and the control plane (daemon/ops) ---- */
 
