@@ -15,9 +15,9 @@
 
 #include <zmq.h>
 
-#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+#define ZAP_ENDPOINT    "inproc://zeromq.zap.01"
 #define MAX_CLIENT_KEYS 256
-#define FEED_HWM 10000
+#define FEED_HWM        10000
 
 struct pd_control {
     void *zctx;
@@ -49,13 +49,14 @@ static int read_keys(pd_control *c, const char *path, char *errbuf, size_t errle
     struct stat st;
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(errbuf, errlen, "cannot read curve secret file \"%s\": %s", path,
-                 strerror(errno));
+        snprintf(errbuf, errlen, "cannot read curve secret file \"%s\": %s", path, strerror(errno));
         return -errno;
     }
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0007)) {
-        snprintf(errbuf, errlen, "curve secret file \"%s\" is accessible to other users "
-                                 "(chmod o-rwx)", path);
+        snprintf(errbuf, errlen,
+                 "curve secret file \"%s\" is accessible to other users "
+                 "(chmod o-rwx)",
+                 path);
         fclose(f);
         return -EPERM;
     }
@@ -74,8 +75,10 @@ static int read_keys(pd_control *c, const char *path, char *errbuf, size_t errle
         uint8_t key[32];
         if (n != 40 || !zmq_z85_decode(key, s)) {
             /* the line may be a secret: say where, never what */
-            snprintf(errbuf, errlen, "curve secret file \"%s\" line %d: not a 40-character "
-                                     "Z85 key", path, lineno);
+            snprintf(errbuf, errlen,
+                     "curve secret file \"%s\" line %d: not a 40-character "
+                     "Z85 key",
+                     path, lineno);
             r = -EINVAL;
             break;
         }
@@ -121,8 +124,9 @@ static int bind_endpoint(pd_control *c, void *sock, const char *what, const char
                          char **ret_bound, char *errbuf, size_t errlen)
 {
     if (!pd_control_endpoint_local(ep) && !c->curve) {
-        snprintf(errbuf, errlen, "%s endpoint \"%s\" is not on loopback: set "
-                                 "daemon.curve_secret_file to encrypt and authenticate it",
+        snprintf(errbuf, errlen,
+                 "%s endpoint \"%s\" is not on loopback: set "
+                 "daemon.curve_secret_file to encrypt and authenticate it",
                  what, ep);
         return -EPERM;
     }
@@ -186,12 +190,10 @@ pd_control *pd_control_new(const pd_control_conf *conf, char *errbuf, size_t err
         if (!(c->rep = zmq_socket(c->zctx, ZMQ_REP)) ||
             zmq_setsockopt(c->rep, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
             zmq_setsockopt(c->rep, ZMQ_MAXMSGSIZE, &maxmsg64, sizeof maxmsg64) < 0) {
-            snprintf(errbuf, errlen, "cannot create the control socket: %s",
-                     zmq_strerror(errno));
+            snprintf(errbuf, errlen, "cannot create the control socket: %s", zmq_strerror(errno));
             goto out_free;
         }
-        if (bind_endpoint(c, c->rep, "control", conf->endpoint, &c->endpoint, errbuf, errlen) <
-            0)
+        if (bind_endpoint(c, c->rep, "control", conf->endpoint, &c->endpoint, errbuf, errlen) < 0)
             goto out_free;
     }
     if (conf->feed) {
@@ -366,8 +368,9 @@ static void dispatch(pd_control *c, const char *req, size_t len, bool multipart,
     const char *name = pd_json_string(pd_json_get(root, "cmd"), NULL);
     const pd_control_command *cmd = NULL;
     if (pd_json_type_of(root) != PD_JSON_OBJECT) {
-        snprintf(err, sizeof err, "expected a JSON object such as {\"cmd\":\"status\"}, "
-                                  "not a%s %s",
+        snprintf(err, sizeof err,
+                 "expected a JSON object such as {\"cmd\":\"status\"}, "
+                 "not a%s %s",
                  pd_json_type_of(root) == PD_JSON_ARRAY ? "n" : "",
                  pd_json_type_name(pd_json_type_of(root)));
         goto out_malformed;
@@ -395,8 +398,8 @@ static void dispatch(pd_control *c, const char *req, size_t len, bool multipart,
         if (strcmp(k, "cmd") == 0)
             continue;
         if (!cmd->arg || strlen(cmd->arg) != kl || strcmp(k, cmd->arg) != 0) {
-            snprintf(err, sizeof err, "unknown member \"%.64s\" (%s takes %s%s%s)", k,
-                     cmd->name, cmd->arg ? "\"" : "no arguments", cmd->arg ? cmd->arg : "",
+            snprintf(err, sizeof err, "unknown member \"%.64s\" (%s takes %s%s%s)", k, cmd->name,
+                     cmd->arg ? "\"" : "no arguments", cmd->arg ? cmd->arg : "",
                      cmd->arg ? "\"" : "");
             goto out_malformed;
         }
@@ -433,8 +436,8 @@ out_doc:
     pd_json_free(doc);
 }
 
-size_t pd_control_serve(pd_control *c, const pd_control_command *cmds, size_t n_cmds,
-                        void *ctx, size_t max)
+size_t pd_control_serve(pd_control *c, const pd_control_command *cmds, size_t n_cmds, void *ctx,
+                        size_t max)
 {
     size_t served = 0;
     if (!c->rep)

@@ -45,7 +45,7 @@ pd_control *pd_control_new(const pd_control_conf *conf, char *errbuf, size_t err
 void pd_control_free(pd_control *c);
 
 #define PD_CONTROL_READABLE 1 /* a request (or an authentication handshake) is waiting */
-#define PD_CONTROL_FD 2       /* fd became readable */
+#define PD_CONTROL_FD       2 /* fd became readable */
 
 /* Waits up to timeout_ms for a request or for fd (< 0: none) to be readable. Returns a mask
  * of the PD_CONTROL_* bits, 0 on timeout or when a signal interrupted the wait. */
@@ -53,8 +53,8 @@ int pd_control_wait(pd_control *c, int fd, int timeout_ms);
 
 /* Answers up to max waiting requests without blocking; returns how many. Every request gets
  * exactly one reply; malformed ones get an error reply. */
-size_t pd_control_serve(pd_control *c, const pd_control_command *cmds, size_t n_cmds,
-                        void *ctx, size_t max);
+size_t pd_control_serve(pd_control *c, const pd_control_command *cmds, size_t n_cmds, void *ctx,
+                        size_t max);
 
 bool pd_control_has_feed(const pd_control *c);
 /* Publishes payload under topic on the feed; never blocks (a slow subscriber loses

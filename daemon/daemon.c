@@ -37,13 +37,13 @@
 
 #define MODEL_SUMMARY_MS 1000
 #define MAX_BACKOFF_MS 5000
-#define MAX_WAIT_MS 100       /* longest the loop sleeps: bounds stop and control latency */
-#define RENDER_MS 500         /* /metrics and /readyz refresh */
-#define STATUS_MS 2000        /* STATUS= line for systemd */
-#define READY_CHECK_MS 1000   /* Kafka reachability probe before READY=1 */
-#define CONTROL_BATCH 16      /* control requests answered per loop turn */
-#define FORGET_SNAPSHOT_MS 1000 /* forget events are coalesced into one snapshot this late */
-#define FEED_FORGET_TOPIC "!forget" /* not a valid model name, so no clash */
+#define MAX_WAIT_MS        100       /* longest the loop sleeps: bounds stop and control latency */
+#define RENDER_MS          500       /* /metrics and /readyz refresh */
+#define STATUS_MS          2000      /* STATUS= line for systemd */
+#define READY_CHECK_MS     1000      /* Kafka reachability probe before READY=1 */
+#define CONTROL_BATCH      16        /* control requests answered per loop turn */
+#define FORGET_SNAPSHOT_MS 1000      /* forget events are coalesced into one snapshot this late */
+#define FEED_FORGET_TOPIC  "!forget" /* not a valid model name, so no clash */
 
 static const double batch_bounds[] = {1, 10, 100, 1000, 10000, 100000};
 #define N_BATCH_BOUNDS (sizeof batch_bounds / sizeof batch_bounds[0])
@@ -123,7 +123,8 @@ struct pd_daemon {
     double batch_sum;
     uint64_t forgets_control, forgets_event;
     uint64_t feed_dropped;
-    pd_strbuf text; /* scratch: metrics, status, feed messages */
+    pd_strbuf text;     /* scratch: metrics, status, feed messages */
+    char starting[600]; /* what startup waits for, while it does */
 };
 
 static int64_t now_ms(void)
@@ -548,8 +549,7 @@ static rd_kafka_topic_partition_list_t *load_offsets(FILE *f)
  * engine, so the processed positions are exactly what the snapshot includes. keep > 0
  * overrides how many snapshots stay (a forget keeps only this one: the older ones still hold
  * the user). The new file's path goes to ret_path when given. */
-static int write_snapshot(pd_daemon *d, const char *why, int keep, char *ret_path,
-                          size_t path_len)
+static int write_snapshot(pd_daemon *d, const char *why, int keep, char *ret_path, size_t path_len)
 {
     const pd_snapshot_conf *sc = &d->conf->snapshot;
     if (!sc->dir)
@@ -711,8 +711,8 @@ static void status_line(pd_daemon *d, char *buf, size_t len)
         snprintf(lag_s, sizeof lag_s, "%" PRId64, lag);
     else
         snprintf(lag_s, sizeof lag_s, "unknown");
-    snprintf(buf, len, "%s: %.1f events/s, lag %s, %" PRIu64 " users, %" PRIu64
-                       " pending examples%s",
+    snprintf(buf, len,
+             "%s: %.1f events/s, lag %s, %" PRIu64 " users, %" PRIu64 " pending examples%s",
              d->paused ? "paused" : "consuming", d->events_per_s, lag_s, es.users,
              es.labels.pending, d->backoff_ms ? ", redis writes failing" : "");
 }
@@ -745,9 +745,9 @@ static double rss_bytes(void)
 }
 
 #define FAMILY(name, type, help) pd_prom_family(sb, name, PD_PROM_##type, help)
-#define SAMPLE(name, value) pd_prom_sample(sb, name, NULL, (double)(value))
-#define SAMPLE1(name, k, v, value) pd_prom_sample(sb, name, (const char *[]){k, v, NULL}, \
-                                                  (double)(value))
+#define SAMPLE(name, value)      pd_prom_sample(sb, name, NULL, (double)(value))
+#define SAMPLE1(name, k, v, value)                                                                 \
+    pd_prom_sample(sb, name, (const char *[]){k, v, NULL}, (double)(value))
 
 static void render_model_metrics(pd_daemon *d, pd_strbuf *sb)
 {
@@ -764,14 +764,14 @@ static void render_model_metrics(pd_daemon *d, pd_strbuf *sb)
         int kind; /* 0 all, 1 classifiers, 2 regressors */
         size_t off;
     } gauges[] = {
-        {"propensityd_model_log_loss", "Progressive (predict-then-learn) log loss, all time.",
-         1, offsetof(pd_metrics_report, log_loss)},
+        {"propensityd_model_log_loss", "Progressive (predict-then-learn) log loss, all time.", 1,
+         offsetof(pd_metrics_report, log_loss)},
         {"propensityd_model_auc", "Progressive AUC, all time.", 1,
          offsetof(pd_metrics_report, auc)},
         {"propensityd_model_auc_recent", "Progressive AUC over the recent window.", 1,
          offsetof(pd_metrics_report, recent_auc)},
-        {"propensityd_model_calibration", "Mean prediction over mean label (1 = calibrated).",
-         1, offsetof(pd_metrics_report, calibration)},
+        {"propensityd_model_calibration", "Mean prediction over mean label (1 = calibrated).", 1,
+         offsetof(pd_metrics_report, calibration)},
         {"propensityd_model_rmse", "Progressive RMSE, all time.", 2,
          offsetof(pd_metrics_report, rmse)},
         {"propensityd_model_rmse_recent", "Progressive RMSE over the recent window.", 2,
@@ -788,8 +788,7 @@ static void render_model_metrics(pd_daemon *d, pd_strbuf *sb)
     FAMILY("propensityd_model_positive_examples_total", COUNTER,
            "Examples learned with a positive label per model.");
     for (size_t i = 0; i < n; i++)
-        SAMPLE1("propensityd_model_positive_examples_total", "model", mi[i].name,
-                mi[i].positives);
+        SAMPLE1("propensityd_model_positive_examples_total", "model", mi[i].name, mi[i].positives);
     FAMILY("propensityd_model_predictions_total", COUNTER, "Scores computed per model.");
     for (size_t i = 0; i < n; i++)
         SAMPLE1("propensityd_model_predictions_total", "model", mi[i].name, mi[i].predictions);
@@ -831,8 +830,7 @@ static void render_metrics(pd_daemon *d, pd_strbuf *sb)
     pd_control_get_stats(d->ctl, &cs);
 
     FAMILY("propensityd_build_info", GAUGE, "Version of the running daemon (always 1).");
-    pd_prom_sample(sb, "propensityd_build_info", (const char *[]){"version", PD_VERSION, NULL},
-                   1);
+    pd_prom_sample(sb, "propensityd_build_info", (const char *[]){"version", PD_VERSION, NULL}, 1);
     FAMILY("propensityd_ready", GAUGE, "1 when /readyz answers 200.");
     char why[160];
     SAMPLE("propensityd_ready", not_ready_reason(d, why, sizeof why) ? 0 : 1);
@@ -841,8 +839,7 @@ static void render_metrics(pd_daemon *d, pd_strbuf *sb)
 
     FAMILY("propensityd_events_total", COUNTER, "Events processed, by type.");
     for (size_t i = 0; i < d->conf->events.n_types && i < PD_MAX_EVENT_TYPES; i++)
-        SAMPLE1("propensityd_events_total", "type", d->conf->events.types[i],
-                es.events_by_type[i]);
+        SAMPLE1("propensityd_events_total", "type", d->conf->events.types[i], es.events_by_type[i]);
     FAMILY("propensityd_decode_errors_total", COUNTER,
            "Messages that did not decode or validate, by reason.");
     for (int i = 1; i < PD_DECODE__COUNT; i++)
@@ -873,8 +870,7 @@ static void render_metrics(pd_daemon *d, pd_strbuf *sb)
            "Examples dropped before their label resolved, by reason.");
     SAMPLE1("propensityd_examples_dropped_total", "reason", "late", es.labels.late);
     SAMPLE1("propensityd_examples_dropped_total", "reason", "user_limit", es.labels.evicted_user);
-    SAMPLE1("propensityd_examples_dropped_total", "reason", "total_limit",
-            es.labels.evicted_total);
+    SAMPLE1("propensityd_examples_dropped_total", "reason", "total_limit", es.labels.evicted_total);
     SAMPLE1("propensityd_examples_dropped_total", "reason", "user_removed", es.labels.dropped);
     FAMILY("propensityd_pending_examples", GAUGE, "Examples waiting for their label.");
     SAMPLE("propensityd_pending_examples", es.labels.pending);
@@ -924,8 +920,8 @@ static void render_metrics(pd_daemon *d, pd_strbuf *sb)
                       sum);
     FAMILY("propensityd_redis_flush_batch_users", HISTOGRAM,
            "Users written per successful Redis flush.");
-    pd_prom_histogram(sb, "propensityd_redis_flush_batch_users", NULL, batch_bounds,
-                      d->batch_hist, N_BATCH_BOUNDS, d->batch_sum);
+    pd_prom_histogram(sb, "propensityd_redis_flush_batch_users", NULL, batch_bounds, d->batch_hist,
+                      N_BATCH_BOUNDS, d->batch_sum);
     FAMILY("propensityd_redis_flush_failures_total", COUNTER,
            "Redis flushes that failed and kept their data for a retry.");
     SAMPLE("propensityd_redis_flush_failures_total", ps.flush_failures);
@@ -962,8 +958,7 @@ static void render_metrics(pd_daemon *d, pd_strbuf *sb)
     FAMILY("propensityd_reloads_total", COUNTER, "Configuration reloads, by result.");
     SAMPLE1("propensityd_reloads_total", "result", "ok", d->reloads);
     SAMPLE1("propensityd_reloads_total", "result", "failed", d->reload_failures);
-    FAMILY("propensityd_control_requests_total", COUNTER,
-           "Control socket requests, by result.");
+    FAMILY("propensityd_control_requests_total", COUNTER, "Control socket requests, by result.");
     SAMPLE1("propensityd_control_requests_total", "result", "ok",
             cs.requests - cs.failed - cs.malformed);
     SAMPLE1("propensityd_control_requests_total", "result", "failed", cs.failed);
@@ -1116,9 +1111,9 @@ static int cmd_status(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out
     pd_json_add_str(out, d->conf->snapshot.dir);
     json_u64(out, "written", d->snapshots);
     json_u64(out, "failed", d->snapshot_failures);
-    json_num(out, "age_seconds", d->last_snapshot_wall_ms
-                                     ? (double)(wall_ms() - d->last_snapshot_wall_ms) / 1000.0
-                                     : NAN);
+    json_num(out, "age_seconds",
+             d->last_snapshot_wall_ms ? (double)(wall_ms() - d->last_snapshot_wall_ms) / 1000.0
+                                      : NAN);
     pd_strbuf_addc(out, '}');
 
     json_key(out, "models", false);
@@ -1366,6 +1361,46 @@ static const pd_control_command control_commands[] = {
     {"resume", NULL, cmd_resume},     {"log-level", "level", cmd_log_level},
 };
 
+/* While Redis is awaited the loop does not run yet: status says so, the rest must wait. */
+static int cmd_status_starting(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out,
+                               char *err, size_t errlen)
+{
+    (void)arg;
+    (void)arg_len;
+    (void)err;
+    (void)errlen;
+    pd_daemon *d = ctx;
+    pd_strbuf_addc(out, '{');
+    json_key(out, "version", true);
+    pd_json_add_str(out, PD_VERSION);
+    json_str(out, "state", "starting");
+    json_bool(out, "ready", false);
+    json_str(out, "not_ready_reason", d->starting);
+    json_num(out, "uptime_seconds", (double)(now_ms() - d->started_ms) / 1000.0);
+    json_str(out, "config", d->config_path);
+    json_str(out, "log_level", pd_log_level_name(pd_log_get_level()));
+    pd_strbuf_addc(out, '}');
+    return 0;
+}
+
+static int cmd_starting(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
+                        size_t errlen)
+{
+    (void)arg;
+    (void)arg_len;
+    (void)out;
+    pd_daemon *d = ctx;
+    snprintf(err, errlen, "not yet: the daemon is starting (%s)", d->starting);
+    return -EAGAIN;
+}
+
+static const pd_control_command starting_commands[] = {
+    {"status", NULL, cmd_status_starting}, {"reload", NULL, cmd_starting},
+    {"snapshot", NULL, cmd_starting},      {"score", "user", cmd_starting},
+    {"forget", "user", cmd_starting},      {"pause", NULL, cmd_starting},
+    {"resume", NULL, cmd_starting},        {"log-level", "level", cmd_log_level},
+};
+
 /* ---- operations start and stop ---- */
 
 /* The control endpoint: the configured one, else a socket in systemd's RuntimeDirectory. */
@@ -1408,8 +1443,7 @@ static int start_ops(pd_daemon *d)
     pd_logkv(PD_LOG_INFO, "operations endpoints", "control=%s feed=%s http=%s watchdog_ms=%" PRId64,
              pd_control_endpoint(d->ctl) ? pd_control_endpoint(d->ctl) : "off",
              pd_control_feed_endpoint(d->ctl) ? pd_control_feed_endpoint(d->ctl) : "off",
-             d->conf->daemon.http ? d->conf->daemon.http : "off",
-             pd_notify_watchdog_ms(d->notify));
+             d->conf->daemon.http ? d->conf->daemon.http : "off", pd_notify_watchdog_ms(d->notify));
     return 0;
 }
 
@@ -1504,7 +1538,7 @@ void pd_daemon_free(pd_daemon *d)
         sa.sa_handler = on_teardown_timeout;
         sigemptyset(&sa.sa_mask);
         sigaction(SIGALRM, &sa, NULL);
-        alarm(10);
+        alarm(5);
     }
     stop_wakeup(d);
     pd_kafka_in_free(d->in);
@@ -1527,7 +1561,7 @@ void pd_daemon_free(pd_daemon *d)
  * stop is requested. Waiting for a dependency is progress, so the watchdog is fed. */
 static int connect_redis(pd_daemon *d)
 {
-    char err[512], status[640];
+    char err[512];
     int64_t backoff = 100;
     while (!got_stop) {
         pd_notify_watchdog(d->notify, now_ms());
@@ -1538,10 +1572,15 @@ static int connect_redis(pd_daemon *d)
             return 0;
         }
         pd_log_error("%s; retrying in %" PRId64 " ms", err, backoff);
-        snprintf(status, sizeof status, "waiting for redis: %s", err);
-        pd_notify_status(d->notify, status);
-        struct timespec ts = {.tv_sec = backoff / 1000, .tv_nsec = (backoff % 1000) * 1000000};
-        nanosleep(&ts, NULL);
+        snprintf(d->starting, sizeof d->starting, "waiting for redis: %s", err);
+        pd_notify_status(d->notify, d->starting);
+        /* the control socket answers meanwhile, so `propensityctl status` says why */
+        for (int64_t until = now_ms() + backoff; !got_stop && now_ms() < until;) {
+            pd_control_wait(d->ctl, -1, (int)(until - now_ms()));
+            pd_control_serve(d->ctl, starting_commands,
+                             sizeof starting_commands / sizeof starting_commands[0], d,
+                             CONTROL_BATCH);
+        }
         backoff = backoff * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff * 2;
     }
     return -EINTR;

@@ -61,9 +61,8 @@ static enum MHD_Result text(struct MHD_Connection *conn, unsigned status, const 
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **req_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls)
 {
     (void)version;
     (void)upload_data;
@@ -80,10 +79,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
     if (strcmp(url, "/metrics") == 0) {
         pthread_mutex_lock(&h->lock);
-        enum MHD_Result r = h->metrics
-                                ? reply(conn, MHD_HTTP_OK, PROM_CONTENT_TYPE, h->metrics,
-                                        h->metrics_len)
-                                : text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
+        enum MHD_Result r =
+            h->metrics ? reply(conn, MHD_HTTP_OK, PROM_CONTENT_TYPE, h->metrics, h->metrics_len)
+                       : text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
         pthread_mutex_unlock(&h->lock);
         return r;
     }
@@ -132,12 +130,13 @@ static int listen_on(const char *addr, int *ret_port, char *errbuf, size_t errle
         goto out_bad;
     memcpy(host, h0, hl);
     host[hl] = '\0';
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE}, *res = NULL;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE},
+                    *res = NULL;
     int gr = getaddrinfo(hl ? host : NULL, colon + 1, &hints, &res);
     if (gr != 0) {
-        snprintf(errbuf, errlen, "cannot resolve http address \"%s\": %s", addr,
-                 gai_strerror(gr));
+        snprintf(errbuf, errlen, "cannot resolve http address \"%s\": %s", addr, gai_strerror(gr));
         return -EINVAL;
     }
     int fd = -1, err = 0;
@@ -157,8 +156,7 @@ static int listen_on(const char *addr, int *ret_port, char *errbuf, size_t errle
     }
     freeaddrinfo(res);
     if (fd < 0) {
-        snprintf(errbuf, errlen, "cannot listen on http address \"%s\": %s", addr,
-                 strerror(err));
+        snprintf(errbuf, errlen, "cannot listen on http address \"%s\": %s", addr, strerror(err));
         return -err;
     }
     struct sockaddr_storage ss;
@@ -166,8 +164,8 @@ static int listen_on(const char *addr, int *ret_port, char *errbuf, size_t errle
     *ret_port = 0;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
         char serv[16];
-        if (getnameinfo((struct sockaddr *)&ss, sl, NULL, 0, serv, sizeof serv,
-                        NI_NUMERICSERV) == 0)
+        if (getnameinfo((struct sockaddr *)&ss, sl, NULL, 0, serv, sizeof serv, NI_NUMERICSERV) ==
+            0)
             *ret_port = atoi(serv);
     }
     return fd;
@@ -201,10 +199,10 @@ pd_http *pd_http_new(const char *addr, int64_t stale_ms, char *errbuf, size_t er
     sigaddset(&block, SIGHUP);
     sigaddset(&block, SIGALRM);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    h->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
-                              on_request, h, MHD_OPTION_LISTEN_SOCKET, h->fd,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    h->mhd =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL, on_request,
+                         h, MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!h->mhd) {
         snprintf(errbuf, errlen, "cannot start the http server on \"%s\"", addr);

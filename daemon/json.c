@@ -52,8 +52,7 @@ static void fail(parser *ps, const char *what)
 
 static void skip_ws(parser *ps)
 {
-    while (ps->p < ps->end &&
-           (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
         ps->p++;
 }
 
@@ -445,8 +444,8 @@ pd_json *pd_json_parse(const char *text, size_t len, char *errbuf, size_t errlen
         free(doc);
         return NULL;
     }
-    parser ps = {.doc = doc, .p = text, .end = text + len, .start = text, .err = errbuf,
-                 .errlen = errlen};
+    parser ps = {
+        .doc = doc, .p = text, .end = text + len, .start = text, .err = errbuf, .errlen = errlen};
     size_t root = parse_value(&ps, 0);
     if (root != NONE) {
         skip_ws(&ps);
@@ -488,8 +487,7 @@ pd_json_type pd_json_type_of(const pd_json_node *n)
 
 const char *pd_json_type_name(pd_json_type t)
 {
-    static const char *const names[] = {"null", "boolean", "number", "string", "array",
-                                        "object"};
+    static const char *const names[] = {"null", "boolean", "number", "string", "array", "object"};
     return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }
 

@@ -19,8 +19,8 @@
 #endif
 
 #define DEFAULT_ENDPOINT "ipc:///run/propensityd/control.sock"
-#define EXIT_REFUSED 1 /* the daemon answered with an error */
-#define EXIT_USAGE 2
+#define EXIT_REFUSED     1 /* the daemon answered with an error */
+#define EXIT_USAGE       2
 #define EXIT_UNREACHABLE 3
 
 typedef struct ctl_opts {
@@ -50,22 +50,20 @@ static const struct {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "NAME\n"
-            "    propensityctl - control a running propensityd\n\n"
-            "SYNOPSIS\n"
-            "    propensityctl [OPTIONS] COMMAND [ARG]\n\n"
-            "DESCRIPTION\n"
-            "    Sends COMMAND to propensityd's control socket (ZeroMQ, JSON) and prints the\n"
-            "    reply: readable by default, the daemon's JSON with --json.\n\n"
-            "COMMANDS\n");
+    fprintf(out, "NAME\n"
+                 "    propensityctl - control a running propensityd\n\n"
+                 "SYNOPSIS\n"
+                 "    propensityctl [OPTIONS] COMMAND [ARG]\n\n"
+                 "DESCRIPTION\n"
+                 "    Sends COMMAND to propensityd's control socket (ZeroMQ, JSON) and prints the\n"
+                 "    reply: readable by default, the daemon's JSON with --json.\n\n"
+                 "COMMANDS\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         char head[32];
         snprintf(head, sizeof head, "%s%s", commands[i].name, commands[i].arg_usage);
         fprintf(out, "    %-18s %s\n", head, commands[i].summary);
     }
-    fprintf(out,
-            "    %-18s %s\n    %-18s %s\n    %-18s %s\n\n", "raw JSON",
+    fprintf(out, "    %-18s %s\n    %-18s %s\n    %-18s %s\n\n", "raw JSON",
             "send JSON as the request, verbatim", "watch [MODEL...]",
             "print score changes from the feed (all models, or those named)", "keygen",
             "print a new CURVE key pair (for daemon.curve_secret_file)");
@@ -214,8 +212,8 @@ static int setup_curve(void *sock, const ctl_opts *o)
     if (!o->server_key)
         return 0;
     char pub[41], sec[41];
-    if (strlen(o->server_key) != 40 || zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY,
-                                                      o->server_key, 40) < 0) {
+    if (strlen(o->server_key) != 40 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, o->server_key, 40) < 0) {
         fprintf(stderr, "propensityctl: the server key must be 40 characters of Z85\n");
         return -EINVAL;
     }
@@ -259,8 +257,7 @@ static int request(const ctl_opts *o, const char *cmd, const char *req, size_t l
     void *zctx = zmq_ctx_new();
     void *sock = zctx ? zmq_socket(zctx, ZMQ_REQ) : NULL;
     if (!sock) {
-        fprintf(stderr, "propensityctl: cannot create a zeromq socket: %s\n",
-                zmq_strerror(errno));
+        fprintf(stderr, "propensityctl: cannot create a zeromq socket: %s\n", zmq_strerror(errno));
         goto out_ctx;
     }
     zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
@@ -283,8 +280,9 @@ static int request(const ctl_opts *o, const char *cmd, const char *req, size_t l
     zmq_msg_t m;
     zmq_msg_init(&m);
     if (zmq_msg_recv(&m, sock, 0) < 0) {
-        fprintf(stderr, "propensityctl: no answer from \"%s\" within %d ms (is propensityd "
-                        "running, and are the keys right?)\n",
+        fprintf(stderr,
+                "propensityctl: no answer from \"%s\" within %d ms (is propensityd "
+                "running, and are the keys right?)\n",
                 o->endpoint, o->timeout_ms);
         zmq_msg_close(&m);
         goto out_sock;
@@ -498,8 +496,7 @@ int main(int argc, char **argv)
         if (strcmp(cmd, commands[i].name) != 0)
             continue;
         if (nargs != (commands[i].arg ? 1 : 0)) {
-            fprintf(stderr, "usage: propensityctl %s%s\n", commands[i].name,
-                    commands[i].arg_usage);
+            fprintf(stderr, "usage: propensityctl %s%s\n", commands[i].name, commands[i].arg_usage);
             return EXIT_USAGE;
         }
         pd_strbuf req = PD_STRBUF_INIT;

@@ -14,7 +14,10 @@ typedef struct pd_strbuf {
     bool oom; /* an append failed: the content is incomplete */
 } pd_strbuf;
 
-#define PD_STRBUF_INIT {NULL, 0, 0, false}
+#define PD_STRBUF_INIT                                                                             \
+    {                                                                                              \
+        NULL, 0, 0, false                                                                          \
+    }
 
 void pd_strbuf_release(pd_strbuf *sb);
 /* Empties the string and clears the out-of-memory mark, keeping the allocation. */

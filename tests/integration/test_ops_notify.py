@@ -3,7 +3,8 @@ socket of the test's and WATCHDOG_USEC set, as under `Type=notify` with `Watchdo
 
 What it checks:
   - with Redis down there is no READY=1, only STATUS= saying it waits for Redis, and the
-    watchdog is still fed (waiting is progress); the same while no Kafka broker answers
+    watchdog is still fed (waiting is progress); the control socket's status says the same;
+    likewise while no Kafka broker answers
   - once both answer: STATUS=starting..., then READY=1 with a STATUS summary
     (events/s, lag, users), then WATCHDOG=1 about every half interval
   - SIGHUP gives RELOADING=1 (with MONOTONIC_USEC) and then READY=1 again
@@ -49,12 +50,24 @@ def main():
                                  "--format", "keyed").splitlines()
         n_users = len({line.split(b"\t", 1)[0] for line in lines})
 
-        # ---- dependencies down: no READY, but STATUS says why and the watchdog is fed
+        # ---- dependencies down: no READY, but STATUS says why and the watchdog is fed; the
+        # control socket answers status meanwhile and asks the rest to wait
+        waiting_dir = os.path.join(tmp, "waiting")
+        os.makedirs(waiting_dir)
+        ctl = "ipc://%s/control.sock" % waiting_dir
+        waiting_config = harness.ops_config(waiting_dir, daemon={"control": ctl})
         with harness.NotifySocket() as notify:
             dead_redis = "redis://127.0.0.1:%d/0" % harness.free_port()
-            with harness.Daemon(config, daemon_env(notify, "127.0.0.1:1", dead_redis)) as d:
+            with harness.Daemon(waiting_config,
+                                daemon_env(notify, "127.0.0.1:1", dead_redis)) as d:
                 notify.wait_for("STATUS", None, timeout=15, alive=d.check_alive)
                 time.sleep(2.5)
+                st = harness.control_call(ctl, {"cmd": "status"})
+                check(st["ok"] and st["result"]["state"] == "starting" and
+                      st["result"]["not_ready_reason"].startswith("waiting for redis"),
+                      "status while waiting for redis: %r" % st)
+                busy = harness.control_call(ctl, {"cmd": "score", "user": "u1"})
+                check(not busy["ok"] and "starting" in busy["error"], busy)
                 msgs = notify.collect()
                 check(not any("READY" in m for m in msgs), "READY=1 with redis down: %r" % msgs)
                 check(any(m.get("STATUS", "").startswith("waiting for redis") for m in msgs),

@@ -112,10 +112,10 @@ static void test_refused(void **state)
         {"\"\\ud800\"", 0, "unpaired surrogate"},
         {"\"\\udc00\"", 0, "unpaired surrogate"},
         {"\"\xff\"", 0, "invalid utf-8"},
-        {"\"\xc0\xaf\"", 0, "invalid utf-8"},          /* overlong '/' */
-        {"\"\xed\xa0\x80\"", 0, "invalid utf-8"},      /* encoded surrogate */
-        {"\"\xf4\x90\x80\x80\"", 0, "invalid utf-8"},  /* past U+10FFFF */
-        {"\"\xe2\x82\"", 0, "invalid utf-8"},          /* truncated */
+        {"\"\xc0\xaf\"", 0, "invalid utf-8"},         /* overlong '/' */
+        {"\"\xed\xa0\x80\"", 0, "invalid utf-8"},     /* encoded surrogate */
+        {"\"\xf4\x90\x80\x80\"", 0, "invalid utf-8"}, /* past U+10FFFF */
+        {"\"\xe2\x82\"", 0, "invalid utf-8"},         /* truncated */
         {"{} {}", 0, "trailing characters"},
         {"{}\0", 3, "trailing characters"},
     };
@@ -181,8 +181,7 @@ static void test_writer_round_trip(void **state)
     assert_int_equal(len, sizeof want - 1);
     assert_memory_equal(s, want, len);
     size_t i = 0;
-    for (const pd_json_node *e = pd_json_first(pd_json_get(root, "n")); e;
-         e = pd_json_next(e), i++)
+    for (const pd_json_node *e = pd_json_first(pd_json_get(root, "n")); e; e = pd_json_next(e), i++)
         assert_true(pd_json_number(e) == nums[i]);
     assert_int_equal(i, sizeof nums / sizeof nums[0]);
     assert_int_equal(pd_json_type_of(pd_json_get(root, "nan")), PD_JSON_NULL);
@@ -228,9 +227,12 @@ static void test_utf8(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_object_members), cmocka_unit_test(test_scalars_and_escapes),
-        cmocka_unit_test(test_refused),        cmocka_unit_test(test_depth_limit),
-        cmocka_unit_test(test_writer_round_trip), cmocka_unit_test(test_strbuf),
+        cmocka_unit_test(test_object_members),
+        cmocka_unit_test(test_scalars_and_escapes),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_writer_round_trip),
+        cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

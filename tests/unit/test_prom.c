@@ -45,15 +45,14 @@ static void test_histogram(void **state)
     pd_strbuf sb = PD_STRBUF_INIT;
     const double bounds[] = {0.001, 0.5, 2};
     const uint64_t counts[] = {3, 0, 4, 1}; /* per bucket; the last is above 2 */
-    pd_prom_histogram(&sb, "pd_lat_seconds", (const char *[]){"op", "flush", NULL}, bounds,
-                      counts, 3, 7.5);
-    assert_string_equal(pd_strbuf_str(&sb),
-                        "pd_lat_seconds_bucket{op=\"flush\",le=\"0.001\"} 3\n"
-                        "pd_lat_seconds_bucket{op=\"flush\",le=\"0.5\"} 3\n"
-                        "pd_lat_seconds_bucket{op=\"flush\",le=\"2\"} 7\n"
-                        "pd_lat_seconds_bucket{op=\"flush\",le=\"+Inf\"} 8\n"
-                        "pd_lat_seconds_sum{op=\"flush\"} 7.5\n"
-                        "pd_lat_seconds_count{op=\"flush\"} 8\n");
+    pd_prom_histogram(&sb, "pd_lat_seconds", (const char *[]){"op", "flush", NULL}, bounds, counts,
+                      3, 7.5);
+    assert_string_equal(pd_strbuf_str(&sb), "pd_lat_seconds_bucket{op=\"flush\",le=\"0.001\"} 3\n"
+                                            "pd_lat_seconds_bucket{op=\"flush\",le=\"0.5\"} 3\n"
+                                            "pd_lat_seconds_bucket{op=\"flush\",le=\"2\"} 7\n"
+                                            "pd_lat_seconds_bucket{op=\"flush\",le=\"+Inf\"} 8\n"
+                                            "pd_lat_seconds_sum{op=\"flush\"} 7.5\n"
+                                            "pd_lat_seconds_count{op=\"flush\"} 8\n");
     pd_strbuf_reset(&sb);
     pd_prom_histogram(&sb, "h", NULL, bounds, (const uint64_t[]){0, 0, 0, 0}, 3, 0);
     assert_non_null(strstr(pd_strbuf_str(&sb), "h_bucket{le=\"+Inf\"} 0\nh_sum 0\nh_count 0\n"));
@@ -67,7 +66,8 @@ static void test_values(void **state)
     const struct {
         double v;
         const char *want;
-    } cases[] = {{0, "0"}, {-3, "-3"}, {0.1, "0.1"}, {1.0 / 3.0, "0.3333333333333333"},
+    } cases[] = {{0, "0"},        {-3, "-3"},
+                 {0.1, "0.1"},    {1.0 / 3.0, "0.3333333333333333"},
                  {1e-9, "1e-09"}, {9007199254740991.0, "9007199254740991"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         pd_prom_format_value(buf, sizeof buf, cases[i].v);
