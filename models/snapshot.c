@@ -243,30 +243,33 @@ static int cmp_names_desc(const void *a, const void *b)
     return strcmp(*(char *const *)b, *(char *const *)a);
 }
 
-/* Removes all but the newest keep snapshots, and temp files left by crashed writers. */
-static void prune(const char *dir, int keep, const char *current_tmp)
+static bool has_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), k = strlen(suffix);
+    return strncmp(name, "snapshot-", 9) == 0 && n >= 9 + k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* The snapshot files (*.pds) of dir, newest first; removes temp files left by crashed writers
+ * when clean_tmp. Returns how many (names are the caller's to free), 0 when none or on error. */
+static size_t list_snapshots(const char *dir, bool clean_tmp, char ***ret_names)
 {
     DIR *d = opendir(dir);
+    *ret_names = NULL;
     if (!d)
-        return;
+        return 0;
     char **names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (strncmp(e->d_name, "snapshot-", 9) != 0 || len < 13)
-            continue;
-        char *path;
-        if (asprintf(&path, "%s/%s", dir, e->d_name) < 0)
-            continue;
-        if (strcmp(e->d_name + len - 4, ".tmp") == 0) {
-            if (!current_tmp || strcmp(path, current_tmp) != 0)
+        if (clean_tmp && has_suffix(e->d_name, ".tmp")) {
+            char *path;
+            if (asprintf(&path, "%s/%s", dir, e->d_name) >= 0) {
                 unlink(path);
-            free(path);
+                free(path);
+            }
             continue;
         }
-        free(path);
-        if (strcmp(e->d_name + len - 4, ".pds") != 0)
+        if (!has_suffix(e->d_name, ".pds"))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -282,6 +285,16 @@ static void prune(const char *dir, int keep, const char *current_tmp)
     closedir(d);
     if (names)
         qsort(names, n, sizeof *names, cmp_names_desc);
+    *ret_names = names;
+    return n;
+}
+
+/* Removes all but the newest keep snapshots, and temp files left by crashed writers (the
+ * caller's own is renamed by then). */
+static void prune(const char *dir, int keep)
+{
+    char **names;
+    size_t n = list_snapshots(dir, true, &names);
     for (size_t i = 0; i < n; i++) {
         if ((int)i >= keep) {
             char *path;
@@ -358,7 +371,7 @@ int pd_snapshot_writer_commit(pd_snapshot_writer *w, int keep, char *ret_path, s
     fsync_dir(w->dir);
     if (ret_path && path_len)
         snprintf(ret_path, path_len, "%s", final_path);
-    prune(w->dir, keep > 0 ? keep : 1, NULL);
+    prune(w->dir, keep > 0 ? keep : 1);
     free(final_path);
     free(w->tmp_path);
     w->tmp_path = NULL; /* nothing left to remove */
@@ -513,35 +526,15 @@ pd_snapshot *pd_snapshot_open_latest(const char *dir, pd_snapshot_skip_fn skip, 
 {
     if (errlen)
         errbuf[0] = '\0';
-    DIR *d = opendir(dir);
-    if (!d) {
+    struct stat st;
+    if (stat(dir, &st) < 0) {
         if (errno != ENOENT)
             snprintf(errbuf, errlen, "cannot read snapshot directory \"%s\": %s", dir,
                      strerror(errno));
         return NULL;
     }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (strncmp(e->d_name, "snapshot-", 9) != 0 || len < 13 ||
-            strcmp(e->d_name + len - 4, ".pds") != 0)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (!nn)
-                break;
-            names = nn;
-        }
-        if (!(names[n] = strdup(e->d_name)))
-            break;
-        n++;
-    }
-    closedir(d);
-    if (names)
-        qsort(names, n, sizeof *names, cmp_names_desc);
+    char **names;
+    size_t n = list_snapshots(dir, false, &names);
     pd_snapshot *found = NULL;
     for (size_t i = 0; i < n; i++) {
         char *path;

@@ -272,6 +272,23 @@ static void parts_install(pd_engine *eng, parts *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Frees what parts_install() put in (the counterpart of parts_release() for the engine). */
+static void engine_drop_parts(pd_engine *eng)
+{
+    pd_decoder_free(eng->decoder);
+    pd_featurizer_free(eng->features);
+    for (size_t i = 0; i < eng->n_models; i++)
+        model_release(&eng->models[i]);
+    free(eng->models);
+    free(eng->x);
+    free(eng->scores);
+    free(eng->missing);
+    eng->decoder = NULL;
+    eng->features = NULL;
+    eng->models = NULL;
+    eng->n_models = 0;
+}
+
 static void engine_settings(pd_engine *eng, const pd_config *conf)
 {
     eng->n_types = conf->events.n_types;
@@ -336,14 +353,7 @@ void pd_engine_free(pd_engine *eng)
         return;
     pd_labels_free(eng->labels); /* before the users its examples point at */
     pd_user_state_free(eng->users);
-    pd_decoder_free(eng->decoder);
-    pd_featurizer_free(eng->features);
-    for (size_t i = 0; i < eng->n_models; i++)
-        model_release(&eng->models[i]);
-    free(eng->models);
-    free(eng->x);
-    free(eng->scores);
-    free(eng->missing);
+    engine_drop_parts(eng);
     free(eng->sources);
     free(eng);
 }
@@ -680,14 +690,7 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
                          conf->state.max_pending_total);
     pd_featurizer_adopt(p.features, eng->features);
 
-    pd_decoder_free(eng->decoder);
-    pd_featurizer_free(eng->features);
-    for (size_t j = 0; j < eng->n_models; j++)
-        model_release(&eng->models[j]);
-    free(eng->models);
-    free(eng->x);
-    free(eng->scores);
-    free(eng->missing);
+    engine_drop_parts(eng);
     parts_install(eng, &p);
     engine_settings(eng, conf);
     if (changed)
