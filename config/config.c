@@ -1953,6 +1953,27 @@ static void load_feature(loader *ld, ynode *def, const char *path, pd_feature_co
 }
 
 /* Resolves a cross's names once every feature is known; crosses sit after their parts. */
+/* "undefined feature" with a did-you-mean among the features defined so far. */
+static void report_undefined_feature(loader *ld, ynode *item, const char *kp, const char *name)
+{
+    const pd_config *conf = ld->conf;
+    const char **names = alloc_array(ld, conf->n_features, sizeof(char *));
+    const char *hint = NULL;
+    char buf[64];
+
+    if (names) {
+        for (size_t j = 0; j < conf->n_features; j++)
+            names[j] = conf->features[j].name ? conf->features[j].name : "";
+        hint = did_you_mean(name, names, conf->n_features);
+    }
+    if (hint)
+        report(ld, item, kp, "undefined feature %s (did you mean \"%s\"?)",
+               describe(item, buf, sizeof(buf)), hint);
+    else
+        report(ld, item, kp, "undefined feature %s", describe(item, buf, sizeof(buf)));
+    free(names);
+}
+
 static void resolve_cross(loader *ld, pd_feature_conf *f, ynode *n, const char *path)
 {
     const pd_config *conf = ld->conf;
@@ -1974,20 +1995,7 @@ static void resolve_cross(loader *ld, pd_feature_conf *f, ynode *n, const char *
         for (size_t j = 0; j < f->n_cross && !dup; j++)
             dup = idx >= 0 && f->cross[j] == idx;
         if (idx < 0) {
-            const char **names = alloc_array(ld, conf->n_features, sizeof(char *));
-            const char *hint = NULL;
-
-            if (names) {
-                for (size_t j = 0; j < conf->n_features; j++)
-                    names[j] = conf->features[j].name ? conf->features[j].name : "";
-                hint = did_you_mean(sc.value, names, conf->n_features);
-            }
-            if (hint)
-                report(ld, item, kp, "undefined feature %s (did you mean \"%s\"?)",
-                       describe(item, buf, sizeof(buf)), hint);
-            else
-                report(ld, item, kp, "undefined feature %s", describe(item, buf, sizeof(buf)));
-            free(names);
+            report_undefined_feature(ld, item, kp, sc.value);
         } else if (conf->features[idx].kind == PD_FEAT_CROSS) {
             report(ld, item, kp, "%s is a cross; a cross cannot include another cross",
                    describe(item, buf, sizeof(buf)));
@@ -2201,20 +2209,7 @@ static void load_model_features(loader *ld, ynode *n, const char *path, pd_model
         for (size_t j = 0; j < m->n_features && !dup; j++)
             dup = idx >= 0 && m->features[j] == idx;
         if (idx < 0) {
-            const char **names = alloc_array(ld, conf->n_features, sizeof(char *));
-            const char *hint = NULL;
-
-            if (names) {
-                for (size_t j = 0; j < conf->n_features; j++)
-                    names[j] = conf->features[j].name ? conf->features[j].name : "";
-                hint = did_you_mean(sc.value, names, conf->n_features);
-            }
-            if (hint)
-                report(ld, item, kp, "undefined feature %s (did you mean \"%s\"?)",
-                       describe(item, buf, sizeof(buf)), hint);
-            else
-                report(ld, item, kp, "undefined feature %s", describe(item, buf, sizeof(buf)));
-            free(names);
+            report_undefined_feature(ld, item, kp, sc.value);
         } else if (dup) {
             report(ld, item, kp, "%s is listed twice", describe(item, buf, sizeof(buf)));
         } else {
