@@ -1063,13 +1063,44 @@ static bool secret_name(const char *key)
     return strcasestr(key, "password") || strcasestr(key, "secret");
 }
 
+/* Reads all of fd into a new buffer with room for a NUL, refusing more than max bytes
+ * (EFBIG). Returns 0 or -errno; on failure nothing is allocated. */
+static int read_bounded(int fd, size_t max, char **ret_buf, size_t *ret_len)
+{
+    char *buf = malloc(max + 1);
+    size_t len = 0;
+    ssize_t got;
+
+    if (!buf)
+        return -ENOMEM;
+    do {
+        got = read(fd, buf + len, max + 1 - len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int err = errno;
+            explicit_bzero(buf, len); /* it may be a secret */
+            free(buf);
+            return -err;
+        }
+        len += (size_t)got;
+    } while (got > 0 && len <= max);
+    if (len > max) {
+        explicit_bzero(buf, max + 1);
+        free(buf);
+        return -EFBIG;
+    }
+    *ret_buf = buf;
+    *ret_len = len;
+    return 0;
+}
+
 /* Reads a *_file secret: the whole file, one trailing newline stripped. Relative paths start at
  * the config file's directory, so a unit file's working directory does not matter. */
 static int read_secret_file(loader *ld, const char *file, char **ret, int *ret_errno)
 {
     char *full = NULL, *buf = NULL;
     const char *open_path = file;
-    ssize_t got;
     size_t len = 0;
     int fd, err = 0;
 
@@ -1085,25 +1116,9 @@ static int read_secret_file(loader *ld, const char *file, char **ret, int *ret_e
         err = errno;
         goto out_free_path;
     }
-    buf = malloc(MAX_SECRET_BYTES + 1);
-    if (!buf) {
-        err = ENOMEM;
+    err = -read_bounded(fd, MAX_SECRET_BYTES, &buf, &len);
+    if (err)
         goto out_close;
-    }
-    do {
-        got = read(fd, buf + len, MAX_SECRET_BYTES + 1 - len);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            err = errno;
-            goto out_close;
-        }
-        len += (size_t)got;
-    } while (got > 0 && len <= MAX_SECRET_BYTES);
-    if (len > MAX_SECRET_BYTES) {
-        err = EFBIG;
-        goto out_close;
-    }
     if (len && buf[len - 1] == '\n')
         len--;
     if (len && buf[len - 1] == '\r')
@@ -1114,11 +1129,7 @@ out_close:
     close(fd);
 out_free_path:
     free(full);
-    if (err) {
-        if (buf) {
-            explicit_bzero(buf, MAX_SECRET_BYTES + 1);
-            free(buf);
-        }
+    if (err) { /* read_bounded() left nothing allocated */
         *ret_errno = err;
         return -err;
     }
@@ -2700,7 +2711,6 @@ pd_config *pd_config_load(const char *path, pd_diag *diag)
     pd_config *conf = NULL;
     struct stat st;
     size_t len = 0;
-    ssize_t got;
     int fd, err = 0;
 
     if (!path)
@@ -2718,23 +2728,7 @@ pd_config *pd_config_load(const char *path, pd_diag *diag)
         err = EISDIR;
         goto out_close;
     }
-    text = malloc(MAX_FILE_BYTES + 1);
-    if (!text) {
-        err = ENOMEM;
-        goto out_close;
-    }
-    do {
-        got = read(fd, text + len, MAX_FILE_BYTES + 1 - len);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            err = errno;
-            goto out_close;
-        }
-        len += (size_t)got;
-    } while (got > 0 && len <= MAX_FILE_BYTES);
-    if (len > MAX_FILE_BYTES)
-        err = EFBIG;
+    err = -read_bounded(fd, MAX_FILE_BYTES, &text, &len);
 
 out_close:
     close(fd);
