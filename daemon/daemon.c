@@ -77,7 +77,13 @@ static void on_reload_signal(int sig)
     got_reload = 1;
 }
 
+#define GATE_REMINDER_MS 60000
+#define MAX_GATED_MODELS 64
+
 struct pd_daemon {
+    /* quality gates as last logged, by model index (reset on reload) */
+    bool gate_closed[MAX_GATED_MODELS];
+    int64_t gate_logged_ms[MAX_GATED_MODELS];
     char *config_path;
     pd_config *conf;
     pd_engine *engine;
@@ -260,12 +266,39 @@ static void fmt_metric(char *buf, size_t len, double v)
         snprintf(buf, len, "nan");
 }
 
+/* Says when a model's quality gate closes or opens, and reminds every minute while it stays
+ * closed: its users keep their last good scores meanwhile. */
+static void log_gate(pd_daemon *d, size_t i, const pd_model_info *mi, int64_t now)
+{
+    if (i >= MAX_GATED_MODELS)
+        return;
+    bool closed = !mi->gate_open;
+    bool remind = closed && now - d->gate_logged_ms[i] >= GATE_REMINDER_MS;
+    if (closed == d->gate_closed[i] && !remind)
+        return;
+    const pd_metrics_report *m = &mi->metrics;
+    if (closed)
+        pd_logkv(PD_LOG_WARNING, "model fails its quality gate: not publishing new scores, "
+                                 "the last good ones stay in redis",
+                 "model=%s recent_auc=%.4f recent_log_loss=%.4f recent_rmse=%.4g "
+                 "examples=%" PRIu64,
+                 mi->name, m->recent_auc, m->recent_log_loss, m->recent_rmse, mi->examples);
+    else
+        pd_logkv(PD_LOG_INFO, "model passes its quality gate again: publishing",
+                 "model=%s recent_auc=%.4f recent_log_loss=%.4f recent_rmse=%.4g", mi->name,
+                 m->recent_auc, m->recent_log_loss, m->recent_rmse);
+    d->gate_closed[i] = closed;
+    d->gate_logged_ms[i] = now;
+}
+
 static void put_model_summaries(pd_daemon *d)
 {
     size_t n = pd_engine_model_count(d->engine);
+    int64_t now = now_ms();
     for (size_t i = 0; i < n; i++) {
         pd_model_info mi;
         pd_engine_model_info(d->engine, i, &mi);
+        log_gate(d, i, &mi, now);
         char v[16][40];
         const char *fields[16], *values[16];
         size_t k = 0;
@@ -489,6 +522,9 @@ static int reload(pd_daemon *d, char *msg, size_t msglen)
     pd_config_free(d->conf);
     d->conf = conf;
     d->reloads++;
+    /* model indices may have moved: say each gate's state again */
+    memset(d->gate_closed, 0, sizeof d->gate_closed);
+    memset(d->gate_logged_ms, 0, sizeof d->gate_logged_ms);
     if (fresh[0])
         pd_log_info("models starting fresh after reload: %s", fresh);
     snprintf(msg, msglen, "%s", fresh);
