@@ -96,10 +96,12 @@ def main():
                 return r.hgetall("%s:model:%s" % (name, MODEL))
 
             def finished(name, daemon, total):
-                daemon.wait_until(lambda: committed(name) == total, 60, 0.3,
+                # generous: under the sanitizers, with other tests beside it, a restart that
+                # must re-learn from its snapshot takes a while
+                daemon.wait_until(lambda: committed(name) == total, 120, 0.3,
                                   "group g%s to commit %d" % (name, total))
                 daemon.wait_until(lambda: int(model(name).get("examples", 0))
-                                  == examples_expected, 30, 0.3,
+                                  == examples_expected, 90, 0.3,
                                   "%s to learn all %d examples" % (name, examples_expected))
                 code = daemon.stop(timeout=20)
                 check(code == 0, "%s exit %s:\n%s" % (name, code, daemon.log_tail()))
