@@ -15,6 +15,10 @@ struct pd_kafka_in {
      * the group had no commit): a snapshot taken before a partition delivered anything must
      * still say where its events start, or a restart would skip what came after it */
     rd_kafka_topic_partition_list_t *started;
+    /* where revoked partitions stood: if they come back, this instance's state holds every
+     * event before that point, so it resumes there even when the revoke was "lost" and the
+     * group's committed offset lies elsewhere */
+    rd_kafka_topic_partition_list_t *resume;
     rd_kafka_topic_partition_list_t *assigned;
     pd_start_position start;
     pd_kafka_stats stats;
@@ -120,6 +124,21 @@ static void refresh_assignment(pd_kafka_in *in)
 
 static void forget_positions(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *parts)
 {
+    rd_kafka_topic_partition_list_t *pos = pd_kafka_in_positions(in);
+    for (int i = 0; pos && i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(pos, parts->elems[i].topic,
+                                               parts->elems[i].partition);
+        if (!p || p->offset < 0)
+            continue;
+        rd_kafka_topic_partition_t *r =
+            rd_kafka_topic_partition_list_find(in->resume, p->topic, p->partition);
+        if (!r)
+            r = rd_kafka_topic_partition_list_add(in->resume, p->topic, p->partition);
+        r->offset = p->offset;
+    }
+    if (pos)
+        rd_kafka_topic_partition_list_destroy(pos);
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_list_del(in->processed, parts->elems[i].topic,
                                           parts->elems[i].partition);
@@ -133,10 +152,22 @@ static void forget_positions(pd_kafka_in *in, const rd_kafka_topic_partition_lis
 static void note_starts(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *parts)
 {
     rd_kafka_topic_partition_list_t *ask = rd_kafka_topic_partition_list_new(parts->cnt);
-    for (int i = 0; i < parts->cnt; i++)
-        if (parts->elems[i].offset == RD_KAFKA_OFFSET_INVALID)
-            rd_kafka_topic_partition_list_add(ask, parts->elems[i].topic,
-                                              parts->elems[i].partition);
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        rd_kafka_topic_partition_t *r =
+            rd_kafka_topic_partition_list_find(in->resume, p->topic, p->partition);
+        if (p->offset == RD_KAFKA_OFFSET_INVALID && r) {
+            p->offset = r->offset; /* back to this instance: continue where its state ends */
+            char msg[256];
+            snprintf(msg, sizeof msg, "\"%s\" [%d] came back: resuming at %lld", p->topic,
+                     p->partition, (long long)p->offset);
+            log_line(in, 6, "rebalance", msg);
+        }
+        if (r)
+            rd_kafka_topic_partition_list_del(in->resume, p->topic, p->partition);
+        if (p->offset == RD_KAFKA_OFFSET_INVALID)
+            rd_kafka_topic_partition_list_add(ask, p->topic, p->partition);
+    }
     if (ask->cnt > 0 && rd_kafka_committed(in->rk, ask, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_line(in, 4, "rebalance", "could not read the group's committed offsets");
     for (int i = 0; i < parts->cnt; i++) {
@@ -212,6 +243,7 @@ pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *ho
         in->hooks = *hooks;
     in->processed = rd_kafka_topic_partition_list_new(16);
     in->started = rd_kafka_topic_partition_list_new(16);
+    in->resume = rd_kafka_topic_partition_list_new(16);
     in->assigned = rd_kafka_topic_partition_list_new(16);
     in->start = conf->start;
     rd_kafka_conf_t *kc = pd_kafka_conf_build(conf, true, errbuf, errlen);
@@ -287,6 +319,8 @@ void pd_kafka_in_free(pd_kafka_in *in)
         rd_kafka_topic_partition_list_destroy(in->processed);
     if (in->started)
         rd_kafka_topic_partition_list_destroy(in->started);
+    if (in->resume)
+        rd_kafka_topic_partition_list_destroy(in->resume);
     if (in->assigned)
         rd_kafka_topic_partition_list_destroy(in->assigned);
     free(in);

@@ -96,6 +96,17 @@ def main():
                 return r.hgetall("%s:model:%s" % (name, MODEL))
 
             def finished(name, daemon, total):
+                try:
+                    return learn_all(name, daemon, total)
+                except harness.HarnessError:
+                    # the tail is snapshots; the story (restore, rebalances) is at the start
+                    print("%s's model: %s\n%s's log, first lines:\n%s"
+                          % (name, model(name), name, "\n".join(
+                              l for l in daemon.log_text().splitlines()
+                              if "snapshot written" not in l)[:6000]))
+                    raise
+
+            def learn_all(name, daemon, total):
                 # generous: under the sanitizers, with other tests beside it, a restart that
                 # must re-learn from its snapshot takes a while
                 daemon.wait_until(lambda: committed(name) == total, 120, 0.3,
