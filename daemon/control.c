@@ -29,7 +29,6 @@ struct pd_control {
     uint8_t (*clients)[32];
     size_t n_clients;
     pd_control_stats stats;
-    pd_strbuf reply, result;
 };
 
 bool pd_control_endpoint_local(const char *ep)
@@ -232,8 +231,6 @@ void pd_control_free(pd_control *c)
     free(c->feed_endpoint);
     free(c->clients);
     memset(c->server_secret, 0, sizeof c->server_secret);
-    pd_strbuf_release(&c->reply);
-    pd_strbuf_release(&c->result);
     free(c);
 }
 
@@ -320,70 +317,111 @@ int pd_control_wait(pd_control *c, int fd, int timeout_ms)
 
 /* ---- requests ---- */
 
-static void reply_error(pd_control *c, const char *cmd, const char *msg)
+#define REQUEST_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL)
+
+/* Sent when not even an error reply could be built. */
+static const char oom_reply[] = "{\"ok\":false,\"error\":\"out of memory\"}";
+
+json_t *pd_control_string(const char *s)
 {
-    pd_strbuf_reset(&c->reply);
-    pd_strbuf_adds(&c->reply, "{\"ok\":false,");
-    if (cmd) {
-        pd_strbuf_adds(&c->reply, "\"cmd\":");
-        pd_json_add_str(&c->reply, cmd);
-        pd_strbuf_addc(&c->reply, ',');
+    if (!s)
+        return json_null();
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    /* not UTF-8 (or out of memory): keep the ASCII, mark every other byte */
+    size_t n = strlen(s), k = 0;
+    char *clean = malloc(3 * n + 1);
+    if (!clean)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x80) {
+            clean[k++] = (char)*p;
+        } else {
+            memcpy(clean + k, "\xef\xbf\xbd", 3);
+            k += 3;
+        }
     }
-    pd_strbuf_adds(&c->reply, "\"error\":");
-    pd_json_add_str(&c->reply, msg);
-    pd_strbuf_addc(&c->reply, '}');
+    j = json_stringn(clean, k);
+    free(clean);
+    return j;
 }
 
-static void help(pd_control *c, const pd_control_command *cmds, size_t n)
+/* {"ok":false,"cmd":cmd,"error":msg}, without "cmd" when it is NULL. */
+static json_t *error_reply(const char *cmd, const char *msg)
 {
-    pd_strbuf_reset(&c->reply);
-    pd_strbuf_adds(&c->reply, "{\"ok\":true,\"cmd\":\"help\",\"result\":{\"commands\":[");
-    for (size_t i = 0; i < n; i++) {
-        pd_strbuf_adds(&c->reply, i ? ",{\"cmd\":" : "{\"cmd\":");
-        pd_json_add_str(&c->reply, cmds[i].name);
-        pd_strbuf_adds(&c->reply, ",\"arg\":");
-        pd_json_add_str(&c->reply, cmds[i].arg);
-        pd_strbuf_addc(&c->reply, '}');
-    }
-    pd_strbuf_adds(&c->reply, "]}}");
+    return json_pack("{s:b, s:s*, s:o}", "ok", 0, "cmd", cmd, "error", pd_control_string(msg));
 }
 
-/* Builds the reply to one request in c->reply. */
-static void dispatch(pd_control *c, const char *req, size_t len, bool multipart,
-                     const pd_control_command *cmds, size_t n_cmds, void *ctx)
+static json_t *help(const pd_control_command *cmds, size_t n)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (json_array_append_new(
+                list, json_pack("{s:s, s:s?}", "cmd", cmds[i].name, "arg", cmds[i].arg)) < 0) {
+            json_decref(list);
+            return NULL;
+        }
+    return json_pack("{s:b, s:s, s:{s:o}}", "ok", 1, "cmd", "help", "result", "commands", list);
+}
+
+static const char *type_name(const json_t *j)
+{
+    switch (json_typeof(j)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    default:
+        return "null";
+    }
+}
+
+/* The reply to one request, NULL when out of memory. */
+static json_t *dispatch(pd_control *c, const char *req, size_t len, bool multipart,
+                        const pd_control_command *cmds, size_t n_cmds, void *ctx)
 {
     char err[512];
     if (multipart) {
         c->stats.malformed++;
-        reply_error(c, NULL, "a request is one frame holding a JSON object");
-        return;
+        return error_reply(NULL, "a request is one frame holding a JSON object");
     }
-    pd_json *doc = pd_json_parse(req, len, err, sizeof err);
-    if (!doc) {
+    json_error_t jerr;
+    json_t *root = json_loadb(req, len, REQUEST_FLAGS, &jerr);
+    if (!root) {
         c->stats.malformed++;
-        reply_error(c, NULL, err);
-        return;
+        snprintf(err, sizeof err, "invalid json at byte %d: %s", jerr.position, jerr.text);
+        return error_reply(NULL, err);
     }
-    const pd_json_node *root = pd_json_root(doc);
-    const char *name = pd_json_string(pd_json_get(root, "cmd"), NULL);
+    json_t *reply = NULL;
+    json_t *name_v = json_object_get(root, "cmd");
+    const char *name = json_string_value(name_v);
     const pd_control_command *cmd = NULL;
-    if (pd_json_type_of(root) != PD_JSON_OBJECT) {
+    if (!json_is_object(root)) {
         snprintf(err, sizeof err,
                  "expected a JSON object such as {\"cmd\":\"status\"}, "
                  "not a%s %s",
-                 pd_json_type_of(root) == PD_JSON_ARRAY ? "n" : "",
-                 pd_json_type_name(pd_json_type_of(root)));
+                 json_is_array(root) ? "n" : "", type_name(root));
         goto out_malformed;
     }
     if (!name) {
         snprintf(err, sizeof err, "\"cmd\": a command name (string) is required");
         goto out_malformed;
     }
-    if (strcmp(name, "help") == 0) {
-        help(c, cmds, n_cmds);
-        goto out_doc;
+    bool has_nul = strlen(name) != json_string_length(name_v); /* then it names no command */
+    if (!has_nul && strcmp(name, "help") == 0) {
+        reply = help(cmds, n_cmds);
+        goto out_root;
     }
-    for (size_t i = 0; i < n_cmds && !cmd; i++)
+    for (size_t i = 0; i < n_cmds && !cmd && !has_nul; i++)
         if (strcmp(cmds[i].name, name) == 0)
             cmd = &cmds[i];
     if (!cmd) {
@@ -392,18 +430,19 @@ static void dispatch(pd_control *c, const char *req, size_t len, bool multipart,
     }
     const char *arg = NULL;
     size_t arg_len = 0;
-    for (const pd_json_node *m = pd_json_first(root); m; m = pd_json_next(m)) {
-        size_t kl;
-        const char *k = pd_json_key(m, &kl);
-        if (strcmp(k, "cmd") == 0)
+    for (void *it = json_object_iter(root); it; it = json_object_iter_next(root, it)) {
+        const char *key = json_object_iter_key(it);
+        json_t *value = json_object_iter_value(it);
+        if (strcmp(key, "cmd") == 0)
             continue;
-        if (!cmd->arg || strlen(cmd->arg) != kl || strcmp(k, cmd->arg) != 0) {
-            snprintf(err, sizeof err, "unknown member \"%.64s\" (%s takes %s%s%s)", k, cmd->name,
+        if (!cmd->arg || strcmp(key, cmd->arg) != 0) {
+            snprintf(err, sizeof err, "unknown member \"%.64s\" (%s takes %s%s%s)", key, cmd->name,
                      cmd->arg ? "\"" : "no arguments", cmd->arg ? cmd->arg : "",
                      cmd->arg ? "\"" : "");
             goto out_malformed;
         }
-        arg = pd_json_string(m, &arg_len);
+        arg = json_string_value(value);
+        arg_len = json_string_length(value);
         if (!arg || arg_len == 0 || arg_len > 4096) {
             snprintf(err, sizeof err, "\"%s\": a non-empty string is required", cmd->arg);
             goto out_malformed;
@@ -413,27 +452,37 @@ static void dispatch(pd_control *c, const char *req, size_t len, bool multipart,
         snprintf(err, sizeof err, "\"%s\": a non-empty string is required", cmd->arg);
         goto out_malformed;
     }
-    pd_strbuf_reset(&c->result);
     err[0] = '\0';
-    if (cmd->fn(ctx, arg, arg_len, &c->result, err, sizeof err) < 0 || c->result.oom) {
+    json_t *result = cmd->fn(ctx, arg, arg_len, err, sizeof err);
+    if (!result) {
         c->stats.failed++;
-        reply_error(c, cmd->name, err[0] ? err : "out of memory");
-        goto out_doc;
+        reply = error_reply(cmd->name, err[0] ? err : "out of memory");
+        goto out_root;
     }
-    pd_strbuf_reset(&c->reply);
-    pd_strbuf_adds(&c->reply, "{\"ok\":true,\"cmd\":");
-    pd_json_add_str(&c->reply, cmd->name);
-    pd_strbuf_adds(&c->reply, ",\"result\":");
-    pd_strbuf_add(&c->reply, c->result.len ? c->result.data : "null",
-                  c->result.len ? c->result.len : 4);
-    pd_strbuf_addc(&c->reply, '}');
-    goto out_doc;
+    reply = json_pack("{s:b, s:s, s:o}", "ok", 1, "cmd", cmd->name, "result", result);
+    goto out_root;
 
 out_malformed:
     c->stats.malformed++;
-    reply_error(c, name && cmd ? name : NULL, err);
-out_doc:
-    pd_json_free(doc);
+    reply = error_reply(cmd ? cmd->name : NULL, err);
+out_root:
+    json_decref(root);
+    return reply;
+}
+
+static char *answer(pd_control *c, const char *req, size_t len, bool multipart,
+                    const pd_control_command *cmds, size_t n_cmds, void *ctx)
+{
+    json_t *reply = dispatch(c, req, len, multipart, cmds, n_cmds, ctx);
+    char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+    json_decref(reply);
+    return text;
+}
+
+char *pd_control_answer(pd_control *c, const char *req, size_t len, const pd_control_command *cmds,
+                        size_t n_cmds, void *ctx)
+{
+    return answer(c, req, len, false, cmds, n_cmds, ctx);
 }
 
 size_t pd_control_serve(pd_control *c, const pd_control_command *cmds, size_t n_cmds, void *ctx,
@@ -462,11 +511,13 @@ size_t pd_control_serve(pd_control *c, const pd_control_command *cmds, size_t n_
             zmq_msg_close(&extra);
             multipart = true;
         }
-        dispatch(c, zmq_msg_data(&m), zmq_msg_size(&m), multipart, cmds, n_cmds, ctx);
+        char *reply = answer(c, zmq_msg_data(&m), zmq_msg_size(&m), multipart, cmds, n_cmds, ctx);
         zmq_msg_close(&m);
-        if (c->reply.oom)
-            reply_error(c, NULL, "out of memory");
-        zmq_send(c->rep, pd_strbuf_str(&c->reply), c->reply.len, ZMQ_DONTWAIT);
+        if (reply)
+            zmq_send(c->rep, reply, strlen(reply), ZMQ_DONTWAIT);
+        else
+            zmq_send(c->rep, oom_reply, sizeof oom_reply - 1, ZMQ_DONTWAIT);
+        free(reply);
         c->stats.requests++;
         served++;
     }

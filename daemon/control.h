@@ -10,8 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/json.h"
-#include "daemon/strbuf.h"
+#include <jansson.h>
 
 #define PD_CONTROL_MAX_REQUEST 65536
 
@@ -26,10 +25,9 @@ typedef struct pd_control_conf {
 typedef struct pd_control_command {
     const char *name;
     const char *arg; /* a required non-empty string member (e.g. "user"), or NULL */
-    /* Appends one JSON value, the result, to result. Returns 0, or a negative errno and a
-     * message in errbuf (the reply is then an error). */
-    int (*fn)(void *ctx, const char *arg, size_t arg_len, pd_strbuf *result, char *errbuf,
-              size_t errlen);
+    /* Returns the result, a new reference the caller takes, or NULL and a message in errbuf
+     * (the reply is then an error; no message means out of memory). */
+    json_t *(*fn)(void *ctx, const char *arg, size_t arg_len, char *errbuf, size_t errlen);
 } pd_control_command;
 
 typedef struct pd_control_stats {
@@ -55,6 +53,16 @@ int pd_control_wait(pd_control *c, int fd, int timeout_ms);
  * exactly one reply; malformed ones get an error reply. */
 size_t pd_control_serve(pd_control *c, const pd_control_command *cmds, size_t n_cmds, void *ctx,
                         size_t max);
+
+/* The reply pd_control_serve() sends to a one-frame request: JSON text the caller frees, or
+ * NULL when out of memory. Counts malformed and failed requests in the stats. */
+char *pd_control_answer(pd_control *c, const char *req, size_t len, const pd_control_command *cmds,
+                        size_t n_cmds, void *ctx);
+
+/* A JSON string of s, null when s is NULL. When s is not UTF-8 (a message cut short, a path in
+ * another encoding) each non-ASCII byte becomes U+FFFD, so a reply can always be built. A new
+ * reference, or NULL when out of memory. */
+json_t *pd_control_string(const char *s);
 
 bool pd_control_has_feed(const pd_control *c);
 /* Publishes payload under topic on the feed; never blocks (a slow subscriber loses

@@ -17,9 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "daemon/control.h"
 #include "daemon/http.h"
-#include "daemon/json.h"
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/prom.h"
@@ -129,7 +130,7 @@ struct pd_daemon {
     double batch_sum;
     uint64_t forgets_control, forgets_event;
     uint64_t feed_dropped;
-    pd_strbuf text;     /* scratch: metrics, status, feed messages */
+    pd_strbuf text;     /* scratch: the /metrics text */
     char starting[600]; /* what startup waits for, while it does */
 };
 
@@ -364,37 +365,45 @@ static void dead_letter(pd_daemon *d, const rd_kafka_message_t *m, pd_decode_err
     d->dead_lettered++;
 }
 
+/* A number as the replies write it: integral values without a fraction, NaN and infinities
+ * as null (JSON has neither). */
+static json_t *number(double v)
+{
+    if (!isfinite(v))
+        return json_null();
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) /* 2^53: every integer is exact */
+        return json_integer((json_int_t)v);
+    return json_real(v);
+}
+
+/* Publishes msg, which it takes; NULL (out of memory) counts as dropped. */
+static void feed_publish(pd_daemon *d, const char *topic, json_t *msg)
+{
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    if (!text || pd_control_publish(d->ctl, topic, text, strlen(text)) < 0)
+        d->feed_dropped++;
+    free(text);
+}
+
 /* Every score change on the PUB feed, topic = model name. */
 static void feed_scores(pd_daemon *d, const pd_engine_result *res, int64_t ts, uint64_t gen)
 {
     for (size_t i = 0; i < res->n_scores; i++) {
         const pd_model_conf *mc = &d->conf->models[res->scores[i].model];
-        pd_strbuf *b = &d->text;
-        pd_strbuf_reset(b);
-        pd_strbuf_adds(b, "{\"user\":");
-        pd_json_add_string(b, res->user, res->user_len);
-        pd_strbuf_adds(b, ",\"model\":");
-        pd_json_add_str(b, mc->name);
-        pd_strbuf_adds(b, ",\"field\":");
-        pd_json_add_str(b, mc->output ? mc->output : mc->name);
-        pd_strbuf_adds(b, ",\"value\":");
-        pd_json_add_number(b, res->scores[i].value);
-        pd_strbuf_addf(b, ",\"ts\":%" PRId64 ",\"v\":%" PRIu64 "}", ts, gen);
-        if (b->oom || pd_control_publish(d->ctl, mc->name, b->data, b->len) < 0)
-            d->feed_dropped++;
+        feed_publish(d, mc->name,
+                     json_pack("{s:s%, s:o, s:o, s:o, s:I, s:I}", "user", res->user, res->user_len,
+                               "model", pd_control_string(mc->name), "field",
+                               pd_control_string(mc->output ? mc->output : mc->name), "value",
+                               number(res->scores[i].value), "ts", (json_int_t)ts, "v",
+                               (json_int_t)gen));
     }
 }
 
 static void feed_forget(pd_daemon *d, const char *user, size_t len)
 {
-    if (!pd_control_has_feed(d->ctl))
-        return;
-    pd_strbuf_reset(&d->text);
-    pd_strbuf_adds(&d->text, "{\"user\":");
-    pd_json_add_string(&d->text, user, len);
-    pd_strbuf_addc(&d->text, '}');
-    if (d->text.oom || pd_control_publish(d->ctl, FEED_FORGET_TOPIC, d->text.data, d->text.len) < 0)
-        d->feed_dropped++;
+    if (pd_control_has_feed(d->ctl))
+        feed_publish(d, FEED_FORGET_TOPIC, json_pack("{s:s%}", "user", user, len));
 }
 
 /* The audit line of a privacy request. It names the user by the store's hash, so an auditor
@@ -1032,54 +1041,51 @@ static void publish_health(pd_daemon *d)
 
 /* ---- control commands ---- */
 
-static void json_key(pd_strbuf *b, const char *key, bool first)
-{
-    if (!first)
-        pd_strbuf_addc(b, ',');
-    pd_json_add_str(b, key);
-    pd_strbuf_addc(b, ':');
-}
+/* Replies are built member by member in the order they are printed; json_object_set_new()
+ * takes the value even when it fails, so one flag collects any out-of-memory. */
 
-static void json_u64(pd_strbuf *b, const char *key, uint64_t v)
+static int add_model_metrics(json_t *m, const pd_model_info *mi)
 {
-    json_key(b, key, false);
-    pd_strbuf_addf(b, "%" PRIu64, v);
-}
-
-static void json_num(pd_strbuf *b, const char *key, double v)
-{
-    json_key(b, key, false);
-    pd_json_add_number(b, v);
-}
-
-static void json_str(pd_strbuf *b, const char *key, const char *v)
-{
-    json_key(b, key, false);
-    pd_json_add_str(b, v);
-}
-
-static void json_bool(pd_strbuf *b, const char *key, bool v)
-{
-    json_key(b, key, false);
-    pd_strbuf_adds(b, v ? "true" : "false");
-}
-
-static void json_model_metrics(pd_strbuf *b, const pd_model_info *mi)
-{
+    int e = 0;
     if (mi->type == PD_MODEL_LINEAR) {
-        json_num(b, "rmse", mi->metrics.rmse);
-        json_num(b, "mae", mi->metrics.mae);
-        json_num(b, "r2", mi->metrics.r2);
+        e |= json_object_set_new(m, "rmse", number(mi->metrics.rmse));
+        e |= json_object_set_new(m, "mae", number(mi->metrics.mae));
+        e |= json_object_set_new(m, "r2", number(mi->metrics.r2));
     } else {
-        json_num(b, "log_loss", mi->metrics.log_loss);
-        json_num(b, "auc", mi->metrics.auc);
-        json_num(b, "auc_recent", mi->metrics.recent_auc);
-        json_num(b, "calibration", mi->metrics.calibration);
+        e |= json_object_set_new(m, "log_loss", number(mi->metrics.log_loss));
+        e |= json_object_set_new(m, "auc", number(mi->metrics.auc));
+        e |= json_object_set_new(m, "auc_recent", number(mi->metrics.recent_auc));
+        e |= json_object_set_new(m, "calibration", number(mi->metrics.calibration));
     }
+    return e;
 }
 
-static int cmd_status(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
-                      size_t errlen)
+static json_t *status_models(pd_daemon *d)
+{
+    json_t *list = json_array();
+    int e = 0;
+    for (size_t i = 0; i < pd_engine_model_count(d->engine) && e == 0; i++) {
+        pd_model_info mi;
+        pd_engine_model_info(d->engine, i, &mi);
+        json_t *m = json_object();
+        e |= json_array_append_new(list, m); /* the list owns m even when this fails */
+        e |= json_object_set_new(m, "name", pd_control_string(mi.name));
+        e |= json_object_set_new(m, "output", pd_control_string(mi.output ? mi.output : mi.name));
+        e |= json_object_set_new(m, "generation", json_integer(mi.generation));
+        e |= json_object_set_new(m, "examples", json_integer(mi.examples));
+        e |= json_object_set_new(m, "positives", json_integer(mi.positives));
+        e |= json_object_set_new(m, "predictions", json_integer(mi.predictions));
+        e |= json_object_set_new(m, "publishing", json_boolean(mi.gate_open));
+        e |= add_model_metrics(m, &mi);
+    }
+    if (e) {
+        json_decref(list);
+        return NULL;
+    }
+    return list;
+}
+
+static json_t *cmd_status(void *ctx, const char *arg, size_t arg_len, char *err, size_t errlen)
 {
     (void)arg;
     (void)arg_len;
@@ -1098,89 +1104,67 @@ static int cmd_status(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out
     char why[160], line[256];
     const char *reason = not_ready_reason(d, why, sizeof why);
     status_line(d, line, sizeof line);
-
-    pd_strbuf_addc(out, '{');
-    json_key(out, "version", true);
-    pd_json_add_str(out, PD_VERSION);
-    json_str(out, "state", d->paused ? "paused" : "running");
-    json_bool(out, "ready", reason == NULL);
-    json_str(out, "not_ready_reason", reason);
-    json_str(out, "summary", line);
-    json_num(out, "uptime_seconds", (double)(now_ms() - d->started_ms) / 1000.0);
-    json_str(out, "config", d->config_path);
-    json_u64(out, "generation", pd_engine_generation(d->engine));
-    json_str(out, "log_level", pd_log_level_name(pd_log_get_level()));
-    json_u64(out, "events", es.events);
-    json_num(out, "events_per_second", d->events_per_s);
-    json_u64(out, "decode_errors", decode_errors);
-    json_u64(out, "dead_lettered", d->dead_lettered);
-    json_u64(out, "users", es.users);
-    json_u64(out, "pending_examples", es.labels.pending);
-    json_u64(out, "forgotten", es.forgotten);
-
-    json_key(out, "kafka", false);
-    pd_strbuf_addc(out, '{');
-    json_key(out, "group", true);
-    pd_json_add_str(out, d->conf->kafka.group);
-    json_u64(out, "assigned_partitions", ks.assigned);
     int64_t lag = pd_kafka_in_lag(d->in);
-    json_num(out, "lag", lag >= 0 ? (double)lag : NAN);
-    json_bool(out, "paused", d->paused);
-    json_u64(out, "rebalances", ks.rebalances);
-    json_u64(out, "commits", ks.commits);
-    pd_strbuf_addc(out, '}');
+    int64_t snap_ms = d->last_snapshot_wall_ms;
 
-    json_key(out, "redis", false);
-    pd_strbuf_addc(out, '{');
-    json_key(out, "connected", true);
-    pd_strbuf_adds(out, pd_publisher_connected(d->pub) ? "true" : "false");
-    json_str(out, "prefix", d->conf->redis.prefix);
-    json_u64(out, "pending_users", pd_publisher_dirty(d->pub));
-    json_u64(out, "flushes", ps.flushes);
-    json_u64(out, "flush_failures", ps.flush_failures);
-    json_num(out, "last_flush_seconds", ps.last_flush_seconds);
-    pd_strbuf_addc(out, '}');
+    json_t *kafka = json_object(), *redis = json_object(), *snap = json_object();
+    int e = 0;
+    e |= json_object_set_new(kafka, "group", pd_control_string(d->conf->kafka.group));
+    e |= json_object_set_new(kafka, "assigned_partitions", json_integer(ks.assigned));
+    e |= json_object_set_new(kafka, "lag", number(lag >= 0 ? (double)lag : NAN));
+    e |= json_object_set_new(kafka, "paused", json_boolean(d->paused));
+    e |= json_object_set_new(kafka, "rebalances", json_integer(ks.rebalances));
+    e |= json_object_set_new(kafka, "commits", json_integer(ks.commits));
 
-    json_key(out, "snapshot", false);
-    pd_strbuf_addc(out, '{');
-    json_key(out, "dir", true);
-    pd_json_add_str(out, d->conf->snapshot.dir);
-    json_u64(out, "written", d->snapshots);
-    json_u64(out, "failed", d->snapshot_failures);
-    json_num(out, "age_seconds",
-             d->last_snapshot_wall_ms ? (double)(wall_ms() - d->last_snapshot_wall_ms) / 1000.0
-                                      : NAN);
-    pd_strbuf_addc(out, '}');
+    e |= json_object_set_new(redis, "connected", json_boolean(pd_publisher_connected(d->pub)));
+    e |= json_object_set_new(redis, "prefix", pd_control_string(d->conf->redis.prefix));
+    e |= json_object_set_new(redis, "pending_users", json_integer(pd_publisher_dirty(d->pub)));
+    e |= json_object_set_new(redis, "flushes", json_integer(ps.flushes));
+    e |= json_object_set_new(redis, "flush_failures", json_integer(ps.flush_failures));
+    e |= json_object_set_new(redis, "last_flush_seconds", number(ps.last_flush_seconds));
 
-    json_key(out, "models", false);
-    pd_strbuf_addc(out, '[');
-    for (size_t i = 0; i < pd_engine_model_count(d->engine); i++) {
-        pd_model_info mi;
-        pd_engine_model_info(d->engine, i, &mi);
-        pd_strbuf_adds(out, i ? ",{" : "{");
-        json_key(out, "name", true);
-        pd_json_add_str(out, mi.name);
-        json_str(out, "output", mi.output ? mi.output : mi.name);
-        json_u64(out, "generation", mi.generation);
-        json_u64(out, "examples", mi.examples);
-        json_u64(out, "positives", mi.positives);
-        json_u64(out, "predictions", mi.predictions);
-        json_bool(out, "publishing", mi.gate_open);
-        json_model_metrics(out, &mi);
-        pd_strbuf_addc(out, '}');
+    e |= json_object_set_new(snap, "dir", pd_control_string(d->conf->snapshot.dir));
+    e |= json_object_set_new(snap, "written", json_integer(d->snapshots));
+    e |= json_object_set_new(snap, "failed", json_integer(d->snapshot_failures));
+    e |= json_object_set_new(snap, "age_seconds",
+                             number(snap_ms ? (double)(wall_ms() - snap_ms) / 1000.0 : NAN));
+
+    json_t *st = json_object();
+    double uptime = (double)(now_ms() - d->started_ms) / 1000.0;
+    e |= json_object_set_new(st, "version", json_string(PD_VERSION));
+    e |= json_object_set_new(st, "state", json_string(d->paused ? "paused" : "running"));
+    e |= json_object_set_new(st, "ready", json_boolean(reason == NULL));
+    e |= json_object_set_new(st, "not_ready_reason", pd_control_string(reason));
+    e |= json_object_set_new(st, "summary", pd_control_string(line));
+    e |= json_object_set_new(st, "uptime_seconds", number(uptime));
+    e |= json_object_set_new(st, "config", pd_control_string(d->config_path));
+    e |= json_object_set_new(st, "generation", json_integer(pd_engine_generation(d->engine)));
+    e |= json_object_set_new(st, "log_level", json_string(pd_log_level_name(pd_log_get_level())));
+    e |= json_object_set_new(st, "events", json_integer(es.events));
+    e |= json_object_set_new(st, "events_per_second", number(d->events_per_s));
+    e |= json_object_set_new(st, "decode_errors", json_integer(decode_errors));
+    e |= json_object_set_new(st, "dead_lettered", json_integer(d->dead_lettered));
+    e |= json_object_set_new(st, "users", json_integer(es.users));
+    e |= json_object_set_new(st, "pending_examples", json_integer(es.labels.pending));
+    e |= json_object_set_new(st, "forgotten", json_integer(es.forgotten));
+    e |= json_object_set_new(st, "kafka", kafka);
+    e |= json_object_set_new(st, "redis", redis);
+    e |= json_object_set_new(st, "snapshot", snap);
+    e |= json_object_set_new(st, "models", status_models(d));
+    if (e) {
+        json_decref(st);
+        return NULL;
     }
-    pd_strbuf_adds(out, "]}");
-    return 0;
+    return st;
 }
 
-static int cmd_score(void *ctx, const char *user, size_t len, pd_strbuf *out, char *err,
-                     size_t errlen)
+static json_t *cmd_score(void *ctx, const char *user, size_t len, char *err, size_t errlen)
 {
     pd_daemon *d = ctx;
     pd_user_info ui;
     if (pd_engine_user_info(d->engine, user, len, &ui) < 0) {
         snprintf(err, errlen, "unknown user (never seen, forgotten or evicted)");
-        return -ENOENT;
+        return NULL;
     }
     /* copied out: the next engine call (scoring) may move them */
     int64_t last_by_type[PD_MAX_EVENT_TYPES];
@@ -1190,68 +1174,60 @@ static int cmd_score(void *ctx, const char *user, size_t len, pd_strbuf *out, ch
     int n = pd_engine_score_user(d->engine, user, len, scores, 64);
     if (n < 0) {
         snprintf(err, errlen, "unknown user (never seen, forgotten or evicted)");
-        return n;
+        return NULL;
     }
-    pd_strbuf_addc(out, '{');
-    json_key(out, "user", true);
-    pd_json_add_string(out, user, len);
-    json_u64(out, "generation", pd_engine_generation(d->engine));
-    json_key(out, "scores", false);
-    pd_strbuf_addc(out, '{');
-    for (int i = 0; i < n; i++) {
+    json_t *by_output = json_object(), *models = json_array();
+    int e = 0;
+    for (int i = 0; i < n && e == 0; i++) {
         const pd_model_conf *mc = &d->conf->models[scores[i].model];
-        json_key(out, mc->output ? mc->output : mc->name, i == 0);
-        pd_json_add_number(out, scores[i].value);
-    }
-    pd_strbuf_adds(out, "},");
-    json_key(out, "models", true);
-    pd_strbuf_addc(out, '[');
-    for (int i = 0; i < n; i++) {
         pd_model_info mi;
         pd_engine_model_info(d->engine, (size_t)scores[i].model, &mi);
-        pd_strbuf_adds(out, i ? ",{" : "{");
-        json_key(out, "name", true);
-        pd_json_add_str(out, mi.name);
-        json_str(out, "output", mi.output ? mi.output : mi.name);
-        json_num(out, "score", scores[i].value);
-        json_bool(out, "publishing", mi.gate_open);
-        pd_strbuf_addc(out, '}');
+        e |= json_object_set_new(by_output, mc->output ? mc->output : mc->name,
+                                 number(scores[i].value));
+        json_t *m = json_object();
+        e |= json_array_append_new(models, m); /* the list owns m even when this fails */
+        e |= json_object_set_new(m, "name", pd_control_string(mi.name));
+        e |= json_object_set_new(m, "output", pd_control_string(mi.output ? mi.output : mi.name));
+        e |= json_object_set_new(m, "score", number(scores[i].value));
+        e |= json_object_set_new(m, "publishing", json_boolean(mi.gate_open));
     }
-    pd_strbuf_adds(out, "],");
-    json_key(out, "state", true);
-    pd_strbuf_addc(out, '{');
-    json_key(out, "events", true);
-    pd_strbuf_addf(out, "%" PRIu64, ui.events);
-    json_num(out, "first_ts", (double)ui.first_ts_ms);
-    json_num(out, "last_ts", ui.last_ts_ms == INT64_MIN ? NAN : (double)ui.last_ts_ms);
-    json_u64(out, "pending_examples", ui.pending);
-    json_u64(out, "recent_items", ui.recent_items);
-    json_key(out, "last_ts_by_type", false);
-    pd_strbuf_addc(out, '{');
-    bool first = true;
-    for (size_t i = 0; i < n_types && i < d->conf->events.n_types; i++) {
-        if (last_by_type[i] == INT64_MIN)
-            continue;
-        json_key(out, d->conf->events.types[i], first);
-        pd_strbuf_addf(out, "%" PRId64, last_by_type[i]);
-        first = false;
+    json_t *by_type = json_object();
+    for (size_t i = 0; i < n_types && i < d->conf->events.n_types && e == 0; i++)
+        if (last_by_type[i] != INT64_MIN)
+            e |= json_object_set_new(by_type, d->conf->events.types[i],
+                                     json_integer(last_by_type[i]));
+
+    json_t *state = json_object();
+    e |= json_object_set_new(state, "events", json_integer(ui.events));
+    e |= json_object_set_new(state, "first_ts", number((double)ui.first_ts_ms));
+    e |= json_object_set_new(state, "last_ts",
+                             number(ui.last_ts_ms == INT64_MIN ? NAN : (double)ui.last_ts_ms));
+    e |= json_object_set_new(state, "pending_examples", json_integer(ui.pending));
+    e |= json_object_set_new(state, "recent_items", json_integer(ui.recent_items));
+    e |= json_object_set_new(state, "last_ts_by_type", by_type);
+
+    json_t *r = json_object();
+    e |= json_object_set_new(r, "user", json_stringn(user, len));
+    e |= json_object_set_new(r, "generation", json_integer(pd_engine_generation(d->engine)));
+    e |= json_object_set_new(r, "scores", by_output);
+    e |= json_object_set_new(r, "models", models);
+    e |= json_object_set_new(r, "state", state);
+    if (e) {
+        json_decref(r);
+        return NULL;
     }
-    pd_strbuf_adds(out, "}}}");
-    return 0;
+    return r;
 }
 
-static int cmd_forget(void *ctx, const char *user, size_t len, pd_strbuf *out, char *err,
-                      size_t errlen)
+static json_t *cmd_forget(void *ctx, const char *user, size_t len, char *err, size_t errlen)
 {
-    (void)err;
-    (void)errlen;
     pd_daemon *d = ctx;
     bool known = pd_engine_forget(d->engine, user, len);
     /* the keys may exist even when the state does not (evicted, or written by another
      * instance before a rebalance), so the deletion is always queued */
     if (pd_publisher_forget(d->pub, user, len) < 0) {
         snprintf(err, errlen, "out of memory queueing the deletion of the user's keys");
-        return -ENOMEM;
+        return NULL;
     }
     bool deleted = flush_and_commit(d, true) == 0;
     d->forgets_control++;
@@ -1263,15 +1239,8 @@ static int cmd_forget(void *ctx, const char *user, size_t len, pd_strbuf *out, c
         snap = write_snapshot(d, "forget", 1, path, sizeof path) == 0;
         d->forget_snapshot_ms = INT64_MAX; /* this one covers earlier forget events too */
     }
-    pd_strbuf_addc(out, '{');
-    json_key(out, "user", true);
-    pd_json_add_string(out, user, len);
-    json_bool(out, "known", known);
-    json_bool(out, "redis_deleted", deleted);
-    json_key(out, "snapshot", false);
-    pd_json_add_str(out, snap ? path : NULL);
-    pd_strbuf_addc(out, '}');
-    return 0;
+    return json_pack("{s:s%, s:b, s:b, s:o}", "user", user, len, "known", known, "redis_deleted",
+                     deleted, "snapshot", pd_control_string(snap ? path : NULL));
 }
 
 static void notify_ready(pd_daemon *d)
@@ -1292,8 +1261,7 @@ static int reload_notified(pd_daemon *d, char *msg, size_t len)
     return r;
 }
 
-static int cmd_reload(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
-                      size_t errlen)
+static json_t *cmd_reload(void *ctx, const char *arg, size_t arg_len, char *err, size_t errlen)
 {
     (void)arg;
     (void)arg_len;
@@ -1301,74 +1269,59 @@ static int cmd_reload(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out
     char msg[1024];
     if (reload_notified(d, msg, sizeof msg) < 0) {
         snprintf(err, errlen, "reload failed: %s", msg);
-        return -EINVAL;
+        return NULL;
     }
-    pd_strbuf_addc(out, '{');
-    json_key(out, "generation", true);
-    pd_strbuf_addf(out, "%" PRIu64, pd_engine_generation(d->engine));
-    json_u64(out, "models", d->conf->n_models);
-    json_str(out, "fresh", msg);
-    pd_strbuf_addc(out, '}');
-    return 0;
+    return json_pack("{s:I, s:I, s:o}", "generation", (json_int_t)pd_engine_generation(d->engine),
+                     "models", (json_int_t)d->conf->n_models, "fresh", pd_control_string(msg));
 }
 
-static int cmd_snapshot(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
-                        size_t errlen)
+static json_t *cmd_snapshot(void *ctx, const char *arg, size_t arg_len, char *err, size_t errlen)
 {
     (void)arg;
     (void)arg_len;
     pd_daemon *d = ctx;
     if (!d->conf->snapshot.dir) {
         snprintf(err, errlen, "snapshots are off (no snapshot.dir in the configuration)");
-        return -ENOTSUP;
+        return NULL;
     }
     char path[1024];
     if (write_snapshot(d, "control", 0, path, sizeof path) < 0) {
         snprintf(err, errlen, "snapshot failed: %s", path);
-        return -EIO;
+        return NULL;
     }
-    pd_strbuf_addc(out, '{');
-    json_key(out, "path", true);
-    pd_json_add_str(out, path);
-    json_num(out, "seconds", d->last_snapshot_seconds);
-    pd_strbuf_addc(out, '}');
-    return 0;
+    return json_pack("{s:o, s:o}", "path", pd_control_string(path), "seconds",
+                     number(d->last_snapshot_seconds));
 }
 
-static int set_paused(pd_daemon *d, bool pause, pd_strbuf *out, char *err, size_t errlen)
+static json_t *set_paused(pd_daemon *d, bool pause, char *err, size_t errlen)
 {
-    int r = pause ? pd_kafka_in_pause(d->in) : pd_kafka_in_resume(d->in);
-    if (r < 0) {
+    if ((pause ? pd_kafka_in_pause(d->in) : pd_kafka_in_resume(d->in)) < 0) {
         snprintf(err, errlen, "kafka refused to %s the assigned partitions",
                  pause ? "pause" : "resume");
-        return r;
+        return NULL;
     }
     if (d->paused != pause)
         pd_logkv(PD_LOG_INFO, pause ? "consumption paused" : "consumption resumed",
                  "source=control");
     d->paused = pause;
-    pd_strbuf_adds(out, pause ? "{\"paused\":true}" : "{\"paused\":false}");
-    return 0;
+    return json_pack("{s:b}", "paused", pause);
 }
 
-static int cmd_pause(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
-                     size_t errlen)
+static json_t *cmd_pause(void *ctx, const char *arg, size_t arg_len, char *err, size_t errlen)
 {
     (void)arg;
     (void)arg_len;
-    return set_paused(ctx, true, out, err, errlen);
+    return set_paused(ctx, true, err, errlen);
 }
 
-static int cmd_resume(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
-                      size_t errlen)
+static json_t *cmd_resume(void *ctx, const char *arg, size_t arg_len, char *err, size_t errlen)
 {
     (void)arg;
     (void)arg_len;
-    return set_paused(ctx, false, out, err, errlen);
+    return set_paused(ctx, false, err, errlen);
 }
 
-static int cmd_log_level(void *ctx, const char *level, size_t len, pd_strbuf *out, char *err,
-                         size_t errlen)
+static json_t *cmd_log_level(void *ctx, const char *level, size_t len, char *err, size_t errlen)
 {
     (void)ctx;
     pd_log_level l;
@@ -1376,18 +1329,14 @@ static int cmd_log_level(void *ctx, const char *level, size_t len, pd_strbuf *ou
     if (len >= sizeof name || memchr(level, '\0', len) ||
         (memcpy(name, level, len), name[len] = '\0', pd_log_level_parse(name, &l) < 0)) {
         snprintf(err, errlen, "unknown log level (debug, info, warning, error)");
-        return -EINVAL;
+        return NULL;
     }
     pd_log_level old = pd_log_get_level();
     pd_log_set_level(l);
     pd_logkv(PD_LOG_WARNING, "log level changed", "source=control level=%s previous=%s",
              pd_log_level_name(l), pd_log_level_name(old));
-    pd_strbuf_addc(out, '{');
-    json_key(out, "level", true);
-    pd_json_add_str(out, pd_log_level_name(l));
-    json_str(out, "previous", pd_log_level_name(old));
-    pd_strbuf_addc(out, '}');
-    return 0;
+    return json_pack("{s:s, s:s}", "level", pd_log_level_name(l), "previous",
+                     pd_log_level_name(old));
 }
 
 static const pd_control_command control_commands[] = {
@@ -1398,36 +1347,28 @@ static const pd_control_command control_commands[] = {
 };
 
 /* While Redis is awaited the loop does not run yet: status says so, the rest must wait. */
-static int cmd_status_starting(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out,
-                               char *err, size_t errlen)
+static json_t *cmd_status_starting(void *ctx, const char *arg, size_t arg_len, char *err,
+                                   size_t errlen)
 {
     (void)arg;
     (void)arg_len;
     (void)err;
     (void)errlen;
     pd_daemon *d = ctx;
-    pd_strbuf_addc(out, '{');
-    json_key(out, "version", true);
-    pd_json_add_str(out, PD_VERSION);
-    json_str(out, "state", "starting");
-    json_bool(out, "ready", false);
-    json_str(out, "not_ready_reason", d->starting);
-    json_num(out, "uptime_seconds", (double)(now_ms() - d->started_ms) / 1000.0);
-    json_str(out, "config", d->config_path);
-    json_str(out, "log_level", pd_log_level_name(pd_log_get_level()));
-    pd_strbuf_addc(out, '}');
-    return 0;
+    return json_pack("{s:s, s:s, s:b, s:o, s:o, s:o, s:s}", "version", PD_VERSION, "state",
+                     "starting", "ready", 0, "not_ready_reason", pd_control_string(d->starting),
+                     "uptime_seconds", number((double)(now_ms() - d->started_ms) / 1000.0),
+                     "config", pd_control_string(d->config_path), "log_level",
+                     pd_log_level_name(pd_log_get_level()));
 }
 
-static int cmd_starting(void *ctx, const char *arg, size_t arg_len, pd_strbuf *out, char *err,
-                        size_t errlen)
+static json_t *cmd_starting(void *ctx, const char *arg, size_t arg_len, char *err, size_t errlen)
 {
     (void)arg;
     (void)arg_len;
-    (void)out;
     pd_daemon *d = ctx;
     snprintf(err, errlen, "not yet: the daemon is starting (%s)", d->starting);
-    return -EAGAIN;
+    return NULL;
 }
 
 static const pd_control_command starting_commands[] = {

@@ -4,15 +4,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include <jansson.h>
 #include <zmq.h>
-
-#include "daemon/json.h"
-#include "daemon/strbuf.h"
 
 #ifndef PD_VERSION
 #define PD_VERSION "unknown"
@@ -95,78 +94,71 @@ static void usage(FILE *out)
 
 /* ---- readable output ---- */
 
-static void print_scalar(const pd_json_node *n)
+static void print_scalar(const json_t *n)
 {
-    switch (pd_json_type_of(n)) {
-    case PD_JSON_NULL:
+    switch (json_typeof(n)) {
+    case JSON_NULL:
         printf("-");
         break;
-    case PD_JSON_BOOL:
-        printf("%s", pd_json_bool(n) ? "yes" : "no");
+    case JSON_TRUE:
+    case JSON_FALSE:
+        printf("%s", json_is_true(n) ? "yes" : "no");
         break;
-    case PD_JSON_NUMBER: {
-        double v = pd_json_number(n);
+    case JSON_INTEGER:
+    case JSON_REAL: {
+        double v = json_number_value(n);
         if (v == floor(v) && fabs(v) < 1e15)
             printf("%.0f", v);
         else
             printf("%.6g", v);
         break;
     }
-    case PD_JSON_STRING: {
-        size_t len;
-        const char *s = pd_json_string(n, &len);
-        fwrite(s, 1, len, stdout);
+    case JSON_STRING:
+        fwrite(json_string_value(n), 1, json_string_length(n), stdout);
         break;
-    }
     default:
         break;
     }
 }
 
-static bool is_container(const pd_json_node *n)
-{
-    pd_json_type t = pd_json_type_of(n);
-    return t == PD_JSON_OBJECT || t == PD_JSON_ARRAY;
-}
-
-static void print_node(const pd_json_node *n, int indent);
+static void print_node(json_t *n, int indent);
 
 /* One member of an object: "key: value", or "key:" and the container below it. */
-static void print_member(const pd_json_node *m, int indent, const char *lead)
+static void print_member(const char *key, json_t *v, int indent, const char *lead)
 {
-    size_t kl;
-    const char *k = pd_json_key(m, &kl);
-    printf("%*s%s%.*s:", indent, "", lead, (int)kl, k);
-    if (is_container(m)) {
-        if (pd_json_count(m) == 0) {
+    printf("%*s%s%s:", indent, "", lead, key);
+    if (json_is_object(v) || json_is_array(v)) {
+        if ((json_is_object(v) ? json_object_size(v) : json_array_size(v)) == 0) {
             printf(" -\n");
             return;
         }
         printf("\n");
-        print_node(m, indent + 2);
+        print_node(v, indent + 2);
     } else {
         printf(" ");
-        print_scalar(m);
+        print_scalar(v);
         printf("\n");
     }
 }
 
-static void print_node(const pd_json_node *n, int indent)
+static void print_node(json_t *n, int indent)
 {
-    if (pd_json_type_of(n) == PD_JSON_OBJECT) {
-        for (const pd_json_node *m = pd_json_first(n); m; m = pd_json_next(m))
-            print_member(m, indent, "");
+    if (json_is_object(n)) {
+        for (void *it = json_object_iter(n); it; it = json_object_iter_next(n, it))
+            print_member(json_object_iter_key(it), json_object_iter_value(it), indent, "");
         return;
     }
-    if (pd_json_type_of(n) == PD_JSON_ARRAY) {
-        for (const pd_json_node *e = pd_json_first(n); e; e = pd_json_next(e)) {
-            if (pd_json_type_of(e) == PD_JSON_OBJECT && pd_json_count(e) > 0) {
+    if (json_is_array(n)) {
+        for (size_t i = 0; i < json_array_size(n); i++) {
+            json_t *e = json_array_get(n, i);
+            if (json_is_object(e) && json_object_size(e) > 0) {
                 /* "- first: x" then the other members under it */
-                const pd_json_node *m = pd_json_first(e);
-                print_member(m, indent, "- ");
-                for (m = pd_json_next(m); m; m = pd_json_next(m))
-                    print_member(m, indent + 2, "");
-            } else if (is_container(e)) {
+                void *it = json_object_iter(e);
+                print_member(json_object_iter_key(it), json_object_iter_value(it), indent, "- ");
+                for (it = json_object_iter_next(e, it); it; it = json_object_iter_next(e, it))
+                    print_member(json_object_iter_key(it), json_object_iter_value(it), indent + 2,
+                                 "");
+            } else if (json_is_object(e) || json_is_array(e)) {
                 printf("%*s-\n", indent, "");
                 print_node(e, indent + 2);
             } else {
@@ -289,34 +281,35 @@ static int request(const ctl_opts *o, const char *cmd, const char *req, size_t l
     }
     const char *reply = zmq_msg_data(&m);
     size_t rlen = zmq_msg_size(&m);
-    char err[256];
-    pd_json *doc = pd_json_parse(reply, rlen, err, sizeof err);
-    const pd_json_node *root = doc ? pd_json_root(doc) : NULL;
-    const pd_json_node *ok = pd_json_get(root, "ok");
-    if (!doc || !ok) {
-        fprintf(stderr, "propensityctl: the reply is not a propensityd answer%s%s\n",
-                doc ? "" : ": ", doc ? "" : err);
+    json_error_t jerr;
+    json_t *root = json_loadb(reply, rlen, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    json_t *ok = json_object_get(root, "ok");
+    if (!root) {
+        fprintf(stderr,
+                "propensityctl: the reply is not a propensityd answer: invalid json at "
+                "byte %d: %s\n",
+                jerr.position, jerr.text);
+        status = EXIT_REFUSED;
+    } else if (!ok) {
+        fprintf(stderr, "propensityctl: the reply is not a propensityd answer\n");
         status = EXIT_REFUSED;
     } else if (o->json) {
         fwrite(reply, 1, rlen, stdout);
         printf("\n");
-        status = pd_json_bool(ok) ? 0 : EXIT_REFUSED;
-    } else if (!pd_json_bool(ok)) {
-        size_t el = 0;
-        const char *e = pd_json_string(pd_json_get(root, "error"), &el);
-        fprintf(stderr, "propensityctl: %s: %.*s\n", cmd, (int)el, e ? e : "failed");
+        status = json_is_true(ok) ? 0 : EXIT_REFUSED;
+    } else if (!json_is_true(ok)) {
+        const char *e = json_string_value(json_object_get(root, "error"));
+        fprintf(stderr, "propensityctl: %s: %s\n", cmd, e ? e : "failed");
         status = EXIT_REFUSED;
     } else {
-        const pd_json_node *res = pd_json_get(root, "result");
-        if (res && is_container(res))
-            print_node(res, 0);
-        else if (res && pd_json_type_of(res) != PD_JSON_NULL)
+        json_t *res = json_object_get(root, "result");
+        if (res && !json_is_null(res))
             print_node(res, 0);
         else
             printf("ok\n");
         status = 0;
     }
-    pd_json_free(doc);
+    json_decref(root);
     zmq_msg_close(&m);
 out_sock:
     if (sock)
@@ -499,18 +492,19 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: propensityctl %s%s\n", commands[i].name, commands[i].arg_usage);
             return EXIT_USAGE;
         }
-        pd_strbuf req = PD_STRBUF_INIT;
-        pd_strbuf_adds(&req, "{\"cmd\":");
-        pd_json_add_str(&req, commands[i].name);
-        if (commands[i].arg) {
-            pd_strbuf_addc(&req, ',');
-            pd_json_add_str(&req, commands[i].arg);
-            pd_strbuf_addc(&req, ':');
-            pd_json_add_str(&req, args[0]);
+        json_error_t jerr;
+        json_t *req = commands[i].arg ? json_pack_ex(&jerr, 0, "{s:s, s:s}", "cmd", cmd,
+                                                     commands[i].arg, args[0])
+                                      : json_pack_ex(&jerr, 0, "{s:s}", "cmd", cmd);
+        char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+        json_decref(req);
+        if (!text) {
+            fprintf(stderr, "propensityctl: cannot build the request: %s\n",
+                    req ? "out of memory" : jerr.text);
+            return EXIT_USAGE;
         }
-        pd_strbuf_addc(&req, '}');
-        int r = req.oom ? 1 : request(&o, cmd, req.data, req.len);
-        pd_strbuf_release(&req);
+        int r = request(&o, cmd, text, strlen(text));
+        free(text);
         return r;
     }
     fprintf(stderr, "propensityctl: unknown command \"%s\" (see --help)\n", cmd);

@@ -1,6 +1,6 @@
-/* A growable, always NUL-terminated byte string for the text the daemon renders (Prometheus
- * exposition, JSON replies, STATUS lines). A value type, like git's strbuf: the caller owns
- * it; running out of memory is sticky, so a render checks once at the end. */
+/* A growable, always NUL-terminated byte string for the text the daemon renders (the
+ * Prometheus exposition). A value type, like git's strbuf: the caller owns it; running out of
+ * memory is sticky, so a render checks once at the end. */
 #ifndef PD_STRBUF_H
 #define PD_STRBUF_H
 
