@@ -107,6 +107,7 @@ struct pd_daemon {
     double last_snapshot_seconds;
     uint64_t snapshots, snapshot_failures;
     rd_kafka_topic_partition_list_t *restore_offsets; /* from the snapshot, applied once */
+    bool snapshot_on_assign; /* partitions were assigned: record where they start */
     /* event-time sources: one per partition, so a lagging partition holds the watermark */
     rd_kafka_topic_partition_list_t *sources;
     /* operations: systemd, metrics, control plane */
@@ -688,6 +689,12 @@ static void on_assigning(void *ctx, pd_kafka_in *in, rd_kafka_topic_partition_li
 {
     (void)in;
     pd_daemon *d = ctx;
+    /* New partitions start from the group's committed offsets, which later commits move on.
+     * Until a snapshot records where they started, a crash would restart from an older
+     * snapshot that does not know them and skip, unlearned, what this run committed: so one
+     * is written as soon as the assignment is in place, before any of their events. */
+    if (parts->cnt > 0)
+        d->snapshot_on_assign = true;
     if (!d->restore_offsets)
         return;
     /* resume where the snapshot ended, so nothing it includes is learned twice; once per
@@ -1705,6 +1712,12 @@ int pd_daemon_run(pd_daemon *d)
             drain_wakeup(d);
         size_t n = pd_kafka_in_poll(d->in, d->batch, d->batch_cap, 0);
         d->batch_full = n == d->batch_cap;
+        if (d->snapshot_on_assign) {
+            /* the batch is not processed yet: the snapshot holds where each new partition
+             * starts (pd_kafka_in_positions) and none of its events */
+            d->snapshot_on_assign = false;
+            write_snapshot(d, "assignment", 0, NULL, 0);
+        }
         for (size_t i = 0; i < n; i++) {
             handle_message(d, d->batch[i]);
             pd_kafka_in_processed(d->in, d->batch[i]);
