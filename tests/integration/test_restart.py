@@ -50,6 +50,11 @@ models:
     features: [device, campaign, views_1h]
     example_on: [view, click]
     label: { positive_on: purchase, within: 30m }
+watermark:
+  # while one partition catches up it holds the watermark, and examples wait longer than in
+  # an uninterrupted run; with the default bound a heavy user could have some evicted, and the
+  # runs would differ by design, not by a fault
+  max_pending_per_user: 100000
 snapshot:
   dir: ${SNAPSHOT_DIR}
   interval: ${SNAPSHOT_INTERVAL}
