@@ -903,9 +903,25 @@ static int get_bool(loader *ld, ynode *map, const char *mpath, const char *key, 
     return ret;
 }
 
-/* Durations: lo..hi in ms; zero_ok additionally admits 0 below lo ("0 = off"). */
-static int get_duration(loader *ld, ynode *map, const char *mpath, const char *key, int64_t lo,
-                        int64_t hi, bool zero_ok, int64_t *out)
+/* A number with a unit: how to read it, how to print a bound, what to say when it is
+ * unreadable. */
+typedef struct quantity {
+    const char *what; /* "a duration" */
+    const char *noun; /* "duration" */
+    const char *expected;
+    int (*parse)(const char *text, int64_t *ret);
+    void (*format)(int64_t v, char *buf, size_t len);
+} quantity;
+
+static const quantity duration_q = {"a duration", "duration",
+                                    "a whole number and a unit: 250ms, 30s, 5m, 2h, 7d",
+                                    pd_parse_duration, format_duration};
+static const quantity size_q = {"a size", "size", "bytes, KiB or MiB: 65536, 64KiB, 16MiB",
+                                parse_size, format_size};
+
+/* lo..hi in the quantity's base unit; zero_ok additionally admits 0 below lo ("0 = off"). */
+static int get_quantity(loader *ld, ynode *map, const char *mpath, const char *key,
+                        const quantity *q, int64_t lo, int64_t hi, bool zero_ok, int64_t *out)
 {
     ynode *n = map_get(map, key);
     char kp[KEYPATH_MAX], buf[64], a[32], b[32];
@@ -916,15 +932,13 @@ static int get_duration(loader *ld, ynode *map, const char *mpath, const char *k
     if (!n)
         return 0;
     path_key(kp, mpath, key);
-    if (!scalar_of(ld, n, kp, "a duration", &sc))
+    if (!scalar_of(ld, n, kp, q->what, &sc))
         return -1;
-    format_duration(lo, a, sizeof(a));
-    format_duration(hi, b, sizeof(b));
-    if (pd_parse_duration(sc.value, &v) < 0)
-        report(ld, n, kp,
-               "invalid duration %s (expected a whole number and a unit: 250ms, 30s, "
-               "5m, 2h, 7d)",
-               describe(n, buf, sizeof(buf)));
+    q->format(lo, a, sizeof(a));
+    q->format(hi, b, sizeof(b));
+    if (q->parse(sc.value, &v) < 0)
+        report(ld, n, kp, "invalid %s %s (expected %s)", q->noun, describe(n, buf, sizeof(buf)),
+               q->expected);
     else if ((v < lo && !(zero_ok && v == 0)) || v > hi) {
         if (hi == INT64_MAX)
             report(ld, n, kp, "must be %sat least %s (got %s)", zero_ok ? "0 or " : "", a, sc.raw);
@@ -939,33 +953,16 @@ static int get_duration(loader *ld, ynode *map, const char *mpath, const char *k
     return ret;
 }
 
+static int get_duration(loader *ld, ynode *map, const char *mpath, const char *key, int64_t lo,
+                        int64_t hi, bool zero_ok, int64_t *out)
+{
+    return get_quantity(ld, map, mpath, key, &duration_q, lo, hi, zero_ok, out);
+}
+
 static int get_size(loader *ld, ynode *map, const char *mpath, const char *key, int64_t lo,
                     int64_t hi, int64_t *out)
 {
-    ynode *n = map_get(map, key);
-    char kp[KEYPATH_MAX], buf[64], a[32], b[32];
-    scalar sc;
-    int64_t v;
-    int ret = -1;
-
-    if (!n)
-        return 0;
-    path_key(kp, mpath, key);
-    if (!scalar_of(ld, n, kp, "a size", &sc))
-        return -1;
-    format_size(lo, a, sizeof(a));
-    format_size(hi, b, sizeof(b));
-    if (parse_size(sc.value, &v) < 0)
-        report(ld, n, kp, "invalid size %s (expected bytes, KiB or MiB: 65536, 64KiB, 16MiB)",
-               describe(n, buf, sizeof(buf)));
-    else if (v < lo || v > hi)
-        report(ld, n, kp, "must be between %s and %s (got %s)", a, b, sc.raw);
-    else {
-        *out = v;
-        ret = 1;
-    }
-    free(sc.value);
-    return ret;
+    return get_quantity(ld, map, mpath, key, &size_q, lo, hi, false, out);
 }
 
 /* Matches a scalar against a word list; unknown words get a did-you-mean. */
