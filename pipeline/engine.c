@@ -45,25 +45,31 @@ typedef struct source {
 
 #define MAX_SOURCES 65536
 
-struct pd_engine {
+/* The engine parts a config determines, built aside so a reload can fail without harm. */
+typedef struct parts {
     pd_decoder *decoder;
     pd_featurizer *features;
-    pd_user_state *users;
-    pd_labels *labels;
+    pd_user_layout layout;
     model *models;
     size_t n_models;
+    pd_feature *x;
+    size_t x_cap;
+    pd_score *scores;
+    pd_value *missing; /* one PD_VALUE_MISSING per decoded path */
+    size_t n_paths;
+    uint32_t label_types;
+} parts;
+
+struct pd_engine {
+    parts cur; /* what the running config built: swapped whole on reload */
+    pd_user_state *users;
+    pd_labels *labels;
     size_t n_types;
     int forget_type;
-    uint32_t label_types;
     int64_t lateness_ms;
     int64_t max_users;
     int64_t idle_ttl_ms;
     uint64_t generation;
-    pd_feature *x; /* gather buffer, sized for the widest model */
-    size_t x_cap;
-    pd_score *scores;
-    pd_value *missing;
-    size_t n_paths;
     source *sources;
     size_t n_sources;
     bool scoring;
@@ -117,20 +123,6 @@ static pd_metrics_kind metrics_kind(pd_model_type t)
                                 : (t == PD_MODEL_HINGE ? PD_METRICS_MARGIN : PD_METRICS_CLASSIFIER);
 }
 
-/* The engine parts a config determines, built aside so a reload can fail without harm. */
-typedef struct parts {
-    pd_decoder *decoder;
-    pd_featurizer *features;
-    pd_user_layout layout;
-    model *models;
-    size_t n_models;
-    pd_feature *x;
-    size_t x_cap;
-    pd_score *scores;
-    pd_value *missing; /* one PD_VALUE_MISSING per decoded path */
-    size_t n_paths;
-    uint32_t label_types;
-} parts;
 
 static void parts_release(parts *p)
 {
@@ -257,36 +249,11 @@ static int model_start(model *m, const pd_config *conf, size_t i, char *errbuf, 
     return 0;
 }
 
+/* Takes over what p holds; p is left empty. */
 static void parts_install(pd_engine *eng, parts *p)
 {
-    eng->decoder = p->decoder;
-    eng->features = p->features;
-    eng->models = p->models;
-    eng->n_models = p->n_models;
-    eng->x = p->x;
-    eng->x_cap = p->x_cap;
-    eng->scores = p->scores;
-    eng->missing = p->missing;
-    eng->n_paths = p->n_paths;
-    eng->label_types = p->label_types;
+    eng->cur = *p;
     memset(p, 0, sizeof *p);
-}
-
-/* Frees what parts_install() put in (the counterpart of parts_release() for the engine). */
-static void engine_drop_parts(pd_engine *eng)
-{
-    pd_decoder_free(eng->decoder);
-    pd_featurizer_free(eng->features);
-    for (size_t i = 0; i < eng->n_models; i++)
-        model_release(&eng->models[i]);
-    free(eng->models);
-    free(eng->x);
-    free(eng->scores);
-    free(eng->missing);
-    eng->decoder = NULL;
-    eng->features = NULL;
-    eng->models = NULL;
-    eng->n_models = 0;
 }
 
 static void engine_settings(pd_engine *eng, const pd_config *conf)
@@ -298,17 +265,17 @@ static void engine_settings(pd_engine *eng, const pd_config *conf)
     eng->idle_ttl_ms = conf->state.user_idle_ttl_ms;
     /* A pipeline whose features and labels read nothing of a user's past keeps no state for
      * users at all: looking them up was 14% of such a replay, for state nobody read. */
-    const pd_user_layout *l = pd_featurizer_layout(eng->features);
+    const pd_user_layout *l = pd_featurizer_layout(eng->cur.features);
     bool recency = false;
     for (size_t i = 0; i < conf->n_features; i++)
         recency |= conf->features[i].kind == PD_FEAT_RECENCY;
-    eng->track_users = l->n_acc || l->n_sketch || l->ring_items || eng->label_types || recency;
+    eng->track_users = l->n_acc || l->n_sketch || l->ring_items || eng->cur.label_types || recency;
 }
 
 static void on_prefetch(void *ctx, int mi, const pd_feature *x, size_t n)
 {
     pd_engine *eng = ctx;
-    pd_learner_prefetch(eng->models[mi].learner, x, n);
+    pd_learner_prefetch(eng->cur.models[mi].learner, x, n);
 }
 
 pd_engine *pd_engine_new(const pd_config *conf, char *errbuf, size_t errlen)
@@ -353,7 +320,7 @@ void pd_engine_free(pd_engine *eng)
         return;
     pd_labels_free(eng->labels); /* before the users its examples point at */
     pd_user_state_free(eng->users);
-    engine_drop_parts(eng);
+    parts_release(&eng->cur);
     free(eng->sources);
     free(eng);
 }
@@ -365,7 +332,7 @@ pd_decode_error pd_engine_decode(pd_engine *eng, const char *buf, size_t len,
                                  size_t detail_len)
 {
     pd_decode_error err =
-        pd_decoder_decode(eng->decoder, buf, len, fallback_ts_ms, ret_event, detail, detail_len);
+        pd_decoder_decode(eng->cur.decoder, buf, len, fallback_ts_ms, ret_event, detail, detail_len);
     if (err != PD_DECODE_OK)
         eng->stats.decode_errors[err]++;
     return err;
@@ -402,7 +369,7 @@ static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double la
                      double weight)
 {
     pd_engine *eng = ctx;
-    model *m = &eng->models[mi];
+    model *m = &eng->cur.models[mi];
     double pred = pd_learner_learn(m->learner, x, n, label, weight);
     pd_metrics_add(m->metrics, pred, label, weight);
     if (eng->observer)
@@ -537,7 +504,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
         watermark_update(eng);
     }
 
-    pd_engine_result res = {.ts_ms = ev->ts_ms, .scores = eng->scores, .user = ev->user,
+    pd_engine_result res = {.ts_ms = ev->ts_ms, .scores = eng->cur.scores, .user = ev->user,
                             .user_len = ev->user_len};
     pd_user *u = NULL;
     if (eng->track_users) {
@@ -556,7 +523,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
 
     bool has_item = ev->item_len > 0;
     uint32_t item = has_item ? item_hash32(ev) : 0;
-    bool is_label_event = ev->type < 32 && (eng->label_types & (UINT32_C(1) << ev->type));
+    bool is_label_event = ev->type < 32 && (eng->cur.label_types & (UINT32_C(1) << ev->type));
     if (is_label_event)
         pd_labels_positive(eng->labels, u, ev->type, ev->ts_ms, item, on_label, eng);
 
@@ -567,14 +534,14 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
                             ev->has_value);
     }
     /* without tracked users no feature reads u or before */
-    pd_featurizer_build(eng->features, ev, eng->users, u, &before, true);
+    pd_featurizer_build(eng->cur.features, ev, eng->users, u, &before, true);
 
-    for (size_t i = 0; i < eng->n_models; i++) {
-        model *m = &eng->models[i];
-        size_t n = pd_featurizer_gather(eng->features, m->features, m->n_features, eng->x);
+    for (size_t i = 0; i < eng->cur.n_models; i++) {
+        model *m = &eng->cur.models[i];
+        size_t n = pd_featurizer_gather(eng->cur.features, m->features, m->n_features, eng->cur.x);
         double p = 0;
         if (eng->scoring) {
-            p = pd_learner_predict(m->learner, eng->x, n);
+            p = pd_learner_predict(m->learner, eng->cur.x, n);
             m->predictions++;
         }
         if (m->example_on & (UINT32_C(1) << ev->type)) {
@@ -585,15 +552,15 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
                 bool has = m->value_slot < 0 ? ev->has_value : true;
                 double y = m->value_slot < 0 ? ev->value : field_number(ev, m->value_slot, NAN);
                 if (has && isfinite(y))
-                    on_label(eng, (int)i, eng->x, n, y, w);
-            } else if (pd_labels_add(eng->labels, u, (int)i, &m->rule, ev->ts_ms, item, eng->x, n,
+                    on_label(eng, (int)i, eng->cur.x, n, y, w);
+            } else if (pd_labels_add(eng->labels, u, (int)i, &m->rule, ev->ts_ms, item, eng->cur.x, n,
                                      w, eng->stats.watermark_ms, is_label_event, on_label,
                                      eng) < 0) {
                 r = -ENOMEM;
             }
         }
         if (eng->scoring && m->publish && m->gate_open)
-            eng->scores[res.n_scores++] = (pd_score){.model = (int)i, .value = p};
+            eng->cur.scores[res.n_scores++] = (pd_score){.model = (int)i, .value = p};
     }
     if (u)
         enforce_user_bounds(eng, u);
@@ -613,22 +580,22 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
         ret_fresh[0] = '\0';
     if (parts_build(&p, conf, errbuf, errlen) < 0)
         return -EINVAL;
-    old_to_new = malloc((eng->n_models ? eng->n_models : 1) * sizeof *old_to_new);
+    old_to_new = malloc((eng->cur.n_models ? eng->cur.n_models : 1) * sizeof *old_to_new);
     if (!old_to_new) {
         snprintf(errbuf, errlen, "out of memory");
         goto out_release;
     }
-    for (size_t j = 0; j < eng->n_models; j++)
+    for (size_t j = 0; j < eng->cur.n_models; j++)
         old_to_new[j] = -1;
-    bool changed = eng->n_models != p.n_models;
+    bool changed = eng->cur.n_models != p.n_models;
     /* first pass: everything that can fail, without touching the running engine */
     for (size_t i = 0; i < p.n_models; i++) {
         model *m = &p.models[i];
         int old = -1;
-        for (size_t j = 0; j < eng->n_models; j++)
-            if (strcmp(eng->models[j].name, m->name) == 0)
+        for (size_t j = 0; j < eng->cur.n_models; j++)
+            if (strcmp(eng->cur.models[j].name, m->name) == 0)
                 old = (int)j;
-        if (old >= 0 && eng->models[old].fingerprint == m->fingerprint &&
+        if (old >= 0 && eng->cur.models[old].fingerprint == m->fingerprint &&
             old_to_new[old] < 0) {
             old_to_new[old] = (int)i; /* kept: learner and metrics move over below */
             continue;
@@ -648,8 +615,8 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
         goto out_release;
 
     /* from here on nothing fails */
-    for (size_t j = 0; j < eng->n_models; j++) {
-        model *om = &eng->models[j];
+    for (size_t j = 0; j < eng->cur.n_models; j++) {
+        model *om = &eng->cur.models[j];
         if (old_to_new[j] < 0)
             continue;
         model *m = &p.models[old_to_new[j]];
@@ -685,12 +652,12 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
         om->learner = NULL;
         om->metrics = NULL;
     }
-    pd_labels_remap_models(eng->labels, old_to_new, eng->n_models);
+    pd_labels_remap_models(eng->labels, old_to_new, eng->cur.n_models);
     pd_labels_set_bounds(eng->labels, conf->state.max_pending_per_user,
                          conf->state.max_pending_total);
-    pd_featurizer_adopt(p.features, eng->features);
+    pd_featurizer_adopt(p.features, eng->cur.features);
 
-    engine_drop_parts(eng);
+    parts_release(&eng->cur);
     parts_install(eng, &p);
     engine_settings(eng, conf);
     if (changed)
@@ -716,7 +683,7 @@ bool pd_engine_forget(pd_engine *eng, const char *user, size_t len)
 
 size_t pd_engine_model_occupied(const pd_engine *eng, size_t i)
 {
-    return pd_learner_occupied(eng->models[i].learner);
+    return pd_learner_occupied(eng->cur.models[i].learner);
 }
 
 void pd_engine_set_scoring(pd_engine *eng, bool scoring)
@@ -743,19 +710,19 @@ void pd_engine_get_stats(const pd_engine *eng, pd_engine_stats *ret_stats)
     s.memory_users = pd_user_state_memory(eng->users);
     s.memory_pending = pd_labels_memory(eng->labels);
     s.memory_models = 0;
-    for (size_t i = 0; i < eng->n_models; i++)
-        s.memory_models += pd_learner_memory(eng->models[i].learner);
+    for (size_t i = 0; i < eng->cur.n_models; i++)
+        s.memory_models += pd_learner_memory(eng->cur.models[i].learner);
     *ret_stats = s;
 }
 
 size_t pd_engine_model_count(const pd_engine *eng)
 {
-    return eng->n_models;
+    return eng->cur.n_models;
 }
 
 void pd_engine_model_info(const pd_engine *eng, size_t i, pd_model_info *ret_info)
 {
-    const model *m = &eng->models[i];
+    const model *m = &eng->cur.models[i];
     pd_model_info info = {
         .name = m->name,
         .output = m->output,
@@ -781,16 +748,16 @@ int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score 
     /* an event with only the user and its latest time: state features, no event fields;
      * read-only, so normalisers and vocabularies do not learn from a query */
     pd_event ev = {.user = u->id, .user_len = u->id_len, .item = "", .text = "", .type = -1,
-                   .ts_ms = u->last_ts_ms, .fields = eng->missing, .n_fields = eng->n_paths};
+                   .ts_ms = u->last_ts_ms, .fields = eng->cur.missing, .n_fields = eng->cur.n_paths};
     pd_user_before before;
     pd_user_before_capture(u, eng->n_types, &before);
-    pd_featurizer_build(eng->features, &ev, eng->users, u, &before, false);
+    pd_featurizer_build(eng->cur.features, &ev, eng->users, u, &before, false);
     size_t k = 0;
-    for (size_t i = 0; i < eng->n_models && k < max; i++) {
-        model *m = &eng->models[i];
-        size_t n = pd_featurizer_gather(eng->features, m->features, m->n_features, eng->x);
+    for (size_t i = 0; i < eng->cur.n_models && k < max; i++) {
+        model *m = &eng->cur.models[i];
+        size_t n = pd_featurizer_gather(eng->cur.features, m->features, m->n_features, eng->cur.x);
         scores[k++] = (pd_score){.model = (int)i, .value = pd_learner_predict(m->learner,
-                                                                               eng->x, n)};
+                                                                               eng->cur.x, n)};
     }
     return (int)k;
 }
@@ -850,7 +817,7 @@ int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, si
     FILE *f = pd_snapshot_writer_section(w, "engine");
     if (!f)
         goto out_io;
-    uint32_t version = ENGINE_SECTION_VERSION, n_models = (uint32_t)eng->n_models;
+    uint32_t version = ENGINE_SECTION_VERSION, n_models = (uint32_t)eng->cur.n_models;
     const pd_engine_stats *st = &eng->stats;
     int r = put_bytes(f, &version, sizeof version) |
             put_bytes(f, &eng->generation, sizeof eng->generation) |
@@ -862,13 +829,13 @@ int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, si
             put_bytes(f, &st->max_event_ts_ms, sizeof st->max_event_ts_ms) |
             put_bytes(f, &st->watermark_ms, sizeof st->watermark_ms) |
             put_bytes(f, &n_models, sizeof n_models);
-    for (size_t i = 0; i < eng->n_models && !r; i++)
-        r |= put_str(f, eng->models[i].name) |
-             put_bytes(f, &eng->models[i].fingerprint, sizeof(uint64_t));
+    for (size_t i = 0; i < eng->cur.n_models && !r; i++)
+        r |= put_str(f, eng->cur.models[i].name) |
+             put_bytes(f, &eng->cur.models[i].fingerprint, sizeof(uint64_t));
     if (r)
         goto out_io;
     what = "feature state";
-    if (!(f = pd_snapshot_writer_section(w, "features")) || pd_featurizer_save(eng->features, f))
+    if (!(f = pd_snapshot_writer_section(w, "features")) || pd_featurizer_save(eng->cur.features, f))
         goto out_io;
     what = "user state";
     if (!(f = pd_snapshot_writer_section(w, "users")) || pd_user_state_save(eng->users, f))
@@ -876,9 +843,9 @@ int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, si
     what = "pending examples";
     if (!(f = pd_snapshot_writer_section(w, "pending")) || pd_labels_save(eng->labels, f))
         goto out_io;
-    for (size_t i = 0; i < eng->n_models; i++) {
-        what = eng->models[i].name;
-        if (save_model(&eng->models[i], w) < 0)
+    for (size_t i = 0; i < eng->cur.n_models; i++) {
+        what = eng->cur.models[i].name;
+        if (save_model(&eng->cur.models[i], w) < 0)
             goto out_io;
     }
     return 0;
@@ -995,7 +962,7 @@ int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t
     fclose(f);
 
     if ((f = pd_snapshot_section(s, "features"))) {
-        r = pd_featurizer_load(eng->features, f, errbuf, errlen);
+        r = pd_featurizer_load(eng->cur.features, f, errbuf, errlen);
         fclose(f);
         if (r < 0)
             return r;
@@ -1006,19 +973,19 @@ int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t
         if (r < 0)
             return r;
     }
-    for (size_t i = 0; i < eng->n_models; i++) {
+    for (size_t i = 0; i < eng->cur.n_models; i++) {
         const char *why = NULL;
-        if ((r = load_model(eng, &eng->models[i], s, &why, errbuf, errlen)) < 0)
+        if ((r = load_model(eng, &eng->cur.models[i], s, &why, errbuf, errlen)) < 0)
             return r;
         if (why)
-            note_fresh(ret_fresh, fresh_len, &fresh_used, eng->models[i].name, why);
+            note_fresh(ret_fresh, fresh_len, &fresh_used, eng->cur.models[i].name, why);
     }
     /* pending examples follow their model by name, if it kept its weights */
     for (uint32_t i = 0; i < n_saved; i++) {
         old_to_new[i] = -1;
-        for (size_t j = 0; j < eng->n_models; j++)
-            if (strcmp(eng->models[j].name, saved_names[i]) == 0 &&
-                eng->models[j].fingerprint == saved_fp[i])
+        for (size_t j = 0; j < eng->cur.n_models; j++)
+            if (strcmp(eng->cur.models[j].name, saved_names[i]) == 0 &&
+                eng->cur.models[j].fingerprint == saved_fp[i])
                 old_to_new[i] = (int)j;
     }
     if ((f = pd_snapshot_section(s, "pending"))) {
