@@ -11,10 +11,10 @@
 #include <stdio.h>
 
 #define PD_MAX_EVENT_TYPES 32
-#define PD_MAX_CROSS 3
-#define PD_MAX_BUCKETS 64
-#define PD_MAX_HASH_BITS 30
-#define PD_MIN_HASH_BITS 4
+#define PD_MAX_CROSS       3
+#define PD_MAX_BUCKETS     64
+#define PD_MAX_HASH_BITS   30
+#define PD_MIN_HASH_BITS   4
 
 /* Where a value came from, for messages that point back at the file. */
 typedef struct pd_conf_pos {
@@ -56,15 +56,15 @@ typedef struct pd_kafka_conf {
 
 /* ---- redis: ---- */
 typedef struct pd_redis_conf {
-    char *url;         /* as written: redis://host:port/db or unix:///path */
-    char *host;        /* parsed from url; NULL for unix sockets */
-    int port;          /* parsed from url */
-    char *unix_path;   /* parsed from url; NULL for tcp */
-    int db;            /* from url path or the db: key */
-    char *username;    /* ACL user, optional */
-    char *password;    /* resolved secret, optional; never logged */
-    char *prefix;      /* key prefix, default "pd" */
-    int64_t ttl_ms;    /* TTL set on every user key */
+    char *url;       /* as written: redis://host:port/db or unix:///path */
+    char *host;      /* parsed from url; NULL for unix sockets */
+    int port;        /* parsed from url */
+    char *unix_path; /* parsed from url; NULL for tcp */
+    int db;          /* from url path or the db: key */
+    char *username;  /* ACL user, optional */
+    char *password;  /* resolved secret, optional; never logged */
+    char *prefix;    /* key prefix, default "pd" */
+    int64_t ttl_ms;  /* TTL set on every user key */
     int64_t flush_interval_ms;
     int64_t max_pipeline; /* commands in flight per round trip */
     int64_t timeout_ms;   /* connect and command timeout */
@@ -82,7 +82,7 @@ typedef struct pd_events_conf {
     char *field_text;
     char **types; /* declared event types; index = type id */
     size_t n_types;
-    int forget_type;  /* type id of the privacy "forget" event, or -1 */
+    int forget_type; /* type id of the privacy "forget" event, or -1 */
     int64_t max_message_bytes;
     int64_t max_string_length;
     char *dead_letter_topic; /* NULL = count and drop */
@@ -90,13 +90,13 @@ typedef struct pd_events_conf {
 
 /* ---- features: ---- */
 typedef enum pd_feature_kind {
-    PD_FEAT_CATEGORICAL,    /* hashed value of a field */
-    PD_FEAT_NUMERIC,        /* a number from a field, transformed */
-    PD_FEAT_CROSS,          /* product of 2 or 3 other features */
-    PD_FEAT_TEXT,           /* lower-cased word tokens (and bigrams) of a field */
-    PD_FEAT_RECENCY,        /* seconds since the user's previous event (of a type, or any) */
-    PD_FEAT_DECAYED_COUNT,  /* exponentially decayed count of a type, with a half-life */
-    PD_FEAT_SPEND,          /* sum of event values of a type (default purchase), optionally decayed */
+    PD_FEAT_CATEGORICAL,   /* hashed value of a field */
+    PD_FEAT_NUMERIC,       /* a number from a field, transformed */
+    PD_FEAT_CROSS,         /* product of 2 or 3 other features */
+    PD_FEAT_TEXT,          /* lower-cased word tokens (and bigrams) of a field */
+    PD_FEAT_RECENCY,       /* seconds since the user's previous event (of a type, or any) */
+    PD_FEAT_DECAYED_COUNT, /* exponentially decayed count of a type, with a half-life */
+    PD_FEAT_SPEND, /* sum of event values of a type (default purchase), optionally decayed */
     PD_FEAT_DISTINCT_ITEMS, /* estimated number of distinct items the user touched */
     PD_FEAT_RECENT_ITEMS,   /* the user's last N items, each a hashed categorical */
 } pd_feature_kind;
@@ -121,8 +121,8 @@ typedef struct pd_feature_conf {
     /* numeric and numeric user-state kinds (recency, decayed_count, spend, distinct_items) */
     pd_transform *transforms; /* applied in order */
     size_t n_transforms;
-    bool standardize;         /* online (x - mean) / sd */
-    double *buckets;          /* ascending boundaries; non-NULL = one-hot bucket instead of value */
+    bool standardize; /* online (x - mean) / sd */
+    double *buckets;  /* ascending boundaries; non-NULL = one-hot bucket instead of value */
     size_t n_buckets;
     /* cross */
     int cross[PD_MAX_CROSS]; /* indices into pd_config.features, all < this feature's index */
@@ -192,9 +192,9 @@ typedef enum pd_label_match {
 
 typedef struct pd_quality_gate {
     bool enabled;
-    double min_auc;      /* publish only while recent AUC >= this (classifiers) */
-    double max_log_loss; /* and recent log loss <= this; 0 = no ceiling */
-    double max_rmse;     /* regressors; 0 = no ceiling */
+    double min_auc;       /* publish only while recent AUC >= this (classifiers) */
+    double max_log_loss;  /* and recent log loss <= this; 0 = no ceiling */
+    double max_rmse;      /* regressors; 0 = no ceiling */
     int64_t min_examples; /* the gate judges only after this many labelled examples */
 } pd_quality_gate;
 
@@ -206,12 +206,12 @@ typedef struct pd_model_conf {
     size_t n_features;
     uint32_t example_on; /* bit mask of type ids that make an example */
     pd_label_kind label;
-    int positive_on;        /* type id */
-    int64_t window_ms;      /* label window in event time */
+    int positive_on;   /* type id */
+    int64_t window_ms; /* label window in event time */
     pd_label_match match;
-    char *value_field;      /* PD_LABEL_VALUE_FROM: JSON path, default the events.value field */
-    char *weight_field;     /* optional importance weight per example: JSON path */
-    char *output;           /* field name in the Redis user hash */
+    char *value_field;  /* PD_LABEL_VALUE_FROM: JSON path, default the events.value field */
+    char *weight_field; /* optional importance weight per example: JSON path */
+    char *output;       /* field name in the Redis user hash */
     bool publish;
     int64_t metrics_window; /* examples in the "recent" progressive metrics */
     pd_quality_gate gate;
@@ -219,12 +219,12 @@ typedef struct pd_model_conf {
 
 /* ---- the rest ---- */
 typedef struct pd_state_conf {
-    int64_t allowed_lateness_ms;   /* watermark = max event time - this */
-    int64_t max_pending_per_user;  /* pending examples per user (all models) */
+    int64_t allowed_lateness_ms;  /* watermark = max event time - this */
+    int64_t max_pending_per_user; /* pending examples per user (all models) */
     int64_t max_pending_total;
-    int64_t max_users;             /* 0 = unlimited; else least recently seen are evicted */
-    int64_t user_idle_ttl_ms;      /* 0 = keep forever */
-    int64_t recent_items;          /* ring size kept per user */
+    int64_t max_users;        /* 0 = unlimited; else least recently seen are evicted */
+    int64_t user_idle_ttl_ms; /* 0 = keep forever */
+    int64_t recent_items;     /* ring size kept per user */
 } pd_state_conf;
 
 typedef struct pd_snapshot_conf {
@@ -235,17 +235,18 @@ typedef struct pd_snapshot_conf {
 
 typedef struct pd_daemon_conf {
     pd_log_level log_level;
-    char *control;     /* ZeroMQ endpoint, NULL = off */
+    char *control;                   /* ZeroMQ endpoint, NULL = off */
     char *control_curve_secret_file; /* server secret key file for tcp:// off loopback */
-    char *feed;        /* ZeroMQ PUB endpoint, NULL = off */
-    char *http;        /* host:port for /metrics /healthz /readyz, NULL = off */
-    int64_t ready_max_lag; /* /readyz: caught up within this many messages */
-    int64_t watchdog_ms;   /* 0 = use WATCHDOG_USEC from systemd */
+    char *feed;                      /* ZeroMQ PUB endpoint, NULL = off */
+    char *http;                      /* host:port for /metrics /healthz /readyz, NULL = off */
+    int64_t ready_max_lag;           /* /readyz: caught up within this many messages */
+    int64_t watchdog_ms;             /* 0 = use WATCHDOG_USEC from systemd */
 } pd_daemon_conf;
 
 typedef struct pd_config {
-    char *path;         /* file it was loaded from */
-    uint64_t fingerprint; /* hash of the semantic content; changes when anything that matters does */
+    char *path; /* file it was loaded from */
+    uint64_t
+        fingerprint; /* hash of the semantic content; changes when anything that matters does */
     pd_kafka_conf kafka;
     pd_redis_conf redis;
     pd_events_conf events;

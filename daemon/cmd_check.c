@@ -11,9 +11,9 @@
 #include "pipeline/featurizer.h"
 #include "pipeline/user_state.h"
 
-static const char *const kind_names[] = {"categorical",   "numeric",        "cross",
-                                         "text",          "recency",        "decayed_count",
-                                         "spend",         "distinct_items", "recent_items"};
+static const char *const kind_names[] = {"categorical", "numeric",        "cross",
+                                         "text",        "recency",        "decayed_count",
+                                         "spend",       "distinct_items", "recent_items"};
 static const char *const type_names[] = {"logistic", "linear", "hinge"};
 static const char *const opt_names[] = {"ftrl", "adagrad", "sgd"};
 
@@ -109,8 +109,8 @@ int pd_cmd_check(int argc, char **argv)
         human_bytes(buf, sizeof buf, bytes);
         printf("  %s: %s, %s, 2^%d weights x %zu B = %s, %zu feature(s), output \"%s\"%s\n",
                m->name, type_names[lc->type], opt_names[lc->optimizer], lc->bits,
-               pd_learner_bytes_per_weight(lc), buf, m->n_features,
-               m->output ? m->output : m->name, m->publish ? "" : " (not published)");
+               pd_learner_bytes_per_weight(lc), buf, m->n_features, m->output ? m->output : m->name,
+               m->publish ? "" : " (not published)");
         printf("    examples on");
         for (size_t t = 0; t < conf->events.n_types; t++)
             if (m->example_on & (UINT32_C(1) << t))

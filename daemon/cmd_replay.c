@@ -196,7 +196,8 @@ static void observe(void *ctx, int model, const pd_feature *x, size_t n, double 
                     double label, double weight)
 {
     replay_ctx *rc = ctx;
-    if (rc->report && pd_replay_report_add(rc->report, (size_t)model, prediction, label, weight) < 0)
+    if (rc->report &&
+        pd_replay_report_add(rc->report, (size_t)model, prediction, label, weight) < 0)
         rc->err = -ENOMEM;
     if (rc->examples)
         export_example(rc, model, x, n, label, weight);
@@ -357,8 +358,8 @@ static void report_json(pd_engine *eng, const pd_config *conf, const pd_engine_s
             json_num("calibration", m->calibration, true);
             json_num("accuracy", m->accuracy, true);
         }
-        printf("\"memory\":%zu,\"bytes_per_weight\":%zu,\"weights_in_use\":%zu,",
-               mi.memory, t.bytes_per_weight, t.occupied);
+        printf("\"memory\":%zu,\"bytes_per_weight\":%zu,\"weights_in_use\":%zu,", mi.memory,
+               t.bytes_per_weight, t.occupied);
         json_num("distinct_features_estimate", t.distinct, true);
         json_num("collision_rate_estimate", t.collisions, false);
         printf("}");
@@ -372,8 +373,8 @@ static void report_text(pd_engine *eng, const pd_config *conf, const pd_engine_s
     uint64_t bad = 0;
     for (int i = 1; i < PD_DECODE__COUNT; i++)
         bad += s->decode_errors[i];
-    printf("events: %" PRIu64 " processed, %" PRIu64 " refused, %.3f s, %.0f events/s\n",
-           s->events, bad, secs, secs > 0 ? (double)lines / secs : 0.0);
+    printf("events: %" PRIu64 " processed, %" PRIu64 " refused, %.3f s, %.0f events/s\n", s->events,
+           bad, secs, secs > 0 ? (double)lines / secs : 0.0);
     for (int i = 1; i < PD_DECODE__COUNT; i++)
         if (s->decode_errors[i])
             printf("  refused %-18s %" PRIu64 "\n", pd_decode_error_name((pd_decode_error)i),
@@ -414,14 +415,10 @@ static void report_text(pd_engine *eng, const pd_config *conf, const pd_engine_s
 int pd_cmd_replay(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"json", no_argument, NULL, 'j'},
-        {"scores", required_argument, NULL, 's'},
-        {"report", required_argument, NULL, 'r'},
-        {"examples", required_argument, NULL, 'e'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},   {"json", no_argument, NULL, 'j'},
+        {"scores", required_argument, NULL, 's'},   {"report", required_argument, NULL, 'r'},
+        {"examples", required_argument, NULL, 'e'}, {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     replay_opts o = {.progress = isatty(STDERR_FILENO)};
     int c;
@@ -488,10 +485,10 @@ int pd_cmd_replay(int argc, char **argv)
         for (size_t i = 0; rc.report && i < pd_engine_model_count(eng); i++) {
             pd_model_info mi;
             pd_engine_model_info(eng, i, &mi);
-            pd_metrics_kind kind = mi.type == PD_MODEL_LINEAR
-                                       ? PD_METRICS_REGRESSOR
-                                       : (mi.type == PD_MODEL_HINGE ? PD_METRICS_MARGIN
-                                                                    : PD_METRICS_CLASSIFIER);
+            pd_metrics_kind kind =
+                mi.type == PD_MODEL_LINEAR
+                    ? PD_METRICS_REGRESSOR
+                    : (mi.type == PD_MODEL_HINGE ? PD_METRICS_MARGIN : PD_METRICS_CLASSIFIER);
             if (pd_replay_report_model(rc.report, i, mi.name, kind) < 0)
                 rc.err = -ENOMEM;
         }

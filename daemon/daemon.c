@@ -36,8 +36,8 @@
 #define PD_VERSION "unknown"
 #endif
 
-#define MODEL_SUMMARY_MS 1000
-#define MAX_BACKOFF_MS 5000
+#define MODEL_SUMMARY_MS   1000
+#define MAX_BACKOFF_MS     5000
 #define MAX_WAIT_MS        100       /* longest the loop sleeps: bounds stop and control latency */
 #define RENDER_MS          500       /* /metrics and /readyz refresh */
 #define STATUS_MS          2000      /* STATUS= line for systemd */
@@ -252,9 +252,9 @@ static void on_revoking(void *ctx, pd_kafka_in *in, const rd_kafka_topic_partiti
 static void on_kafka_log(void *ctx, int level, const char *facility, const char *message)
 {
     (void)ctx;
-    pd_log_level l = level <= 3 ? PD_LOG_ERROR
-                                : (level == 4 ? PD_LOG_WARNING
-                                              : (level <= 6 ? PD_LOG_INFO : PD_LOG_DEBUG));
+    pd_log_level l =
+        level <= 3 ? PD_LOG_ERROR
+                   : (level == 4 ? PD_LOG_WARNING : (level <= 6 ? PD_LOG_INFO : PD_LOG_DEBUG));
     pd_log(l, "kafka %s: %s", facility, message);
 }
 
@@ -280,8 +280,9 @@ static void log_gate(pd_daemon *d, size_t i, const pd_model_info *mi, int64_t no
         return;
     const pd_metrics_report *m = &mi->metrics;
     if (closed)
-        pd_logkv(PD_LOG_WARNING, "model fails its quality gate: not publishing new scores, "
-                                 "the last good ones stay in redis",
+        pd_logkv(PD_LOG_WARNING,
+                 "model fails its quality gate: not publishing new scores, "
+                 "the last good ones stay in redis",
                  "model=%s recent_auc=%.4f recent_log_loss=%.4f recent_rmse=%.4g "
                  "examples=%" PRIu64,
                  mi->name, m->recent_auc, m->recent_log_loss, m->recent_rmse, mi->examples);
@@ -304,19 +305,19 @@ static void put_model_summaries(pd_daemon *d)
         char v[16][40];
         const char *fields[16], *values[16];
         size_t k = 0;
-#define PUT_U(name, x)                                                                            \
-    do {                                                                                          \
-        fields[k] = name;                                                                         \
-        snprintf(v[k], sizeof v[k], "%" PRIu64, (uint64_t)(x));                                   \
-        values[k] = v[k];                                                                         \
-        k++;                                                                                      \
+#define PUT_U(name, x)                                                                             \
+    do {                                                                                           \
+        fields[k] = name;                                                                          \
+        snprintf(v[k], sizeof v[k], "%" PRIu64, (uint64_t)(x));                                    \
+        values[k] = v[k];                                                                          \
+        k++;                                                                                       \
     } while (0)
-#define PUT_D(name, x)                                                                            \
-    do {                                                                                          \
-        fields[k] = name;                                                                         \
-        fmt_metric(v[k], sizeof v[k], x);                                                         \
-        values[k] = v[k];                                                                         \
-        k++;                                                                                      \
+#define PUT_D(name, x)                                                                             \
+    do {                                                                                           \
+        fields[k] = name;                                                                          \
+        fmt_metric(v[k], sizeof v[k], x);                                                          \
+        values[k] = v[k];                                                                          \
+        k++;                                                                                       \
     } while (0)
         PUT_U("generation", mi.generation);
         PUT_U("examples", mi.examples);
@@ -350,15 +351,16 @@ static void dead_letter(pd_daemon *d, const rd_kafka_message_t *m, pd_decode_err
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
     if (!d->dlq) {
-        pd_logkv(PD_LOG_WARNING, "dropped an event that does not decode", "reason=%s topic=%s "
+        pd_logkv(PD_LOG_WARNING, "dropped an event that does not decode",
+                 "reason=%s topic=%s "
                  "partition=%" PRId32 " offset=%" PRId64,
                  pd_decode_error_name(err), topic, m->partition, m->offset);
         return;
     }
     char msg[512];
     if (pd_dead_letter_send(d->dlq, m->payload, m->len, m->key, m->key_len,
-                            pd_decode_error_name(err), detail, topic, m->partition, m->offset,
-                            msg, sizeof msg) < 0) {
+                            pd_decode_error_name(err), detail, topic, m->partition, m->offset, msg,
+                            sizeof msg) < 0) {
         d->dead_letter_failures++;
         pd_log_error("%s", msg);
         return;
@@ -451,8 +453,7 @@ static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
     pd_publish_score scores[64];
     size_t n = res.n_scores < 64 ? res.n_scores : 64;
     for (size_t i = 0; i < n; i++)
-        scores[i] = (pd_publish_score){.field = res.scores[i].model,
-                                       .value = res.scores[i].value};
+        scores[i] = (pd_publish_score){.field = res.scores[i].model, .value = res.scores[i].value};
     int64_t ts = wall_ms();
     uint64_t gen = pd_engine_generation(d->engine);
     if (pd_publisher_update(d->pub, res.user, res.user_len, ts, gen, scores, n) < 0)
@@ -602,8 +603,8 @@ static int write_snapshot(pd_daemon *d, const char *why, int keep, char *ret_pat
         return 0;
     char err[512], path[1024];
     int64_t t0 = now_ms();
-    pd_snapshot_writer *w = pd_snapshot_writer_new(sc->dir, d->conf->fingerprint, wall_ms(),
-                                                   err, sizeof err);
+    pd_snapshot_writer *w =
+        pd_snapshot_writer_new(sc->dir, d->conf->fingerprint, wall_ms(), err, sizeof err);
     if (!w)
         goto out_fail;
     if (pd_engine_save(d->engine, w, err, sizeof err) < 0) {
@@ -1574,8 +1575,8 @@ static int start_inputs(pd_daemon *d)
 {
     char err[512];
     if (d->conf->events.dead_letter_topic) {
-        d->dlq = pd_dead_letter_new(&d->conf->kafka, d->conf->events.dead_letter_topic, err,
-                                    sizeof err);
+        d->dlq =
+            pd_dead_letter_new(&d->conf->kafka, d->conf->events.dead_letter_topic, err, sizeof err);
         if (!d->dlq) {
             pd_log_error("%s", err);
             return -EINVAL;
@@ -1601,8 +1602,8 @@ static void log_stop_summary(pd_daemon *d)
     for (int i = 0; i < PD_DECODE__COUNT; i++)
         decode_errors += es.decode_errors[i];
     pd_logkv(PD_LOG_INFO, "stopped",
-             "events=%" PRIu64 " decode_errors=%" PRIu64 " dead_lettered=%" PRIu64
-             " users=%" PRIu64 " redis_flushes=%" PRIu64 " redis_user_writes=%" PRIu64,
+             "events=%" PRIu64 " decode_errors=%" PRIu64 " dead_lettered=%" PRIu64 " users=%" PRIu64
+             " redis_flushes=%" PRIu64 " redis_user_writes=%" PRIu64,
              es.events, decode_errors, d->dead_lettered, es.users, ps.flushes, ps.user_writes);
 }
 
@@ -1683,23 +1684,20 @@ int pd_daemon_run(pd_daemon *d)
     if (start_inputs(d) < 0)
         return 1;
     start_wakeup(d);
-    pd_logkv(PD_LOG_INFO, "started", "models=%zu features=%zu topics=%zu",
-             d->conf->n_models, d->conf->n_features, d->conf->kafka.n_topics);
+    pd_logkv(PD_LOG_INFO, "started", "models=%zu features=%zu topics=%zu", d->conf->n_models,
+             d->conf->n_features, d->conf->kafka.n_topics);
 
-    int64_t interval = d->conf->redis.flush_interval_ms > 0 ? d->conf->redis.flush_interval_ms
-                                                            : 50;
+    int64_t interval = d->conf->redis.flush_interval_ms > 0 ? d->conf->redis.flush_interval_ms : 50;
     d->next_flush_ms = now_ms() + interval;
     d->next_summary_ms = now_ms();
-    d->next_snapshot_ms = d->conf->snapshot.interval_ms > 0
-                              ? now_ms() + d->conf->snapshot.interval_ms
-                              : INT64_MAX;
+    d->next_snapshot_ms =
+        d->conf->snapshot.interval_ms > 0 ? now_ms() + d->conf->snapshot.interval_ms : INT64_MAX;
     while (!got_stop) {
         if (got_reload) {
             char msg[1024];
             got_reload = 0;
             reload_notified(d, msg, sizeof msg);
-            interval = d->conf->redis.flush_interval_ms > 0 ? d->conf->redis.flush_interval_ms
-                                                            : 50;
+            interval = d->conf->redis.flush_interval_ms > 0 ? d->conf->redis.flush_interval_ms : 50;
         }
         int64_t t = now_ms();
         int timeout = (int)(d->next_flush_ms > t ? d->next_flush_ms - t : 0);

@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RL_SLOTS 64
+#define RL_SLOTS    64
 #define RL_WINDOW_S 10
-#define RL_BURST 20
+#define RL_BURST    20
 
 typedef struct rl_slot {
     const char *site; /* the format string identifies the call site */
@@ -99,11 +99,11 @@ static void write_line(pd_log_level level, const char *msg, const char *kv, unsi
 {
     char line[4096];
     size_t n = 0;
-#define ADD(...)                                                                                  \
-    do {                                                                                          \
-        int w_ = snprintf(line + n, sizeof line - n, __VA_ARGS__);                                \
-        if (w_ > 0)                                                                               \
-            n = n + (size_t)w_ < sizeof line ? n + (size_t)w_ : sizeof line - 1;                  \
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        int w_ = snprintf(line + n, sizeof line - n, __VA_ARGS__);                                 \
+        if (w_ > 0)                                                                                \
+            n = n + (size_t)w_ < sizeof line ? n + (size_t)w_ : sizeof line - 1;                   \
     } while (0)
     if (log_state.journal) {
         ADD("<%d>", syslog_prio[level]);

@@ -27,9 +27,9 @@ void pd_log(pd_log_level level, const char *fmt, ...) __attribute__((format(prin
 void pd_logkv(pd_log_level level, const char *msg, const char *kv, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define pd_log_debug(...) pd_log(PD_LOG_DEBUG, __VA_ARGS__)
-#define pd_log_info(...) pd_log(PD_LOG_INFO, __VA_ARGS__)
+#define pd_log_debug(...)   pd_log(PD_LOG_DEBUG, __VA_ARGS__)
+#define pd_log_info(...)    pd_log(PD_LOG_INFO, __VA_ARGS__)
 #define pd_log_warning(...) pd_log(PD_LOG_WARNING, __VA_ARGS__)
-#define pd_log_error(...) pd_log(PD_LOG_ERROR, __VA_ARGS__)
+#define pd_log_error(...)   pd_log(PD_LOG_ERROR, __VA_ARGS__)
 
 #endif

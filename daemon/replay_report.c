@@ -9,9 +9,9 @@
 #include <string.h>
 
 #define CURVE_POINTS 200
-#define SVG_W 420
-#define SVG_H 280
-#define PAD 44
+#define SVG_W        420
+#define SVG_H        280
+#define PAD          44
 
 typedef struct pair {
     float pred, label, weight;
@@ -61,8 +61,7 @@ static model *model_at(pd_replay_report *rep, size_t i)
     return &rep->models[i];
 }
 
-int pd_replay_report_model(pd_replay_report *rep, size_t i, const char *name,
-                           pd_metrics_kind kind)
+int pd_replay_report_model(pd_replay_report *rep, size_t i, const char *name, pd_metrics_kind kind)
 {
     model *m = model_at(rep, i);
     if (!m)
@@ -147,8 +146,9 @@ static void tick(char *buf, size_t len, double v)
 static void axes(FILE *out, const frame *f, const char *title, const char *xlabel,
                  const char *ylabel)
 {
-    fprintf(out, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                 "viewBox=\"0 0 %d %d\" role=\"img\">\n",
+    fprintf(out,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "viewBox=\"0 0 %d %d\" role=\"img\">\n",
             SVG_W, SVG_H, SVG_W, SVG_H);
     fprintf(out, "<title>");
     html_text(out, title);
@@ -166,15 +166,12 @@ static void axes(FILE *out, const frame *f, const char *title, const char *xlabe
         char xt[32], yt[32];
         tick(xt, sizeof xt, xv);
         tick(yt, sizeof yt, yv);
-        fprintf(out,
-                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"%s\">%s</text>\n",
+        fprintf(out, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"%s\">%s</text>\n",
                 sx(f, xv), b + 13, k == 4 ? "end" : "middle", xt);
-        fprintf(out,
-                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%s</text>\n",
+        fprintf(out, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%s</text>\n",
                 l - 4, sy(f, yv) + 3, yt);
     }
-    fprintf(out,
-            "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n",
+    fprintf(out, "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n",
             (l + r) / 2, SVG_H - 6, xlabel);
     fprintf(out,
             "<text x=\"12\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" "
@@ -227,8 +224,8 @@ static void learning_curve(FILE *out, const model *m)
         }
     }
     frame f = {0, (double)(m->n ? m->n : 1), 0, ymax > 0 ? ymax * 1.05 : 1};
-    const char *what = m->regressor ? "RMSE"
-                                    : (m->kind == PD_METRICS_MARGIN ? "hinge loss" : "log loss");
+    const char *what =
+        m->regressor ? "RMSE" : (m->kind == PD_METRICS_MARGIN ? "hinge loss" : "log loss");
     char title[64];
     snprintf(title, sizeof title, "progressive %s", what);
     axes(out, &f, title, "examples", what);

@@ -18,8 +18,7 @@ void pd_replay_report_free(pd_replay_report *rep);
 
 /* Declares model i (in engine order): classifiers get log loss, calibration and ROC; margin
  * models (hinge) hinge loss and ROC; regressors RMSE and calibration of values. */
-int pd_replay_report_model(pd_replay_report *rep, size_t i, const char *name,
-                           pd_metrics_kind kind);
+int pd_replay_report_model(pd_replay_report *rep, size_t i, const char *name, pd_metrics_kind kind);
 
 /* One progressive-validation pair of model i, in learning order. */
 int pd_replay_report_add(pd_replay_report *rep, size_t i, double prediction, double label,

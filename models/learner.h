@@ -38,10 +38,10 @@ typedef struct pd_learner pd_learner;
  *    (tables of 2 MiB or more are mapped and advised for transparent huge pages). */
 
 typedef struct pd_learner_stats {
-    uint64_t updates;        /* learn() calls that changed weights */
-    uint64_t nonfinite;      /* updates skipped because a gradient or weight was not finite */
-    uint64_t clipped;        /* margins clipped to +-max_abs_margin */
-    uint64_t not_admitted;   /* feature occurrences that were not yet admitted */
+    uint64_t updates;      /* learn() calls that changed weights */
+    uint64_t nonfinite;    /* updates skipped because a gradient or weight was not finite */
+    uint64_t clipped;      /* margins clipped to +-max_abs_margin */
+    uint64_t not_admitted; /* feature occurrences that were not yet admitted */
     uint64_t weights_nonzero;
 } pd_learner_stats;
 

@@ -33,13 +33,13 @@ typedef enum pd_metrics_kind {
 typedef struct pd_metrics_report {
     uint64_t examples;
     double weight_sum;
-    uint64_t positives;       /* classifiers */
-    double log_loss;          /* classifiers: mean; NaN when no examples */
-    double auc;               /* all-time; NaN when one class is missing */
-    double calibration;       /* mean predicted / mean observed */
-    double accuracy;          /* margin and classifiers (threshold 0.5 / 0) */
-    double hinge_loss;        /* margin models */
-    double rmse, mae, r2;     /* regressors */
+    uint64_t positives;   /* classifiers */
+    double log_loss;      /* classifiers: mean; NaN when no examples */
+    double auc;           /* all-time; NaN when one class is missing */
+    double calibration;   /* mean predicted / mean observed */
+    double accuracy;      /* margin and classifiers (threshold 0.5 / 0) */
+    double hinge_loss;    /* margin models */
+    double rmse, mae, r2; /* regressors */
     /* the same over the most recent `window` examples */
     uint64_t recent_examples;
     double recent_log_loss;

@@ -25,7 +25,7 @@
 
 #define HEADER_BYTES 64
 #define MAX_SECTIONS 4096
-#define MAX_NAME 255
+#define MAX_NAME     255
 
 static const char magic[8] = {'P', 'D', 'S', 'N', 'A', 'P', '\r', '\n'};
 
@@ -162,8 +162,7 @@ pd_snapshot_writer *pd_snapshot_writer_new(const char *dir, uint64_t fingerprint
 {
     int r = mkdir_p(dir);
     if (r < 0) {
-        snprintf(errbuf, errlen, "cannot create snapshot directory \"%s\": %s", dir,
-                 strerror(-r));
+        snprintf(errbuf, errlen, "cannot create snapshot directory \"%s\": %s", dir, strerror(-r));
         return NULL;
     }
     pd_snapshot_writer *w = calloc(1, sizeof *w);
@@ -182,8 +181,7 @@ pd_snapshot_writer *pd_snapshot_writer_new(const char *dir, uint64_t fingerprint
     }
     w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (w->fd < 0) {
-        snprintf(errbuf, errlen, "cannot create snapshot \"%s\": %s", w->tmp_path,
-                 strerror(errno));
+        snprintf(errbuf, errlen, "cannot create snapshot \"%s\": %s", w->tmp_path, strerror(errno));
         pd_snapshot_writer_abort(w);
         return NULL;
     }

@@ -45,8 +45,7 @@ pd_dead_letter *pd_dead_letter_new(const pd_kafka_conf *conf, const char *topic,
         {"linger.ms", "5"},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
-        if (rd_kafka_conf_set(kc, fixed[i][0], fixed[i][1], err, sizeof err) !=
-            RD_KAFKA_CONF_OK) {
+        if (rd_kafka_conf_set(kc, fixed[i][0], fixed[i][1], err, sizeof err) != RD_KAFKA_CONF_OK) {
             snprintf(errbuf, errlen, "dead-letter producer configuration: %s", err);
             rd_kafka_conf_destroy(kc);
             goto out_free;
@@ -102,11 +101,10 @@ int pd_dead_letter_send(pd_dead_letter *dl, const void *value, size_t len, const
     rd_kafka_header_add(h, "source.offset", -1, off, -1);
     rd_kafka_resp_err_t err;
     for (;;) {
-        err = rd_kafka_producev(dl->rk, RD_KAFKA_V_RKT(dl->rkt),
-                                RD_KAFKA_V_VALUE((void *)value, len),
-                                RD_KAFKA_V_KEY((void *)key, key ? key_len : 0),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
-                                RD_KAFKA_V_END);
+        err = rd_kafka_producev(
+            dl->rk, RD_KAFKA_V_RKT(dl->rkt), RD_KAFKA_V_VALUE((void *)value, len),
+            RD_KAFKA_V_KEY((void *)key, key ? key_len : 0),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         rd_kafka_poll(dl->rk, 100); /* back-pressure: let deliveries drain */

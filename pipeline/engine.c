@@ -27,7 +27,7 @@ typedef struct model {
     uint32_t example_on;
     pd_label_kind label;
     pd_label_rule rule;
-    int value_slot; /* -1: the event's value field */
+    int value_slot;  /* -1: the event's value field */
     int weight_slot; /* -1: importance 1 */
     bool publish;
     pd_quality_gate gate;
@@ -123,7 +123,6 @@ static pd_metrics_kind metrics_kind(pd_model_type t)
                                 : (t == PD_MODEL_HINGE ? PD_METRICS_MARGIN : PD_METRICS_CLASSIFIER);
 }
 
-
 static void parts_release(parts *p)
 {
     pd_decoder_free(p->decoder);
@@ -152,8 +151,8 @@ static int parts_build(parts *p, const pd_config *conf, char *errbuf, size_t err
     p->n_models = conf->n_models;
     for (size_t i = 0; i < conf->n_features; i++) {
         const pd_feature_conf *f = &conf->features[i];
-        bool has_field = f->kind == PD_FEAT_CATEGORICAL || f->kind == PD_FEAT_NUMERIC ||
-                         f->kind == PD_FEAT_TEXT;
+        bool has_field =
+            f->kind == PD_FEAT_CATEGORICAL || f->kind == PD_FEAT_NUMERIC || f->kind == PD_FEAT_TEXT;
         slots[i] = has_field && f->field ? path_slot(&pl, f->field) : -1;
         if (has_field && f->field && slots[i] < 0)
             goto out_nomem;
@@ -193,8 +192,7 @@ static int parts_build(parts *p, const pd_config *conf, char *errbuf, size_t err
             p->label_types |= UINT32_C(1) << mc->positive_on;
     }
 
-    p->decoder = pd_decoder_new(&conf->events, (const char *const *)pl.paths, pl.n, errbuf,
-                                errlen);
+    p->decoder = pd_decoder_new(&conf->events, (const char *const *)pl.paths, pl.n, errbuf, errlen);
     if (!p->decoder) {
         r = -EINVAL;
         goto out_release;
@@ -207,8 +205,8 @@ static int parts_build(parts *p, const pd_config *conf, char *errbuf, size_t err
     p->layout = *pd_featurizer_layout(p->features);
     p->layout.label_types = p->label_types;
     for (size_t i = 0; i < p->n_models; i++) {
-        size_t w = pd_featurizer_max_nnz(p->features, p->models[i].features,
-                                         p->models[i].n_features);
+        size_t w =
+            pd_featurizer_max_nnz(p->features, p->models[i].features, p->models[i].n_features);
         if (w > p->x_cap)
             p->x_cap = w;
     }
@@ -331,8 +329,8 @@ pd_decode_error pd_engine_decode(pd_engine *eng, const char *buf, size_t len,
                                  int64_t fallback_ts_ms, pd_event *ret_event, char *detail,
                                  size_t detail_len)
 {
-    pd_decode_error err =
-        pd_decoder_decode(eng->cur.decoder, buf, len, fallback_ts_ms, ret_event, detail, detail_len);
+    pd_decode_error err = pd_decoder_decode(eng->cur.decoder, buf, len, fallback_ts_ms, ret_event,
+                                            detail, detail_len);
     if (err != PD_DECODE_OK)
         eng->stats.decode_errors[err]++;
     return err;
@@ -365,8 +363,7 @@ static void gate_check(model *m)
     m->gate_open = ok;
 }
 
-static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double label,
-                     double weight)
+static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double label, double weight)
 {
     pd_engine *eng = ctx;
     model *m = &eng->cur.models[mi];
@@ -397,8 +394,7 @@ static void enforce_user_bounds(pd_engine *eng, const pd_user *current)
         pd_user *old = pd_user_state_oldest(eng->users);
         if (!old || old == current)
             return;
-        bool over = eng->max_users > 0 &&
-                    (int64_t)pd_user_state_count(eng->users) > eng->max_users;
+        bool over = eng->max_users > 0 && (int64_t)pd_user_state_count(eng->users) > eng->max_users;
         bool idle = eng->idle_ttl_ms > 0 && eng->stats.watermark_ms != INT64_MIN &&
                     old->seen_ts_ms < eng->stats.watermark_ms - eng->idle_ttl_ms;
         if (!over && !idle)
@@ -504,8 +500,8 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
         watermark_update(eng);
     }
 
-    pd_engine_result res = {.ts_ms = ev->ts_ms, .scores = eng->cur.scores, .user = ev->user,
-                            .user_len = ev->user_len};
+    pd_engine_result res = {
+        .ts_ms = ev->ts_ms, .scores = eng->cur.scores, .user = ev->user, .user_len = ev->user_len};
     pd_user *u = NULL;
     if (eng->track_users) {
         u = pd_user_state_get(eng->users, ev->user, ev->user_len, ev->ts_ms, NULL);
@@ -553,8 +549,8 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
                 double y = m->value_slot < 0 ? ev->value : field_number(ev, m->value_slot, NAN);
                 if (has && isfinite(y))
                     on_label(eng, (int)i, eng->cur.x, n, y, w);
-            } else if (pd_labels_add(eng->labels, u, (int)i, &m->rule, ev->ts_ms, item, eng->cur.x, n,
-                                     w, eng->stats.watermark_ms, is_label_event, on_label,
+            } else if (pd_labels_add(eng->labels, u, (int)i, &m->rule, ev->ts_ms, item, eng->cur.x,
+                                     n, w, eng->stats.watermark_ms, is_label_event, on_label,
                                      eng) < 0) {
                 r = -ENOMEM;
             }
@@ -570,8 +566,8 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
 
 /* ---- reload ---- */
 
-int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh,
-                          size_t fresh_len, char *errbuf, size_t errlen)
+int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh, size_t fresh_len,
+                          char *errbuf, size_t errlen)
 {
     parts p;
     int *old_to_new = NULL;
@@ -595,8 +591,7 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
         for (size_t j = 0; j < eng->cur.n_models; j++)
             if (strcmp(eng->cur.models[j].name, m->name) == 0)
                 old = (int)j;
-        if (old >= 0 && eng->cur.models[old].fingerprint == m->fingerprint &&
-            old_to_new[old] < 0) {
+        if (old >= 0 && eng->cur.models[old].fingerprint == m->fingerprint && old_to_new[old] < 0) {
             old_to_new[old] = (int)i; /* kept: learner and metrics move over below */
             continue;
         }
@@ -633,8 +628,7 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
             }
         }
         if (memcmp(&om->lconf, &m->lconf, sizeof m->lconf) != 0 || om->publish != m->publish ||
-            memcmp(&om->gate, &m->gate, sizeof m->gate) != 0 ||
-            om->example_on != m->example_on ||
+            memcmp(&om->gate, &m->gate, sizeof m->gate) != 0 || om->example_on != m->example_on ||
             memcmp(&om->rule, &m->rule, sizeof m->rule) != 0) {
             m->generation = om->generation + 1;
             changed = true;
@@ -739,16 +733,21 @@ void pd_engine_model_info(const pd_engine *eng, size_t i, pd_model_info *ret_inf
     *ret_info = info;
 }
 
-int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score *scores,
-                         size_t max)
+int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score *scores, size_t max)
 {
     pd_user *u = pd_user_state_find(eng->users, user, len);
     if (!u)
         return -ENOENT;
     /* an event with only the user and its latest time: state features, no event fields;
      * read-only, so normalisers and vocabularies do not learn from a query */
-    pd_event ev = {.user = u->id, .user_len = u->id_len, .item = "", .text = "", .type = -1,
-                   .ts_ms = u->last_ts_ms, .fields = eng->cur.missing, .n_fields = eng->cur.n_paths};
+    pd_event ev = {.user = u->id,
+                   .user_len = u->id_len,
+                   .item = "",
+                   .text = "",
+                   .type = -1,
+                   .ts_ms = u->last_ts_ms,
+                   .fields = eng->cur.missing,
+                   .n_fields = eng->cur.n_paths};
     pd_user_before before;
     pd_user_before_capture(u, eng->n_types, &before);
     pd_featurizer_build(eng->cur.features, &ev, eng->users, u, &before, false);
@@ -756,8 +755,8 @@ int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score 
     for (size_t i = 0; i < eng->cur.n_models && k < max; i++) {
         model *m = &eng->cur.models[i];
         size_t n = pd_featurizer_gather(eng->cur.features, m->features, m->n_features, eng->cur.x);
-        scores[k++] = (pd_score){.model = (int)i, .value = pd_learner_predict(m->learner,
-                                                                               eng->cur.x, n)};
+        scores[k++] =
+            (pd_score){.model = (int)i, .value = pd_learner_predict(m->learner, eng->cur.x, n)};
     }
     return (int)k;
 }
@@ -835,7 +834,8 @@ int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, si
     if (r)
         goto out_io;
     what = "feature state";
-    if (!(f = pd_snapshot_writer_section(w, "features")) || pd_featurizer_save(eng->cur.features, f))
+    if (!(f = pd_snapshot_writer_section(w, "features")) ||
+        pd_featurizer_save(eng->cur.features, f))
         goto out_io;
     what = "user state";
     if (!(f = pd_snapshot_writer_section(w, "users")) || pd_user_state_save(eng->users, f))
@@ -1002,8 +1002,7 @@ int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t
 
 /* ---- for the control plane (daemon/ops) ---- */
 
-int pd_engine_user_info(pd_engine *eng, const char *user, size_t len,
-                        pd_user_info *ret_info)
+int pd_engine_user_info(pd_engine *eng, const char *user, size_t len, pd_user_info *ret_info)
 {
     const pd_user *u = pd_user_state_find(eng->users, user, len);
     if (!u)

@@ -53,11 +53,11 @@ typedef struct pd_model_info {
     const char *name;
     const char *output;
     pd_model_type type;
-    uint64_t generation;   /* bumps when the model's configuration changes */
-    uint64_t examples;     /* labelled examples learned */
+    uint64_t generation; /* bumps when the model's configuration changes */
+    uint64_t examples;   /* labelled examples learned */
     uint64_t positives;
-    uint64_t predictions;  /* scores computed */
-    bool gate_open;        /* publishing (quality gate passed or off) */
+    uint64_t predictions; /* scores computed */
+    bool gate_open;       /* publishing (quality gate passed or off) */
     pd_metrics_report metrics;
     pd_learner_stats learner;
     size_t memory;
@@ -79,8 +79,8 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
  * unchanged keep their weights and metrics (new hyper-parameters take effect), changed ones
  * start fresh and are named in *ret_fresh (a message for the log; may be empty). The caller
  * keeps ownership of conf. On failure nothing changes. */
-int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh,
-                          size_t fresh_len, char *errbuf, size_t errlen);
+int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh, size_t fresh_len,
+                          char *errbuf, size_t errlen);
 
 /* Event-time sources. Events of one source (a Kafka partition) arrive in about time order, but
  * sources are read in batches, so one may run hours ahead of another while a backlog is caught
@@ -148,7 +148,6 @@ typedef struct pd_user_info {
 
 /* Fills *ret_info for a known user; -ENOENT when the user is unknown (never seen, forgotten
  * or evicted). Read-only: the user is not marked as recently seen. */
-int pd_engine_user_info(pd_engine *eng, const char *user, size_t len,
-                        pd_user_info *ret_info);
+int pd_engine_user_info(pd_engine *eng, const char *user, size_t len, pd_user_info *ret_info);
 
 #endif

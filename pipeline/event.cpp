@@ -17,7 +17,8 @@
 
 #include <simdjson.h>
 
-namespace {
+namespace
+{
 
 /* Slots of the mapped fields come first, the caller's extra paths after them. */
 enum {
@@ -31,15 +32,14 @@ enum {
     SLOT__MAPPED,
 };
 
-const char *const slot_names[SLOT__MAPPED] = {"user", "item", "type", "time",
+const char *const slot_names[SLOT__MAPPED] = {"user",  "item", "type",    "time",
                                               "value", "text", "event_id"};
 
 constexpr int max_depth = 8;
 
 const char *const error_names[PD_DECODE__COUNT] = {
-    "ok",          "oversize",    "invalid_utf8",     "not_json",
-    "not_object",  "missing_user", "missing_type",    "unknown_type",
-    "wrong_type",  "bad_number",  "string_too_long", "bad_string",
+    "ok",           "oversize",     "invalid_utf8", "not_json",   "not_object",      "missing_user",
+    "missing_type", "unknown_type", "wrong_type",   "bad_number", "string_too_long", "bad_string",
     "missing_time",
 };
 
@@ -129,8 +129,7 @@ static void walk(pd_decoder *d, simdjson::dom::object obj, const uint16_t *cand,
             /* the cheap tests first: the key must end where a segment of the path ends, and
              * most candidates already differ in the first byte; keys are short, so the byte
              * loop beats a memcmp call */
-            if (rem < k || (rem > k && path[off + k] != '.') || k == 0 ||
-                path[off] != key[0])
+            if (rem < k || (rem > k && path[off + k] != '.') || k == 0 || path[off] != key[0])
                 continue;
             const char *a = path.data() + off, *b = key.data();
             size_t j = 1;
@@ -186,8 +185,8 @@ static void walk_top(pd_decoder *d, simdjson::dom::object obj)
 extern "C" pd_decoder *pd_decoder_new(const pd_events_conf *conf, const char *const *paths,
                                       size_t n_paths, char *errbuf, size_t errlen)
 {
-    const char *mapped[SLOT__MAPPED] = {conf->field_user,  conf->field_item, conf->field_type,
-                                        conf->field_time,  conf->field_value, conf->field_text,
+    const char *mapped[SLOT__MAPPED] = {conf->field_user,    conf->field_item,  conf->field_type,
+                                        conf->field_time,    conf->field_value, conf->field_text,
                                         conf->field_event_id};
     if (SLOT__MAPPED + n_paths > UINT16_MAX) {
         snprintf(errbuf, errlen, "too many event fields (%zu)", n_paths);
@@ -230,8 +229,7 @@ extern "C" void pd_decoder_free(pd_decoder *dec)
     delete dec;
 }
 
-static pd_decode_error fail(pd_decode_error err, char *detail, size_t detail_len,
-                            const char *what)
+static pd_decode_error fail(pd_decode_error err, char *detail, size_t detail_len, const char *what)
 {
     if (detail && detail_len)
         snprintf(detail, detail_len, "%s", what);
@@ -266,15 +264,14 @@ static pd_decode_error mapped_string(pd_decoder *d, int slot, const char **s, si
     case PD_VALUE_NUMBER:
         /* ids written as JSON integers are kept exactly (snowflake ids exceed 2^53) */
         if (v->is_integer) {
-            int len = snprintf(d->numtext[slot], sizeof d->numtext[slot], "%" PRId64,
-                               v->integer);
+            int len = snprintf(d->numtext[slot], sizeof d->numtext[slot], "%" PRId64, v->integer);
             *s = d->numtext[slot];
             *n = (size_t)len;
             return PD_DECODE_OK;
         }
         if (v->num == std::floor(v->num) && std::fabs(v->num) < 9007199254740992.0) {
-            int len = snprintf(d->numtext[slot], sizeof d->numtext[slot], "%" PRId64,
-                               (int64_t)v->num);
+            int len =
+                snprintf(d->numtext[slot], sizeof d->numtext[slot], "%" PRId64, (int64_t)v->num);
             *s = d->numtext[slot];
             *n = (size_t)len;
             return PD_DECODE_OK;
@@ -326,8 +323,7 @@ extern "C" pd_decode_error pd_decoder_decode(pd_decoder *d, const char *buf, siz
         return fail(PD_DECODE_MISSING_USER, detail, detail_len, "no user");
     if ((err = mapped_string(d, SLOT_ITEM, &ev.item, &ev.item_len, detail, detail_len)))
         return err;
-    if ((err = mapped_string(d, SLOT_EVENT_ID, &ev.event_id, &ev.event_id_len, detail,
-                             detail_len)))
+    if ((err = mapped_string(d, SLOT_EVENT_ID, &ev.event_id, &ev.event_id_len, detail, detail_len)))
         return err;
 
     const pd_value *t = &d->values[SLOT_TYPE];

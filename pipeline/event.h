@@ -19,11 +19,11 @@ typedef struct pd_decoder pd_decoder;
 /* Why an event was refused; the names are the dead-letter header and metric label values. */
 typedef enum pd_decode_error {
     PD_DECODE_OK = 0,
-    PD_DECODE_OVERSIZE,        /* larger than events.max_message_bytes */
+    PD_DECODE_OVERSIZE, /* larger than events.max_message_bytes */
     PD_DECODE_INVALID_UTF8,
     PD_DECODE_NOT_JSON,
-    PD_DECODE_NOT_OBJECT,      /* valid JSON, but not an object */
-    PD_DECODE_MISSING_USER,    /* user field absent, null or empty */
+    PD_DECODE_NOT_OBJECT,   /* valid JSON, but not an object */
+    PD_DECODE_MISSING_USER, /* user field absent, null or empty */
     PD_DECODE_MISSING_TYPE,
     PD_DECODE_UNKNOWN_TYPE,    /* type not declared in events.types */
     PD_DECODE_WRONG_TYPE,      /* a mapped field has the wrong JSON type */
@@ -49,7 +49,7 @@ typedef struct pd_value {
     pd_value_kind kind;
     const char *str; /* PD_VALUE_STRING: not NUL-terminated */
     size_t len;
-    double num; /* PD_VALUE_NUMBER (finite), PD_VALUE_BOOL (0/1) */
+    double num;      /* PD_VALUE_NUMBER (finite), PD_VALUE_BOOL (0/1) */
     bool is_integer; /* PD_VALUE_NUMBER written as an integer: exact in `integer` */
     int64_t integer; /* (unsigned values above INT64_MAX are not integers here) */
 } pd_value;
@@ -63,11 +63,11 @@ typedef struct pd_event {
     size_t event_id_len;
     const char *text; /* may be empty */
     size_t text_len;
-    int type;         /* index into events.types */
-    int64_t ts_ms;    /* event time */
-    uint32_t source;  /* which ordered input it came from (a Kafka partition); 0 by default */
+    int type;        /* index into events.types */
+    int64_t ts_ms;   /* event time */
+    uint32_t source; /* which ordered input it came from (a Kafka partition); 0 by default */
     bool has_value;
-    double value;     /* events.fields.value, finite when has_value */
+    double value; /* events.fields.value, finite when has_value */
     /* the extra paths given to pd_decoder_new(), in the same order */
     const pd_value *fields;
     size_t n_fields;

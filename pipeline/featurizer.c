@@ -145,8 +145,8 @@ static int acc_index(pd_user_layout *l, int type, int64_t half_life, bool sum)
         if (l->acc[i].event_type == type && l->acc[i].half_life_ms == half_life &&
             l->acc[i].sum_value == sum)
             return (int)i;
-    l->acc[l->n_acc] = (pd_acc_def){.event_type = type, .half_life_ms = half_life,
-                                    .sum_value = sum};
+    l->acc[l->n_acc] =
+        (pd_acc_def){.event_type = type, .half_life_ms = half_life, .sum_value = sum};
     return (int)l->n_acc++;
 }
 
@@ -240,8 +240,8 @@ pd_featurizer *pd_featurizer_new(const pd_config *conf, const int *field_slot, c
     if (!fz->buf)
         goto out_free;
     if (max_text) {
-        fz->lower_cap = conf->events.max_message_bytes > 0 ? (size_t)conf->events.max_message_bytes
-                                                           : 65536;
+        fz->lower_cap =
+            conf->events.max_message_bytes > 0 ? (size_t)conf->events.max_message_bytes : 65536;
         fz->lower = malloc(fz->lower_cap);
         if (!fz->lower)
             goto out_free;
@@ -626,8 +626,8 @@ out_malformed:
 
 size_t pd_featurizer_memory(const pd_featurizer *fz)
 {
-    size_t bytes = sizeof *fz + fz->n * sizeof *fz->f + fz->buf_len * sizeof *fz->buf +
-                   fz->lower_cap;
+    size_t bytes =
+        sizeof *fz + fz->n * sizeof *fz->f + fz->buf_len * sizeof *fz->buf + fz->lower_cap;
     for (size_t i = 0; i < fz->n; i++)
         bytes += fz->f[i].vocab.cap * sizeof(uint64_t);
     return bytes;

@@ -29,7 +29,7 @@ const pd_user_layout *pd_featurizer_layout(const pd_featurizer *f);
 
 /* What the user looked like before the event was applied: recency needs the previous times. */
 typedef struct pd_user_before {
-    int64_t last_ts_ms;             /* INT64_MIN = no earlier event */
+    int64_t last_ts_ms; /* INT64_MIN = no earlier event */
     int64_t last_ts_by_type[PD_MAX_EVENT_TYPES];
 } pd_user_before;
 

@@ -53,8 +53,7 @@ rd_kafka_conf_t *pd_kafka_conf_build(const pd_kafka_conf *conf, bool consumer, c
         {"queued.min.messages", "1000000"},
         {"queued.max.messages.kbytes", "262144"},
     };
-    for (size_t i = 0; consumer && i < sizeof consumer_defaults / sizeof consumer_defaults[0];
-         i++)
+    for (size_t i = 0; consumer && i < sizeof consumer_defaults / sizeof consumer_defaults[0]; i++)
         rd_kafka_conf_set(kc, consumer_defaults[i][0], consumer_defaults[i][1], err, sizeof err);
     for (size_t i = 0; i < conf->n_properties; i++) {
         const pd_kv *kv = &conf->properties[i];
@@ -126,9 +125,8 @@ static void forget_positions(pd_kafka_in *in, const rd_kafka_topic_partition_lis
 {
     rd_kafka_topic_partition_list_t *pos = pd_kafka_in_positions(in);
     for (int i = 0; pos && i < parts->cnt; i++) {
-        const rd_kafka_topic_partition_t *p =
-            rd_kafka_topic_partition_list_find(pos, parts->elems[i].topic,
-                                               parts->elems[i].partition);
+        const rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(
+            pos, parts->elems[i].topic, parts->elems[i].partition);
         if (!p || p->offset < 0)
             continue;
         rd_kafka_topic_partition_t *r =
@@ -230,8 +228,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     refresh_assignment(in);
 }
 
-pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *hooks,
-                             char *errbuf, size_t errlen)
+pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *hooks, char *errbuf,
+                             size_t errlen)
 {
     char err[512];
     pd_kafka_in *in = calloc(1, sizeof *in);
@@ -259,8 +257,7 @@ pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *ho
         {"log.queue", "true"},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
-        if (rd_kafka_conf_set(kc, fixed[i][0], fixed[i][1], err, sizeof err) !=
-            RD_KAFKA_CONF_OK) {
+        if (rd_kafka_conf_set(kc, fixed[i][0], fixed[i][1], err, sizeof err) != RD_KAFKA_CONF_OK) {
             snprintf(errbuf, errlen, "kafka configuration: %s", err);
             rd_kafka_conf_destroy(kc);
             goto out_free;
@@ -395,8 +392,8 @@ rd_kafka_topic_partition_list_t *pd_kafka_in_positions(pd_kafka_in *in)
     return pos;
 }
 
-int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *offsets,
-                       bool sync, char *errbuf, size_t errlen)
+int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *offsets, bool sync,
+                       char *errbuf, size_t errlen)
 {
     if (!offsets || offsets->cnt == 0)
         return 0;
@@ -428,8 +425,8 @@ static int set_paused(pd_kafka_in *in, bool pause)
     rd_kafka_topic_partition_list_t *a = NULL;
     if (rd_kafka_assignment(in->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return -EIO;
-    rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(in->rk, a)
-                                    : rd_kafka_resume_partitions(in->rk, a);
+    rd_kafka_resp_err_t err =
+        pause ? rd_kafka_pause_partitions(in->rk, a) : rd_kafka_resume_partitions(in->rk, a);
     rd_kafka_topic_partition_list_destroy(a);
     if (err)
         return -EIO;
@@ -473,8 +470,7 @@ void pd_kafka_in_each_lag(pd_kafka_in *in, pd_kafka_lag_fn fn, void *ctx)
     for (int i = 0; i < in->assigned->cnt; i++) {
         const rd_kafka_topic_partition_t *a = &in->assigned->elems[i];
         int64_t lo = -1, hi = -1;
-        if (rd_kafka_get_watermark_offsets(in->rk, a->topic, a->partition, &lo, &hi) ||
-            hi < 0) {
+        if (rd_kafka_get_watermark_offsets(in->rk, a->topic, a->partition, &lo, &hi) || hi < 0) {
             fn(ctx, a->topic, a->partition, -1);
             continue;
         }

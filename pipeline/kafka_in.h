@@ -30,8 +30,8 @@ typedef struct pd_kafka_hooks {
 
 typedef struct pd_kafka_stats {
     uint64_t messages;
-    uint64_t errors;          /* consumer errors seen (transport, partition) */
-    uint64_t stale_dropped;   /* messages of partitions revoked while in a batch */
+    uint64_t errors;        /* consumer errors seen (transport, partition) */
+    uint64_t stale_dropped; /* messages of partitions revoked while in a batch */
     uint64_t commits;
     uint64_t commit_failures;
     uint64_t rebalances;
@@ -39,8 +39,8 @@ typedef struct pd_kafka_stats {
 } pd_kafka_stats;
 
 /* Creates and subscribes. hooks is copied. */
-pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *hooks,
-                             char *errbuf, size_t errlen);
+pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *hooks, char *errbuf,
+                             size_t errlen);
 /* Leaves the group (the revoking hook runs) and destroys the consumer. Accepts NULL. */
 void pd_kafka_in_free(pd_kafka_in *in);
 
@@ -62,8 +62,8 @@ void pd_kafka_in_processed(pd_kafka_in *in, const rd_kafka_message_t *msg);
 rd_kafka_topic_partition_list_t *pd_kafka_in_positions(pd_kafka_in *in);
 
 /* Commits offsets (only those of partitions still assigned). sync waits for the broker. */
-int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *offsets,
-                       bool sync, char *errbuf, size_t errlen);
+int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *offsets, bool sync,
+                       char *errbuf, size_t errlen);
 
 int pd_kafka_in_pause(pd_kafka_in *in);
 int pd_kafka_in_resume(pd_kafka_in *in);

@@ -14,11 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WHEEL_BITS 16
-#define WHEEL_SIZE ((int64_t)1 << WHEEL_BITS)
-#define BUCKET_MS 1000
-#define POOL_STEP 8      /* feature capacity classes: multiples of 8 */
-#define POOL_CLASSES 64  /* pooled up to 512 features; larger ones use malloc directly */
+#define WHEEL_BITS   16
+#define WHEEL_SIZE   ((int64_t)1 << WHEEL_BITS)
+#define BUCKET_MS    1000
+#define POOL_STEP    8  /* feature capacity classes: multiples of 8 */
+#define POOL_CLASSES 64 /* pooled up to 512 features; larger ones use malloc directly */
 
 typedef struct pd_pending {
     pd_user *user;
@@ -38,14 +38,14 @@ typedef struct pd_pending {
 } pd_pending;
 
 struct pd_labels {
-    pd_pending **wheel;  /* WHEEL_SIZE bucket heads */
-    pd_pending **tails;  /* WHEEL_SIZE bucket tails */
-    uint8_t *unsorted;   /* per bucket: an insert came after a later deadline */
+    pd_pending **wheel;   /* WHEEL_SIZE bucket heads */
+    pd_pending **tails;   /* WHEEL_SIZE bucket tails */
+    uint8_t *unsorted;    /* per bucket: an insert came after a later deadline */
     pd_pending **scratch; /* for sorting a bucket */
     size_t scratch_cap;
-    uint64_t seq;         /* arrival counter: ties in deadline keep arrival order */
-    int64_t cursor;      /* lowest bucket that may hold an example; INT64_MIN: none yet */
-    int64_t top;         /* highest bucket in the wheel */
+    uint64_t seq;   /* arrival counter: ties in deadline keep arrival order */
+    int64_t cursor; /* lowest bucket that may hold an example; INT64_MIN: none yet */
+    int64_t top;    /* highest bucket in the wheel */
     size_t in_wheel;
     pd_pending *overflow; /* deadlines beyond cursor + WHEEL_SIZE, unsorted */
     size_t in_overflow;
@@ -73,7 +73,8 @@ static void prefetch(const pd_labels *lb, const pd_pending *p)
 static int64_t bucket_of(int64_t deadline_ms)
 {
     /* floor division, so negative times bucket consistently too */
-    return deadline_ms >= 0 ? deadline_ms / BUCKET_MS : -((-deadline_ms + BUCKET_MS - 1) / BUCKET_MS);
+    return deadline_ms >= 0 ? deadline_ms / BUCKET_MS
+                            : -((-deadline_ms + BUCKET_MS - 1) / BUCKET_MS);
 }
 
 pd_labels *pd_labels_new(int64_t max_per_user, int64_t max_total, char *errbuf, size_t errlen)
@@ -358,8 +359,8 @@ static bool seen_positive(const pd_user *u, const pd_label_rule *rule, int64_t t
 {
     uint32_t n = u->labels_len;
     for (uint32_t k = skip_newest ? 1 : 0; k < n; k++) {
-        const pd_label_event *e = &u->labels[(u->labels_head + PD_LABEL_RING - 1 - k) %
-                                             PD_LABEL_RING];
+        const pd_label_event *e =
+            &u->labels[(u->labels_head + PD_LABEL_RING - 1 - k) % PD_LABEL_RING];
         if (e->type == rule->positive_on && e->ts_ms >= ts_ms &&
             e->ts_ms <= ts_ms + rule->window_ms && (!rule->match_item || e->item_hash == item_hash))
             return true;

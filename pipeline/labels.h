@@ -24,13 +24,13 @@ typedef struct pd_label_rule {
 
 typedef struct pd_labels_stats {
     uint64_t added;
-    uint64_t positives;      /* resolved 1 by a later event */
-    uint64_t negatives;      /* resolved 0 by the watermark */
+    uint64_t positives;       /* resolved 1 by a later event */
+    uint64_t negatives;       /* resolved 0 by the watermark */
     uint64_t early_positives; /* resolved 1 at once: the positive event had arrived first */
-    uint64_t late;           /* examples already past the watermark when they arrived */
-    uint64_t evicted_user;   /* dropped: the user had max_pending_per_user waiting */
-    uint64_t evicted_total;  /* dropped: max_pending_total were waiting */
-    uint64_t dropped;        /* dropped with their user (forget, eviction) or their model */
+    uint64_t late;            /* examples already past the watermark when they arrived */
+    uint64_t evicted_user;    /* dropped: the user had max_pending_per_user waiting */
+    uint64_t evicted_total;   /* dropped: max_pending_total were waiting */
+    uint64_t dropped;         /* dropped with their user (forget, eviction) or their model */
     uint64_t pending;
 } pd_labels_stats;
 

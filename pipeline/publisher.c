@@ -474,7 +474,7 @@ size_t pd_publisher_dirty(const pd_publisher *pub)
 
 static bool retryable(const char *err)
 {
-    static const char *const codes[] = {"OOM",  "READONLY", "LOADING", "BUSY",
+    static const char *const codes[] = {"OOM",        "READONLY", "LOADING",     "BUSY",
                                         "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOAUTH"};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (strncmp(err, codes[i], strlen(codes[i])) == 0)

@@ -14,13 +14,13 @@
 typedef struct pd_publisher pd_publisher;
 
 typedef struct pd_publisher_stats {
-    uint64_t flushes;           /* successful flushes */
-    uint64_t flush_failures;    /* flushes that kept their data for a retry */
-    uint64_t user_writes;       /* user hashes written */
+    uint64_t flushes;        /* successful flushes */
+    uint64_t flush_failures; /* flushes that kept their data for a retry */
+    uint64_t user_writes;    /* user hashes written */
     uint64_t model_writes;
-    uint64_t deletes;           /* forget deletions written */
-    uint64_t coalesced;         /* updates merged into an already dirty user */
-    uint64_t reply_errors;      /* commands Redis refused for good (counted, not retried) */
+    uint64_t deletes;      /* forget deletions written */
+    uint64_t coalesced;    /* updates merged into an already dirty user */
+    uint64_t reply_errors; /* commands Redis refused for good (counted, not retried) */
     uint64_t connects;
     uint64_t last_batch_users;
     double last_flush_seconds;

@@ -299,8 +299,8 @@ static void acc_add(pd_acc *a, const pd_acc_def *def, int64_t ts_ms, double x)
     }
 }
 
-void pd_user_state_apply(pd_user_state *st, pd_user *u, int type, int64_t ts_ms,
-                         uint32_t item_hash, bool has_item, double value, bool has_value)
+void pd_user_state_apply(pd_user_state *st, pd_user *u, int type, int64_t ts_ms, uint32_t item_hash,
+                         bool has_item, double value, bool has_value)
 {
     const pd_user_layout *l = &st->layout;
     u->events++;
@@ -599,21 +599,20 @@ int pd_user_state_load(pd_user_state *st, FILE *in, char *errbuf, size_t errlen)
     memset(&saved, 0, sizeof saved);
     int r = -EIO;
     if (get(in, &magic, sizeof magic) || magic != USER_MAGIC || get(in, &count, sizeof count) ||
-        get(in, &n_types, sizeof n_types) || get(in, &n_acc, sizeof n_acc) ||
-        n_acc > 4096 || n_types > PD_MAX_EVENT_TYPES) {
+        get(in, &n_types, sizeof n_types) || get(in, &n_acc, sizeof n_acc) || n_acc > 4096 ||
+        n_types > PD_MAX_EVENT_TYPES) {
         snprintf(errbuf, errlen, "user state section is malformed");
         return -EINVAL;
     }
     saved.n_types = n_types;
     saved.n_acc = n_acc;
     saved.acc = calloc(n_acc ? n_acc : 1, sizeof *saved.acc);
-    if (!saved.acc || get_acc_defs(in, saved.acc, n_acc) ||
-        get(in, &n_sketch, sizeof n_sketch) || n_sketch > 4096)
+    if (!saved.acc || get_acc_defs(in, saved.acc, n_acc) || get(in, &n_sketch, sizeof n_sketch) ||
+        n_sketch > 4096)
         goto out_malformed;
     saved.n_sketch = n_sketch;
     saved.sketch_type = calloc(n_sketch ? n_sketch : 1, sizeof *saved.sketch_type);
-    if (!saved.sketch_type ||
-        get(in, saved.sketch_type, n_sketch * sizeof *saved.sketch_type) ||
+    if (!saved.sketch_type || get(in, saved.sketch_type, n_sketch * sizeof *saved.sketch_type) ||
         get(in, &ring, sizeof ring) || ring > 4096)
         goto out_malformed;
     saved.ring_items = ring;
@@ -646,8 +645,7 @@ int pd_user_state_load(pd_user_state *st, FILE *in, char *errbuf, size_t errlen)
             get(in, old.sketch, n_sketch * SKETCH_WORDS * sizeof(uint64_t)) ||
             get(in, &old.ring_head, sizeof old.ring_head) ||
             get(in, &old.ring_len, sizeof old.ring_len) ||
-            get(in, old.ring, ring * sizeof(uint32_t)) ||
-            get(in, old.labels, sizeof old.labels) ||
+            get(in, old.ring, ring * sizeof(uint32_t)) || get(in, old.labels, sizeof old.labels) ||
             get(in, &old.labels_head, sizeof old.labels_head) ||
             get(in, &old.labels_len, sizeof old.labels_len))
             goto out_malformed_tmp;

@@ -13,7 +13,7 @@
 #include "config/config.h"
 
 #define PD_SKETCH_BITS 512 /* linear-counting bitmap per distinct-items sketch */
-#define PD_LABEL_RING 8    /* recent label events kept per user for out-of-order joins */
+#define PD_LABEL_RING  8   /* recent label events kept per user for out-of-order joins */
 
 /* One decayed accumulator: a count (or sum of values) of events of a type, halving every
  * half_life_ms (0 = never decays). */
@@ -30,7 +30,7 @@ typedef struct pd_user_layout {
     size_t n_acc;
     int *sketch_type; /* per distinct-items sketch: its event type or -1 */
     size_t n_sketch;
-    size_t ring_items;  /* recent items kept */
+    size_t ring_items;    /* recent items kept */
     uint32_t label_types; /* bit mask of types that resolve labels (kept in the label ring) */
 } pd_user_layout;
 
@@ -54,7 +54,7 @@ typedef struct pd_user {
     uint32_t n_pending;
     uint64_t events;
     int64_t first_ts_ms;
-    int64_t last_ts_ms; /* any type; INT64_MIN before the first event */
+    int64_t last_ts_ms;       /* any type; INT64_MIN before the first event */
     int64_t *last_ts_by_type; /* [n_types], INT64_MIN = never */
     pd_acc *acc;              /* [n_acc] */
     uint64_t *sketch;         /* [n_sketch][PD_SKETCH_BITS / 64] */
@@ -90,8 +90,8 @@ pd_user *pd_user_state_get(pd_user_state *st, const char *id, size_t len, int64_
                            bool *ret_created);
 
 /* Folds one event into the user: last times, accumulators, sketches, ring, label ring. */
-void pd_user_state_apply(pd_user_state *st, pd_user *u, int type, int64_t ts_ms,
-                         uint32_t item_hash, bool has_item, double value, bool has_value);
+void pd_user_state_apply(pd_user_state *st, pd_user *u, int type, int64_t ts_ms, uint32_t item_hash,
+                         bool has_item, double value, bool has_value);
 
 /* Value of accumulator i of u at time ts_ms (decayed to it; never into the future). */
 double pd_user_acc_value(const pd_user_state *st, const pd_user *u, size_t i, int64_t ts_ms);

@@ -165,10 +165,17 @@ int main(int argc, char **argv)
 
     /* the project's decoder: simdjson DOM plus the field mapping and validation */
     char *types[] = {"view", "click", "add_to_cart", "purchase", "review", "profile"};
-    pd_events_conf ec = {.field_user = "user_id", .field_item = "item_id", .field_type = "type",
-                         .field_time = "ts", .field_value = "price", .field_text = "text",
-                         .field_event_id = "event_id", .types = types, .n_types = 6,
-                         .forget_type = -1, .max_message_bytes = 1 << 20,
+    pd_events_conf ec = {.field_user = "user_id",
+                         .field_item = "item_id",
+                         .field_type = "type",
+                         .field_time = "ts",
+                         .field_value = "price",
+                         .field_text = "text",
+                         .field_event_id = "event_id",
+                         .types = types,
+                         .n_types = 6,
+                         .forget_type = -1,
+                         .max_message_bytes = 1 << 20,
                          .max_string_length = 4096};
     const char *paths[] = {"context.device", "context.country", "context.campaign"};
     char err[256];
@@ -190,8 +197,8 @@ int main(int argc, char **argv)
     double own = (double)c.lines * reps / dt;
     printf("  %-20s %9.0f events/s %7.1f MB/s %6.0f ns/event  x%.2f of simdjson-dom "
            "(%zu refused)\n",
-           "propensityd-decoder", own, (double)c.size * reps / dt / 1e6, 1e9 / own,
-           own / rate[0], refused / (size_t)reps);
+           "propensityd-decoder", own, (double)c.size * reps / dt / 1e6, 1e9 / own, own / rate[0],
+           refused / (size_t)reps);
     pd_decoder_free(dec);
     free(c.buf);
     free(c.off);

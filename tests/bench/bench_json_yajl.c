@@ -113,8 +113,8 @@ static int on_end_map(void *c)
 }
 
 static const yajl_callbacks callbacks = {
-    on_null, on_bool, NULL, NULL, on_number, on_string, on_start_map, on_key, on_end_map,
-    NULL,    NULL,
+    on_null,      on_bool, NULL,       NULL, on_number, on_string,
+    on_start_map, on_key,  on_end_map, NULL, NULL,
 };
 
 int bench_decode_yajl(const char *buf, size_t len, bench_event *ev)

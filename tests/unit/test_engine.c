@@ -17,25 +17,24 @@
 #include "models/snapshot.h"
 #include "pipeline/engine.h"
 
-static const char *const base_yaml =
-    "kafka: {brokers: b, topics: [t], group: g}\n"
-    "events: {types: [view, click, purchase]}\n"
-    "watermark: {allowed_lateness: 1m}\n"
-    "features:\n"
-    "  device: {categorical: context.device}\n"
-    "  views: {decayed_count: view, half_life: 1h}\n"
-    "models:\n"
-    "  buy:\n"
-    "    type: logistic\n"
-    "    features: [device, views]\n"
-    "    example_on: [view]\n"
-    "    label: {positive_on: purchase, within: 30m}\n"
-    "  spend:\n"
-    "    type: linear\n"
-    "    optimizer: adagrad\n"
-    "    features: [device]\n"
-    "    example_on: [purchase]\n"
-    "    label: {value_from: value}\n";
+static const char *const base_yaml = "kafka: {brokers: b, topics: [t], group: g}\n"
+                                     "events: {types: [view, click, purchase]}\n"
+                                     "watermark: {allowed_lateness: 1m}\n"
+                                     "features:\n"
+                                     "  device: {categorical: context.device}\n"
+                                     "  views: {decayed_count: view, half_life: 1h}\n"
+                                     "models:\n"
+                                     "  buy:\n"
+                                     "    type: logistic\n"
+                                     "    features: [device, views]\n"
+                                     "    example_on: [view]\n"
+                                     "    label: {positive_on: purchase, within: 30m}\n"
+                                     "  spend:\n"
+                                     "    type: linear\n"
+                                     "    optimizer: adagrad\n"
+                                     "    features: [device]\n"
+                                     "    example_on: [purchase]\n"
+                                     "    label: {value_from: value}\n";
 
 static pd_config *load(const char *yaml)
 {
@@ -144,7 +143,7 @@ static void test_idle_and_new_sources(void **state)
     feed(eng, 0, buf);
     pd_engine_get_stats(eng, &st);
     assert_int_equal(st.watermark_ms, (1000 - 60) * 1000LL); /* blocked since source 1 came */
-    pd_engine_source_idle(eng, 1, true); /* it turned out empty */
+    pd_engine_source_idle(eng, 1, true);                     /* it turned out empty */
     pd_engine_get_stats(eng, &st);
     assert_int_equal(st.watermark_ms, (5000 - 60) * 1000LL);
     /* the first view's window (1000 + 30 min) is now far behind: labelled 0 */

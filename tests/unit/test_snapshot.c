@@ -57,8 +57,8 @@ static int teardown(void **state)
 static int write_one(const char *dir, uint64_t seed, int keep, char *path, size_t len)
 {
     char err[512];
-    pd_snapshot_writer *w = pd_snapshot_writer_new(dir, 0xfeed0000 + seed, 1000 + (int64_t)seed,
-                                                   err, sizeof err);
+    pd_snapshot_writer *w =
+        pd_snapshot_writer_new(dir, 0xfeed0000 + seed, 1000 + (int64_t)seed, err, sizeof err);
     if (!w)
         return -1;
     FILE *a = pd_snapshot_writer_section(w, "alpha");
@@ -227,8 +227,7 @@ static void test_empty_dir(void **state)
     char err[512] = "x";
     assert_null(pd_snapshot_open_latest(f->dir, NULL, NULL, err, sizeof err));
     assert_string_equal(err, ""); /* none is not an error */
-    assert_null(pd_snapshot_open_latest("/nonexistent/pd-snapshots", NULL, NULL, err,
-                                        sizeof err));
+    assert_null(pd_snapshot_open_latest("/nonexistent/pd-snapshots", NULL, NULL, err, sizeof err));
     assert_string_equal(err, "");
 }
 
