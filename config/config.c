@@ -3154,3 +3154,23 @@ bool pd_config_reloadable(const pd_config *old, const pd_config *new_conf, char 
     }
     return false;
 }
+
+bool pd_config_needs_user_state(const pd_config *conf)
+{
+    for (size_t i = 0; i < conf->n_features; i++) {
+        switch (conf->features[i].kind) {
+        case PD_FEAT_RECENCY:
+        case PD_FEAT_DECAYED_COUNT:
+        case PD_FEAT_SPEND:
+        case PD_FEAT_DISTINCT_ITEMS:
+        case PD_FEAT_RECENT_ITEMS:
+            return true;
+        default:
+            break;
+        }
+    }
+    for (size_t i = 0; i < conf->n_models; i++)
+        if (conf->models[i].label == PD_LABEL_POSITIVE_WITHIN)
+            return true;
+    return false;
+}

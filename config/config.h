@@ -298,6 +298,10 @@ uint64_t pd_config_model_fingerprint(const pd_config *conf, size_t model);
 bool pd_config_reloadable(const pd_config *old, const pd_config *new_conf, char *errbuf,
                           size_t errlen);
 
+/* Whether any feature or label reads a user's past (user-state features, delayed labels):
+ * if not, the pipeline keeps no per-user state at all. */
+bool pd_config_needs_user_state(const pd_config *conf);
+
 /* Parses "250ms", "30s", "5m", "2h", "7d" into milliseconds. Returns 0 or -EINVAL. */
 int pd_parse_duration(const char *text, int64_t *ret_ms);
 

@@ -136,15 +136,19 @@ int pd_cmd_check(int argc, char **argv)
     double per_user = (double)pd_user_state_bytes_per_user(&layout) + 16; /* + the id */
     human_bytes(buf, sizeof buf, total);
     printf("memory:\n  weight tables: %s\n", buf);
-    human_bytes(buf, sizeof buf, per_user * 1e6);
-    printf("  users: ~%.0f B per active user (%zu accumulator(s), %zu sketch(es), %zu recent "
-           "item(s)): %s per million users",
-           per_user, layout.n_acc, layout.n_sketch, layout.ring_items, buf);
-    if (conf->state.max_users > 0) {
-        human_bytes(buf, sizeof buf, per_user * (double)conf->state.max_users);
-        printf(", at most %s (users.max %lld)", buf, (long long)conf->state.max_users);
+    if (!pd_config_needs_user_state(conf)) {
+        printf("  users: no per-user state kept (no feature or label reads a user's past)\n");
+    } else {
+        human_bytes(buf, sizeof buf, per_user * 1e6);
+        printf("  users: ~%.0f B per active user (%zu accumulator(s), %zu sketch(es), %zu "
+               "recent item(s)): %s per million users",
+               per_user, layout.n_acc, layout.n_sketch, layout.ring_items, buf);
+        if (conf->state.max_users > 0) {
+            human_bytes(buf, sizeof buf, per_user * (double)conf->state.max_users);
+            printf(", at most %s (users.max %lld)", buf, (long long)conf->state.max_users);
+        }
+        printf("\n");
     }
-    printf("\n");
     if (pending_bytes > 0) {
         human_bytes(buf, sizeof buf, pending_bytes * (double)conf->state.max_pending_total);
         printf("  pending examples: up to %.0f B each, at most %s (watermark.max_pending_total "

@@ -263,11 +263,7 @@ static void engine_settings(pd_engine *eng, const pd_config *conf)
     eng->idle_ttl_ms = conf->state.user_idle_ttl_ms;
     /* A pipeline whose features and labels read nothing of a user's past keeps no state for
      * users at all: looking them up was 14% of such a replay, for state nobody read. */
-    const pd_user_layout *l = pd_featurizer_layout(eng->cur.features);
-    bool recency = false;
-    for (size_t i = 0; i < conf->n_features; i++)
-        recency |= conf->features[i].kind == PD_FEAT_RECENCY;
-    eng->track_users = l->n_acc || l->n_sketch || l->ring_items || eng->cur.label_types || recency;
+    eng->track_users = pd_config_needs_user_state(conf);
 }
 
 static void on_prefetch(void *ctx, int mi, const pd_feature *x, size_t n)

@@ -29,8 +29,12 @@ def main(path):
         else:
             out.append("bytes per weight: not reported by check")
     m = re.search(r"~?([\d.]+) B per (?:active )?user", text)
-    out.append("%s bytes per user (estimate)" % m.group(1) if m else
-               "bytes per user: not reported by check")
+    if m:
+        out.append("%s bytes per user (estimate)" % m.group(1))
+    elif "no per-user state kept" in text:
+        out.append("no per-user state (the pipeline reads no user history)")
+    else:
+        out.append("bytes per user: not reported by check")
     m = re.search(r"pending examples: up to (\d+) B each", text)
     if m:
         out.append("pending examples up to %s bytes each" % m.group(1))
