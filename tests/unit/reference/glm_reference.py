@@ -28,9 +28,9 @@ Usage: glm_reference.py OUTPUT.h          write the fixtures
 """
 
 import math
-import os
 import sys
-import tempfile
+
+import fixtures_cli
 
 try:
     import numpy as np
@@ -296,30 +296,7 @@ def generate():
 
 
 def main(argv):
-    if len(argv) == 1 and argv[0] != "--check":
-        with open(argv[0], "w") as f:
-            f.write(generate())
-        return 0
-    if len(argv) == 2 and argv[0] == "--check":
-        with tempfile.TemporaryDirectory() as tmp:
-            fresh = os.path.join(tmp, "fixtures.h")
-            with open(fresh, "w") as f:
-                f.write(generate())
-            with open(fresh) as f, open(argv[1]) as g:
-                a, b = f.read().splitlines(), g.read().splitlines()
-        if a == b:
-            return 0
-        for i, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                sys.stderr.write("%s:%d differs from the reference output:\n  fixture:   %s\n"
-                                 "  reference: %s\n" % (argv[1], i + 1, y, x))
-                break
-        else:
-            sys.stderr.write("%s: %d lines, the reference has %d\n" % (argv[1], len(b), len(a)))
-        sys.stderr.write("rerun glm_reference.py to regenerate the fixtures\n")
-        return 1
-    sys.stderr.write(__doc__)
-    return 2
+    return fixtures_cli.main(argv, generate, __doc__, "glm_reference.py")
 
 
 if __name__ == "__main__":

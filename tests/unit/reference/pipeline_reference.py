@@ -31,6 +31,8 @@ import re
 import struct
 import sys
 
+import fixtures_cli
+
 try:
     import numpy as np
     import xxhash
@@ -203,30 +205,8 @@ def generate():
 
 
 def main(argv):
-    if not argv:
-        sys.stdout.write(generate())
-        return 0
-    if len(argv) == 1 and argv[0] != "--check":
-        with open(argv[0], "w") as f:
-            f.write(generate())
-        return 0
-    if len(argv) == 2 and argv[0] == "--check":
-        a = generate().splitlines()
-        with open(argv[1]) as f:
-            b = f.read().splitlines()
-        if a == b:
-            return 0
-        for i, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                sys.stderr.write("%s:%d differs from the reference output:\n  fixture:   %s\n"
-                                 "  reference: %s\n" % (argv[1], i + 1, y, x))
-                break
-        else:
-            sys.stderr.write("%s: %d lines, the reference has %d\n" % (argv[1], len(b), len(a)))
-        sys.stderr.write("rerun pipeline_reference.py to regenerate the fixtures\n")
-        return 1
-    sys.stderr.write(__doc__)
-    return 2
+    return fixtures_cli.main(argv, generate, __doc__, "pipeline_reference.py",
+                             stdout_without_args=True)
 
 
 if __name__ == "__main__":
