@@ -2458,8 +2458,8 @@ out_free:
 /* ------------------------------------------------------------------------------------------ */
 /* watermark:, users:, snapshot:, daemon: */
 
-static const char *const watermark_keys[] = {"allowed_lateness", "max_pending_per_user",
-                                             "max_pending_total", NULL};
+static const char *const watermark_keys[] = {"allowed_lateness", "idle_timeout",
+                                             "max_pending_per_user", "max_pending_total", NULL};
 static const char *const users_keys[] = {"max", "idle_ttl", NULL};
 static const char *const snapshot_keys[] = {"dir", "interval", "keep", NULL};
 static const char *const daemon_keys[] = {"log_level", "control",       "curve_secret_file", "feed",
@@ -2473,7 +2473,8 @@ static void load_watermark(loader *ld, ynode *map)
     if (!check_map(ld, map, mp, watermark_keys))
         return;
     get_duration(ld, map, mp, "allowed_lateness", 0, INT64_MAX, false, &st->allowed_lateness_ms);
-    get_int(ld, map, mp, "max_pending_per_user", 1, 100000, &st->max_pending_per_user);
+    get_duration(ld, map, mp, "idle_timeout", 10, 24 * MS_PER_H, false, &st->idle_timeout_ms);
+    get_int(ld, map, mp, "max_pending_per_user", 1, 1000000, &st->max_pending_per_user);
     get_int(ld, map, mp, "max_pending_total", 1, 100000000, &st->max_pending_total);
 }
 
@@ -2592,7 +2593,8 @@ static void set_defaults(loader *ld)
     conf->events.max_message_bytes = 64 << 10;
     conf->events.max_string_length = 1024;
     conf->state.allowed_lateness_ms = MS_PER_MIN;
-    conf->state.max_pending_per_user = 64;
+    conf->state.idle_timeout_ms = PD_DEFAULT_IDLE_TIMEOUT_MS;
+    conf->state.max_pending_per_user = PD_DEFAULT_MAX_PENDING_PER_USER;
     conf->state.max_pending_total = 1000000;
     conf->snapshot.interval_ms = 5 * MS_PER_MIN;
     conf->snapshot.keep = 3;
@@ -3020,6 +3022,7 @@ static uint64_t config_fingerprint(const pd_config *conf)
     for (size_t i = 0; i < conf->n_models; i++)
         fp_model(&f, conf, &conf->models[i]);
     fp_i64(&f, conf->state.allowed_lateness_ms);
+    fp_i64(&f, conf->state.idle_timeout_ms);
     fp_i64(&f, conf->state.max_pending_per_user);
     fp_i64(&f, conf->state.max_pending_total);
     fp_i64(&f, conf->state.max_users);

@@ -218,8 +218,15 @@ typedef struct pd_model_conf {
 } pd_model_conf;
 
 /* ---- the rest ---- */
+/* A partition that delivered nothing for this long while caught up stops holding the watermark
+ * (config/README.md says why 10 s). */
+#define PD_DEFAULT_IDLE_TIMEOUT_MS 10000
+/* Room for a user with an event every 0.2 s over a 30-minute window (config/README.md). */
+#define PD_DEFAULT_MAX_PENDING_PER_USER 10000
+
 typedef struct pd_state_conf {
     int64_t allowed_lateness_ms;  /* watermark = max event time - this */
+    int64_t idle_timeout_ms;      /* a caught-up source this long without events stops holding it */
     int64_t max_pending_per_user; /* pending examples per user (all models) */
     int64_t max_pending_total;
     int64_t max_users;        /* 0 = unlimited; else least recently seen are evicted */

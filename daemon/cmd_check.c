@@ -9,6 +9,7 @@
 #include "daemon/commands.h"
 #include "models/learner.h"
 #include "pipeline/featurizer.h"
+#include "pipeline/labels.h"
 #include "pipeline/user_state.h"
 
 static const char *const kind_names[] = {"categorical", "numeric",        "cross",
@@ -127,7 +128,7 @@ int pd_cmd_check(int argc, char **argv)
                -entries * log(0.99), -entries * log(0.90));
         if (m->label == PD_LABEL_POSITIVE_WITHIN) {
             size_t nnz = pd_featurizer_max_nnz(fz, m->features, m->n_features);
-            double per = 96.0 + 8.0 * (double)((nnz + 7) / 8 * 8);
+            double per = (double)pd_labels_bytes_per_example(nnz);
             if (per > pending_bytes)
                 pending_bytes = per;
         }
@@ -150,10 +151,18 @@ int pd_cmd_check(int argc, char **argv)
         printf("\n");
     }
     if (pending_bytes > 0) {
+        char one[32];
+        human_bytes(one, sizeof one, pending_bytes * (double)conf->state.max_pending_per_user);
         human_bytes(buf, sizeof buf, pending_bytes * (double)conf->state.max_pending_total);
-        printf("  pending examples: up to %.0f B each, at most %s (watermark.max_pending_total "
-               "%lld)\n",
-               pending_bytes, buf, (long long)conf->state.max_pending_total);
+        printf("  pending examples: up to %.0f B each; one user at most %s "
+               "(watermark.max_pending_per_user %lld), all at most %s "
+               "(watermark.max_pending_total %lld)\n",
+               pending_bytes, one, (long long)conf->state.max_pending_per_user, buf,
+               (long long)conf->state.max_pending_total);
+        printf("  watermark: allowed lateness %.0f s; a caught-up partition stops holding it "
+               "after %.1f s without events (watermark.idle_timeout)\n",
+               (double)conf->state.allowed_lateness_ms / 1000.0,
+               (double)conf->state.idle_timeout_ms / 1000.0);
     }
     pd_featurizer_free(fz);
     pd_config_free(conf);

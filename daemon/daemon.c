@@ -78,13 +78,17 @@ static void on_reload_signal(int sig)
     got_reload = 1;
 }
 
-#define GATE_REMINDER_MS 60000
+#define GATE_REMINDER_MS     60000
+#define EVICTION_REMINDER_MS 60000
 #define MAX_GATED_MODELS 64
 
 struct pd_daemon {
     /* quality gates as last logged, by model index (reset on reload) */
     bool gate_closed[MAX_GATED_MODELS];
     int64_t gate_logged_ms[MAX_GATED_MODELS];
+    /* examples lost to the pending bounds as last logged, by model index */
+    uint64_t evicted_logged[MAX_GATED_MODELS];
+    int64_t evicted_logged_ms[MAX_GATED_MODELS];
     char *config_path;
     pd_config *conf;
     pd_engine *engine;
@@ -108,8 +112,13 @@ struct pd_daemon {
     uint64_t snapshots, snapshot_failures;
     rd_kafka_topic_partition_list_t *restore_offsets; /* from the snapshot, applied once */
     bool snapshot_on_assign; /* partitions were assigned: record where they start */
-    /* event-time sources: one per partition, so a lagging partition holds the watermark */
+    /* event-time sources: one per partition, so a lagging partition holds the watermark;
+     * source_seen_ms[i] is when source i last delivered an event (or was assigned), on the
+     * monotonic clock, INT64_MIN while it is not assigned */
     rd_kafka_topic_partition_list_t *sources;
+    int64_t *source_seen_ms;
+    size_t source_cap;
+    int64_t loop_ms; /* when the batch in hand was polled */
     /* operations: systemd, metrics, control plane */
     pd_notify *notify;
     pd_http *http;
@@ -168,23 +177,57 @@ static int install_signals(void)
 
 /* ---- event-time sources ---- */
 
-/* The engine's source id of a message's partition (its index in d->sources). */
+/* The engine's source id of a message's partition (its index in d->sources). A source seen
+ * for the first time counts as having just delivered, so it holds the watermark for a full
+ * idle timeout before it may be found idle. */
 static uint32_t source_of(pd_daemon *d, const char *topic, int32_t partition)
 {
     for (int i = 0; i < d->sources->cnt; i++)
         if (d->sources->elems[i].partition == partition &&
-            strcmp(d->sources->elems[i].topic, topic) == 0)
+            strcmp(d->sources->elems[i].topic, topic) == 0) {
+            if (d->source_seen_ms[i] == INT64_MIN)
+                d->source_seen_ms[i] = now_ms();
             return (uint32_t)i;
+        }
+    size_t n = (size_t)d->sources->cnt;
+    if (n >= d->source_cap) {
+        size_t cap = d->source_cap ? d->source_cap * 2 : 64;
+        int64_t *ns = realloc(d->source_seen_ms, cap * sizeof *ns);
+        if (!ns) {
+            /* without room to time it, the partition shares the last source's clock: it can
+             * only be found idle later than it should, never earlier */
+            pd_log_error("out of memory tracking partition \"%s\" [%" PRId32 "]", topic,
+                         partition);
+            return n ? (uint32_t)(n - 1) : 0;
+        }
+        d->source_seen_ms = ns;
+        d->source_cap = cap;
+    }
     rd_kafka_topic_partition_list_add(d->sources, topic, partition);
-    return (uint32_t)(d->sources->cnt - 1);
+    d->source_seen_ms[n] = now_ms();
+    return (uint32_t)n;
 }
 
+/* Idleness is a wall-clock property (as Flink's withIdleness): a partition stops holding the
+ * watermark only once it is caught up AND delivered nothing for watermark.idle_timeout. The
+ * lag alone is not enough: it is computed from the end offset of the last fetch response, so
+ * it reads 0 while the next fetch, holding the events that would resolve pending examples,
+ * is still in flight, and the watermark would pass them by. A partition with lag > 0 or not
+ * known yet always holds the watermark; one event makes an idle partition hold it again. */
 static void mark_idle(void *ctx, const char *topic, int32_t partition, int64_t lag)
 {
     pd_daemon *d = ctx;
-    /* caught up: until its next event the partition must not hold the watermark back; not
-     * caught up or not known yet (no fetch answered): it holds the watermark */
-    pd_engine_source_idle(d->engine, source_of(d, topic, partition), lag == 0);
+    uint32_t id = source_of(d, topic, partition);
+    bool quiet = now_ms() - d->source_seen_ms[id] >= d->conf->state.idle_timeout_ms;
+    pd_engine_source_idle(d->engine, id, lag == 0 && quiet);
+}
+
+/* A partition delivered an event now. */
+static uint32_t source_delivered(pd_daemon *d, const char *topic, int32_t partition, int64_t t)
+{
+    uint32_t id = source_of(d, topic, partition);
+    d->source_seen_ms[id] = t;
+    return id;
 }
 
 /* ---- flushing and committing ---- */
@@ -233,9 +276,11 @@ static void on_revoking(void *ctx, pd_kafka_in *in, const rd_kafka_topic_partiti
 {
     (void)in;
     pd_daemon *d = ctx;
-    for (int i = 0; i < parts->cnt; i++)
-        pd_engine_source_remove(d->engine,
-                                source_of(d, parts->elems[i].topic, parts->elems[i].partition));
+    for (int i = 0; i < parts->cnt; i++) {
+        uint32_t id = source_of(d, parts->elems[i].topic, parts->elems[i].partition);
+        pd_engine_source_remove(d->engine, id);
+        d->source_seen_ms[id] = INT64_MIN; /* if it comes back, its idle timeout starts anew */
+    }
     if (lost) {
         pd_log_warning("lost %d partition(s) without a chance to commit; their new owner "
                        "resumes from the last commit",
@@ -294,6 +339,29 @@ static void log_gate(pd_daemon *d, size_t i, const pd_model_info *mi, int64_t no
     d->gate_logged_ms[i] = now;
 }
 
+/* An evicted example is a loss: the model never learns it. Says so at once, then at most once
+ * a minute while it goes on, with what was lost since the last line. */
+static void log_evictions(pd_daemon *d, size_t i, const pd_model_info *mi, int64_t now)
+{
+    if (i >= MAX_GATED_MODELS)
+        return;
+    uint64_t lost = mi->evicted_user + mi->evicted_total;
+    if (lost <= d->evicted_logged[i] ||
+        (d->evicted_logged_ms[i] && now - d->evicted_logged_ms[i] < EVICTION_REMINDER_MS))
+        return;
+    uint64_t taken = mi->examples + lost;
+    pd_logkv(PD_LOG_WARNING,
+             "examples evicted before their label resolved: the model never learns them; "
+             "raise watermark.max_pending_per_user or watermark.max_pending_total",
+             "model=%s evicted=%" PRIu64 " user_limit=%" PRIu64 " total_limit=%" PRIu64
+             " share=%.3f%% max_pending_per_user=%" PRId64 " max_pending_total=%" PRId64,
+             mi->name, lost - d->evicted_logged[i], mi->evicted_user, mi->evicted_total,
+             taken ? 100.0 * (double)lost / (double)taken : 0.0,
+             d->conf->state.max_pending_per_user, d->conf->state.max_pending_total);
+    d->evicted_logged[i] = lost;
+    d->evicted_logged_ms[i] = now;
+}
+
 static void put_model_summaries(pd_daemon *d)
 {
     size_t n = pd_engine_model_count(d->engine);
@@ -302,6 +370,7 @@ static void put_model_summaries(pd_daemon *d)
         pd_model_info mi;
         pd_engine_model_info(d->engine, i, &mi);
         log_gate(d, i, &mi, now);
+        log_evictions(d, i, &mi, now);
         char v[16][40];
         const char *fields[16], *values[16];
         size_t k = 0;
@@ -323,6 +392,7 @@ static void put_model_summaries(pd_daemon *d)
         PUT_U("examples", mi.examples);
         PUT_U("positives", mi.positives);
         PUT_U("predictions", mi.predictions);
+        PUT_U("evicted", mi.evicted_user + mi.evicted_total);
         if (mi.type == PD_MODEL_LINEAR) {
             PUT_D("rmse", mi.metrics.rmse);
             PUT_D("mae", mi.metrics.mae);
@@ -424,6 +494,7 @@ static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
     pd_event ev;
     char detail[256];
     rd_kafka_timestamp_type_t tstype;
+    uint32_t source = source_delivered(d, rd_kafka_topic_name(m->rkt), m->partition, d->loop_ms);
     int64_t fallback = rd_kafka_message_timestamp(m, &tstype);
     pd_decode_error err = pd_engine_decode(d->engine, m->payload ? m->payload : "", m->len,
                                            fallback, &ev, detail, sizeof detail);
@@ -431,7 +502,7 @@ static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
         dead_letter(d, m, err, detail);
         return;
     }
-    ev.source = source_of(d, rd_kafka_topic_name(m->rkt), m->partition);
+    ev.source = source;
     pd_engine_result res;
     if (pd_engine_process(d->engine, &ev, &res) < 0) {
         d->process_errors++;
@@ -536,6 +607,8 @@ static int reload(pd_daemon *d, char *msg, size_t msglen)
     /* model indices may have moved: say each gate's state again */
     memset(d->gate_closed, 0, sizeof d->gate_closed);
     memset(d->gate_logged_ms, 0, sizeof d->gate_logged_ms);
+    memset(d->evicted_logged, 0, sizeof d->evicted_logged);
+    memset(d->evicted_logged_ms, 0, sizeof d->evicted_logged_ms);
     if (fresh[0])
         pd_log_info("models starting fresh after reload: %s", fresh);
     snprintf(msg, msglen, "%s", fresh);
@@ -592,6 +665,26 @@ static rd_kafka_topic_partition_list_t *load_offsets(FILE *f)
     return list;
 }
 
+/* Where the state in the engine ends, per partition: the processed positions, and for the
+ * partitions a restored snapshot covers that are not assigned back yet, the snapshot's own
+ * offsets (the engine still holds exactly their events). Without the latter a snapshot taken
+ * before the assignment would drop them, and a restart from it would resume at the group's
+ * committed offsets and skip the events between. NULL when there is nothing. */
+static rd_kafka_topic_partition_list_t *snapshot_positions(pd_daemon *d)
+{
+    rd_kafka_topic_partition_list_t *pos = d->in ? pd_kafka_in_positions(d->in) : NULL;
+    if (!d->restore_offsets || d->restore_offsets->cnt == 0)
+        return pos;
+    if (!pos)
+        return rd_kafka_topic_partition_list_copy(d->restore_offsets);
+    for (int i = 0; i < d->restore_offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *r = &d->restore_offsets->elems[i];
+        if (!rd_kafka_topic_partition_list_find(pos, r->topic, r->partition))
+            rd_kafka_topic_partition_list_add(pos, r->topic, r->partition)->offset = r->offset;
+    }
+    return pos;
+}
+
 /* Writes the engine's state and the offsets it covers. Everything processed so far is in the
  * engine, so the processed positions are exactly what the snapshot includes. keep > 0
  * overrides how many snapshots stay (a forget keeps only this one: the older ones still hold
@@ -611,7 +704,7 @@ static int write_snapshot(pd_daemon *d, const char *why, int keep, char *ret_pat
         pd_snapshot_writer_abort(w);
         goto out_fail;
     }
-    rd_kafka_topic_partition_list_t *pos = d->in ? pd_kafka_in_positions(d->in) : NULL;
+    rd_kafka_topic_partition_list_t *pos = snapshot_positions(d);
     FILE *f = pd_snapshot_writer_section(w, "kafka.offsets");
     int r = f ? save_offsets(f, pos) : -EIO;
     if (pos)
@@ -849,6 +942,17 @@ static void render_model_metrics(pd_daemon *d, pd_strbuf *sb)
            "1 while the model's scores are published (quality gate open or off).");
     for (size_t i = 0; i < n; i++)
         SAMPLE1("propensityd_model_publishing", "model", mi[i].name, mi[i].gate_open ? 1 : 0);
+    FAMILY("propensityd_model_examples_evicted_total", COUNTER,
+           "Examples a model lost to the pending bounds before their label resolved, by "
+           "reason (never learned).");
+    for (size_t i = 0; i < n; i++) {
+        pd_prom_sample(sb, "propensityd_model_examples_evicted_total",
+                       (const char *[]){"model", mi[i].name, "reason", "user_limit", NULL},
+                       (double)mi[i].evicted_user);
+        pd_prom_sample(sb, "propensityd_model_examples_evicted_total",
+                       (const char *[]){"model", mi[i].name, "reason", "total_limit", NULL},
+                       (double)mi[i].evicted_total);
+    }
     FAMILY("propensityd_model_generation", GAUGE,
            "Configuration generation of the model (bumps when it changes).");
     for (size_t i = 0; i < n; i++)
@@ -912,6 +1016,22 @@ static void render_metrics(pd_daemon *d, pd_strbuf *sb)
     SAMPLE("propensityd_process_errors_total", d->process_errors);
 
     render_model_metrics(d, sb);
+
+    FAMILY("propensityd_feature_field_misses_total", COUNTER,
+           "Events whose field-based feature found its JSON path absent or of a type it cannot "
+           "use, by feature and reason.");
+    for (size_t i = 0; i < d->conf->n_features; i++) {
+        pd_feature_coverage fc;
+        if (!pd_engine_feature_coverage(d->engine, i, &fc))
+            continue;
+        const char *name = d->conf->features[i].name;
+        pd_prom_sample(sb, "propensityd_feature_field_misses_total",
+                       (const char *[]){"feature", name, "reason", "missing", NULL},
+                       (double)fc.missing);
+        pd_prom_sample(sb, "propensityd_feature_field_misses_total",
+                       (const char *[]){"feature", name, "reason", "wrong_type", NULL},
+                       (double)fc.wrong_type);
+    }
 
     FAMILY("propensityd_labels_resolved_total", COUNTER,
            "Examples resolved by the label join, by outcome.");
@@ -1083,6 +1203,8 @@ static json_t *status_models(pd_daemon *d)
         e |= json_object_set_new(m, "examples", json_integer(mi.examples));
         e |= json_object_set_new(m, "positives", json_integer(mi.positives));
         e |= json_object_set_new(m, "predictions", json_integer(mi.predictions));
+        e |= json_object_set_new(m, "evicted",
+                                 json_integer((json_int_t)(mi.evicted_user + mi.evicted_total)));
         e |= json_object_set_new(m, "publishing", json_boolean(mi.gate_open));
         e |= add_model_metrics(m, &mi);
     }
@@ -1535,6 +1657,7 @@ void pd_daemon_free(pd_daemon *d)
         rd_kafka_topic_partition_list_destroy(d->restore_offsets);
     if (d->sources)
         rd_kafka_topic_partition_list_destroy(d->sources);
+    free(d->source_seen_ms);
     pd_notify_free(d->notify);
     pd_strbuf_release(&d->text);
     free(d->batch);
@@ -1710,6 +1833,7 @@ int pd_daemon_run(pd_daemon *d)
             drain_wakeup(d);
         size_t n = pd_kafka_in_poll(d->in, d->batch, d->batch_cap, 0);
         d->batch_full = n == d->batch_cap;
+        d->loop_ms = now_ms();
         if (d->snapshot_on_assign) {
             /* the batch is not processed yet: the snapshot holds where each new partition
              * starts (pd_kafka_in_positions) and none of its events */

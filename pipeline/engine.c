@@ -34,6 +34,7 @@ typedef struct model {
     bool gate_open;
     uint64_t generation;
     uint64_t examples, positives, predictions;
+    uint64_t evicted[PD_EVICTED__COUNT]; /* examples lost to the pending bounds, never learned */
     uint64_t next_gate_check;
 } model;
 
@@ -272,6 +273,13 @@ static void on_prefetch(void *ctx, int mi, const pd_feature *x, size_t n)
     pd_learner_prefetch(eng->cur.models[mi].learner, x, n);
 }
 
+static void on_evict(void *ctx, int mi, pd_label_eviction why)
+{
+    pd_engine *eng = ctx;
+    if (mi >= 0 && (size_t)mi < eng->cur.n_models)
+        eng->cur.models[mi].evicted[why]++;
+}
+
 pd_engine *pd_engine_new(const pd_config *conf, char *errbuf, size_t errlen)
 {
     parts p;
@@ -293,6 +301,7 @@ pd_engine *pd_engine_new(const pd_config *conf, char *errbuf, size_t errlen)
     if (!eng->labels)
         goto out_release_parts;
     pd_labels_set_prefetch(eng->labels, on_prefetch, eng);
+    pd_labels_set_evict(eng->labels, on_evict, eng);
     parts_install(eng, &p);
     engine_settings(eng, conf);
     eng->generation = 1;
@@ -637,6 +646,7 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
         m->examples = om->examples;
         m->positives = om->positives;
         m->predictions = om->predictions;
+        memcpy(m->evicted, om->evicted, sizeof m->evicted);
         m->gate_open = om->gate_open;
         m->next_gate_check = 0;
         om->learner = NULL;
@@ -669,6 +679,11 @@ bool pd_engine_forget(pd_engine *eng, const char *user, size_t len)
     forget_user(eng, u);
     eng->stats.forgotten++;
     return true;
+}
+
+bool pd_engine_feature_coverage(const pd_engine *eng, size_t i, pd_feature_coverage *ret_cov)
+{
+    return pd_featurizer_coverage(eng->cur.features, i, ret_cov);
 }
 
 size_t pd_engine_model_occupied(const pd_engine *eng, size_t i)
@@ -721,6 +736,8 @@ void pd_engine_model_info(const pd_engine *eng, size_t i, pd_model_info *ret_inf
         .examples = m->examples,
         .positives = m->positives,
         .predictions = m->predictions,
+        .evicted_user = m->evicted[PD_EVICTED_USER_LIMIT],
+        .evicted_total = m->evicted[PD_EVICTED_TOTAL_LIMIT],
         .gate_open = m->gate_open,
         .memory = pd_learner_memory(m->learner),
     };
@@ -759,7 +776,8 @@ int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score 
 
 /* ---- snapshots ---- */
 
-#define ENGINE_SECTION_VERSION 1
+/* 2: model sections carry the examples each model lost to the pending bounds */
+#define ENGINE_SECTION_VERSION 2
 
 static int put_bytes(FILE *f, const void *p, size_t n)
 {
@@ -798,7 +816,8 @@ static int save_model(const model *m, pd_snapshot_writer *w)
             put_bytes(f, &m->generation, sizeof m->generation) |
             put_bytes(f, &m->examples, sizeof m->examples) |
             put_bytes(f, &m->positives, sizeof m->positives) |
-            put_bytes(f, &m->predictions, sizeof m->predictions) | put_bytes(f, &gate, 1);
+            put_bytes(f, &m->predictions, sizeof m->predictions) | put_bytes(f, &gate, 1) |
+            put_bytes(f, m->evicted, sizeof m->evicted);
     if (r)
         return -EIO;
     if ((r = pd_learner_save(m->learner, f)) < 0)
@@ -861,8 +880,8 @@ static void note_fresh(char *buf, size_t len, size_t *used, const char *name, co
 }
 
 /* Restores one model from its section if the saved weights still mean the same thing. */
-static int load_model(pd_engine *eng, model *m, const pd_snapshot *s, const char **ret_why,
-                      char *errbuf, size_t errlen)
+static int load_model(pd_engine *eng, model *m, const pd_snapshot *s, uint32_t version,
+                      const char **ret_why, char *errbuf, size_t errlen)
 {
     char name[300], err[256];
     snprintf(name, sizeof name, "model/%s", m->name);
@@ -871,12 +890,13 @@ static int load_model(pd_engine *eng, model *m, const pd_snapshot *s, const char
         *ret_why = "not in the snapshot";
         return 0;
     }
-    uint64_t fp, gen, examples, positives, predictions;
+    uint64_t fp, gen, examples, positives, predictions, evicted[PD_EVICTED__COUNT] = {0};
     uint8_t gate;
     int r = -EINVAL;
     if (get_bytes(f, &fp, sizeof fp) || get_bytes(f, &gen, sizeof gen) ||
         get_bytes(f, &examples, sizeof examples) || get_bytes(f, &positives, sizeof positives) ||
-        get_bytes(f, &predictions, sizeof predictions) || get_bytes(f, &gate, 1)) {
+        get_bytes(f, &predictions, sizeof predictions) || get_bytes(f, &gate, 1) ||
+        (version >= 2 && get_bytes(f, evicted, sizeof evicted))) {
         snprintf(errbuf, errlen, "model \"%s\" section is truncated", m->name);
         goto out_close;
     }
@@ -905,6 +925,7 @@ static int load_model(pd_engine *eng, model *m, const pd_snapshot *s, const char
     m->examples = examples;
     m->positives = positives;
     m->predictions = predictions;
+    memcpy(m->evicted, evicted, sizeof m->evicted);
     m->gate_open = gate != 0;
     *ret_why = NULL;
     (void)eng;
@@ -933,7 +954,7 @@ int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t
     }
     pd_engine_stats st = eng->stats;
     uint64_t generation;
-    if (get_bytes(f, &version, sizeof version) || version != ENGINE_SECTION_VERSION ||
+    if (get_bytes(f, &version, sizeof version) || version < 1 || version > ENGINE_SECTION_VERSION ||
         get_bytes(f, &generation, sizeof generation) ||
         get_bytes(f, &st.events, sizeof st.events) ||
         get_bytes(f, st.events_by_type, sizeof st.events_by_type) ||
@@ -971,7 +992,7 @@ int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t
     }
     for (size_t i = 0; i < eng->cur.n_models; i++) {
         const char *why = NULL;
-        if ((r = load_model(eng, &eng->cur.models[i], s, &why, errbuf, errlen)) < 0)
+        if ((r = load_model(eng, &eng->cur.models[i], s, version, &why, errbuf, errlen)) < 0)
             return r;
         if (why)
             note_fresh(ret_fresh, fresh_len, &fresh_used, eng->cur.models[i].name, why);

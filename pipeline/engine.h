@@ -15,6 +15,7 @@
 #include "models/metrics.h"
 #include "models/snapshot.h"
 #include "pipeline/event.h"
+#include "pipeline/featurizer.h"
 #include "pipeline/labels.h"
 
 typedef struct pd_engine pd_engine;
@@ -57,6 +58,9 @@ typedef struct pd_model_info {
     uint64_t examples;   /* labelled examples learned */
     uint64_t positives;
     uint64_t predictions; /* scores computed */
+    /* examples dropped by watermark.max_pending_per_user / max_pending_total before their
+     * label resolved: never learned */
+    uint64_t evicted_user, evicted_total;
     bool gate_open;       /* publishing (quality gate passed or off) */
     pd_metrics_report metrics;
     pd_learner_stats learner;
@@ -97,6 +101,9 @@ void pd_engine_source_remove(pd_engine *eng, uint32_t source);
 
 /* Removes a user's state and waiting examples. Returns whether the user was known. */
 bool pd_engine_forget(pd_engine *eng, const char *user, size_t len);
+
+/* Field coverage of feature i (config order): false for features that read no field. */
+bool pd_engine_feature_coverage(const pd_engine *eng, size_t i, pd_feature_coverage *ret_cov);
 
 /* Weight-table entries of model i that hold state (a full table scan: for reports). */
 size_t pd_engine_model_occupied(const pd_engine *eng, size_t i);

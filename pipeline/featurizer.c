@@ -42,6 +42,8 @@ typedef struct feat {
     pd_norm norm;
     pd_vocab vocab;
     uint32_t h_never, h_oov;
+    /* field coverage: events whose field was absent / of a type the feature cannot use */
+    uint64_t missing, wrong_type;
 } feat;
 
 struct pd_featurizer {
@@ -51,6 +53,7 @@ struct pd_featurizer {
     pd_user_layout layout;
     pd_feature *buf;
     size_t buf_len;
+    uint64_t events; /* events built with learn (coverage counts these) */
     char *lower; /* scratch for lower-cased text */
     size_t lower_cap;
     char numtext[32];
@@ -450,6 +453,18 @@ static size_t build_cross(pd_featurizer *fz, feat *f, pd_feature *out)
     return nnz;
 }
 
+/* A field-based feature got nothing from its field: absent (or null), or of a type it cannot
+ * use (an object or array where a scalar belongs, a string for a number, ...). */
+static void count_miss(feat *f, const pd_value *v, bool learn)
+{
+    if (!learn)
+        return;
+    if (!v || v->kind == PD_VALUE_MISSING)
+        f->missing++;
+    else
+        f->wrong_type++;
+}
+
 static size_t build_one(pd_featurizer *fz, feat *f, const pd_event *ev, const pd_user_state *st,
                         const pd_user *u, const pd_user_before *before, bool learn)
 {
@@ -459,8 +474,10 @@ static size_t build_one(pd_featurizer *fz, feat *f, const pd_event *ev, const pd
     case PD_FEAT_CATEGORICAL: {
         const char *s;
         size_t n;
-        if (!v || !scalar_text(fz, v, &s, &n))
+        if (!v || !scalar_text(fz, v, &s, &n)) {
+            count_miss(f, v, learn);
             return 0;
+        }
         uint64_t h = XXH3_64bits_withSeed(s, n, f->seed);
         out[0].hash =
             (f->vocab.limit && !vocab_admit(&f->vocab, h, learn)) ? f->h_oov : (uint32_t)h;
@@ -468,12 +485,16 @@ static size_t build_one(pd_featurizer *fz, feat *f, const pd_event *ev, const pd
         return 1;
     }
     case PD_FEAT_NUMERIC:
-        if (!v || (v->kind != PD_VALUE_NUMBER && v->kind != PD_VALUE_BOOL))
+        if (!v || (v->kind != PD_VALUE_NUMBER && v->kind != PD_VALUE_BOOL)) {
+            count_miss(f, v, learn);
             return 0;
+        }
         return emit_number(f, out, v->num, learn);
     case PD_FEAT_TEXT:
-        if (!v || v->kind != PD_VALUE_STRING)
+        if (!v || v->kind != PD_VALUE_STRING) {
+            count_miss(f, v, learn);
             return 0;
+        }
         return build_text(fz, f, v->str, v->len, out);
     case PD_FEAT_RECENCY: {
         int64_t prev = f->conf.event_type < 0 ? before->last_ts_ms
@@ -511,6 +532,8 @@ void pd_featurizer_build(pd_featurizer *fz, const pd_event *ev, const pd_user_st
                          const pd_user *u, const pd_user_before *before, bool learn)
 {
     /* crosses read their parts' results, so they go last */
+    if (learn)
+        fz->events++;
     for (size_t i = 0; i < fz->n; i++)
         if (fz->f[i].conf.kind != PD_FEAT_CROSS)
             fz->f[i].nnz = build_one(fz, &fz->f[i], ev, st, u, before, learn);
@@ -631,4 +654,19 @@ size_t pd_featurizer_memory(const pd_featurizer *fz)
     for (size_t i = 0; i < fz->n; i++)
         bytes += fz->f[i].vocab.cap * sizeof(uint64_t);
     return bytes;
+}
+
+bool pd_featurizer_coverage(const pd_featurizer *fz, size_t i, pd_feature_coverage *ret_cov)
+{
+    if (i >= fz->n)
+        return false;
+    const feat *f = &fz->f[i];
+    bool has_field = f->slot >= 0 && (f->conf.kind == PD_FEAT_CATEGORICAL ||
+                                      f->conf.kind == PD_FEAT_NUMERIC ||
+                                      f->conf.kind == PD_FEAT_TEXT);
+    if (!has_field)
+        return false;
+    *ret_cov = (pd_feature_coverage){
+        .events = fz->events, .missing = f->missing, .wrong_type = f->wrong_type};
+    return true;
 }

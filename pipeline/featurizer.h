@@ -63,4 +63,16 @@ int pd_featurizer_load(pd_featurizer *f, FILE *in, char *errbuf, size_t errlen);
 
 size_t pd_featurizer_memory(const pd_featurizer *f);
 
+/* How often a field-based feature (categorical, numeric, text) found nothing usable in its
+ * JSON path, over the events built with learn since the featurizer was made. */
+typedef struct pd_feature_coverage {
+    uint64_t events;
+    uint64_t missing;    /* the path is absent or null */
+    uint64_t wrong_type; /* present, but of a type the feature cannot use */
+} pd_feature_coverage;
+
+/* Fills *ret_cov for feature i (config order) and returns true; false for features that read
+ * no field. */
+bool pd_featurizer_coverage(const pd_featurizer *f, size_t i, pd_feature_coverage *ret_cov);
+
 #endif

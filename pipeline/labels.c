@@ -56,7 +56,15 @@ struct pd_labels {
     size_t pooled_bytes;
     pd_label_prefetch_fn prefetch;
     void *prefetch_ctx;
+    pd_label_evict_fn evict;
+    void *evict_ctx;
 };
+
+void pd_labels_set_evict(pd_labels *lb, pd_label_evict_fn fn, void *ctx)
+{
+    lb->evict = fn;
+    lb->evict_ctx = ctx;
+}
 
 void pd_labels_set_prefetch(pd_labels *lb, pd_label_prefetch_fn fn, void *ctx)
 {
@@ -143,6 +151,17 @@ void pd_labels_set_bounds(pd_labels *lb, int64_t max_per_user, int64_t max_total
 
 /* ---- memory: blocks are recycled by capacity class ---- */
 
+static size_t block_capacity(size_t n)
+{
+    size_t cls = (n + POOL_STEP - 1) / POOL_STEP;
+    return cls < POOL_CLASSES ? cls * POOL_STEP : n;
+}
+
+size_t pd_labels_bytes_per_example(size_t n_features)
+{
+    return sizeof(pd_pending) + block_capacity(n_features) * sizeof(pd_feature);
+}
+
 static pd_pending *block_get(pd_labels *lb, size_t n)
 {
     size_t cls = (n + POOL_STEP - 1) / POOL_STEP;
@@ -152,7 +171,7 @@ static pd_pending *block_get(pd_labels *lb, size_t n)
         lb->pooled_bytes -= sizeof *p + p->cap * sizeof(pd_feature);
         return p;
     }
-    size_t cap = cls < POOL_CLASSES ? cls * POOL_STEP : n;
+    size_t cap = block_capacity(n);
     pd_pending *p = malloc(sizeof *p + cap * sizeof(pd_feature));
     if (p)
         p->cap = (uint32_t)cap;
@@ -386,12 +405,16 @@ int pd_labels_add(pd_labels *lb, pd_user *u, int model, const pd_label_rule *rul
     }
     if ((int64_t)u->n_pending >= lb->max_per_user) {
         lb->stats.evicted_user++;
+        if (lb->evict)
+            lb->evict(lb->evict_ctx, u->pending_first->model, PD_EVICTED_USER_LIMIT);
         release(lb, u->pending_first);
     }
     if ((int64_t)lb->stats.pending >= lb->max_total) {
         pd_pending *victim = timing_earliest(lb);
         if (victim) {
             lb->stats.evicted_total++;
+            if (lb->evict)
+                lb->evict(lb->evict_ctx, victim->model, PD_EVICTED_TOTAL_LIMIT);
             release(lb, victim);
         }
     }

@@ -42,8 +42,20 @@ typedef void (*pd_label_fn)(void *ctx, int model, const pd_feature *x, size_t n,
  * so the learner can start loading its weights while the current example learns. */
 typedef void (*pd_label_prefetch_fn)(void *ctx, int model, const pd_feature *x, size_t n);
 
+/* Why an example was dropped before its label resolved. */
+typedef enum pd_label_eviction {
+    PD_EVICTED_USER_LIMIT,  /* its user had max_pending_per_user waiting */
+    PD_EVICTED_TOTAL_LIMIT, /* max_pending_total were waiting */
+    PD_EVICTED__COUNT
+} pd_label_eviction;
+
+/* Optional: called for every example evicted by a bound, with its model, so losses can be
+ * counted per model (an evicted example is never learned). */
+typedef void (*pd_label_evict_fn)(void *ctx, int model, pd_label_eviction why);
+
 pd_labels *pd_labels_new(int64_t max_per_user, int64_t max_total, char *errbuf, size_t errlen);
 void pd_labels_set_prefetch(pd_labels *lb, pd_label_prefetch_fn fn, void *ctx);
+void pd_labels_set_evict(pd_labels *lb, pd_label_evict_fn fn, void *ctx);
 void pd_labels_free(pd_labels *lb);
 
 /* Takes a copy of x. The example is resolved at once when a matching positive of u is already
@@ -69,6 +81,9 @@ void pd_labels_forget_user(pd_labels *lb, pd_user *u);
 void pd_labels_remap_models(pd_labels *lb, const int *old_to_new, size_t n_old);
 
 void pd_labels_set_bounds(pd_labels *lb, int64_t max_per_user, int64_t max_total);
+
+/* Bytes one waiting example of n_features coordinates takes, for `check`'s memory figures. */
+size_t pd_labels_bytes_per_example(size_t n_features);
 void pd_labels_get_stats(const pd_labels *lb, pd_labels_stats *ret_stats);
 size_t pd_labels_memory(const pd_labels *lb);
 

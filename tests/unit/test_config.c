@@ -199,7 +199,8 @@ static void test_defaults(void **state)
     assert_false(conf->models[0].gate.enabled);
 
     assert_int_equal(conf->state.allowed_lateness_ms, 60000);
-    assert_int_equal(conf->state.max_pending_per_user, 64);
+    assert_int_equal(conf->state.idle_timeout_ms, 10000);
+    assert_int_equal(conf->state.max_pending_per_user, 10000);
     assert_int_equal(conf->state.max_pending_total, 1000000);
     assert_int_equal(conf->state.max_users, 0);
     assert_int_equal(conf->state.user_idle_ttl_ms, 0);
@@ -370,6 +371,7 @@ static void test_full(void **state)
     assert_string_equal(m->value_field, "context.label");
 
     assert_int_equal(conf->state.allowed_lateness_ms, 0);
+    assert_int_equal(conf->state.idle_timeout_ms, 2000);
     assert_int_equal(conf->state.max_pending_per_user, 10);
     assert_int_equal(conf->state.max_pending_total, 1000);
     assert_int_equal(conf->state.max_users, 500000);

@@ -290,6 +290,55 @@ static void test_snapshot_round_trip(void **state)
     pd_config_free(conf);
 }
 
+/* Examples lost to the pending bounds are counted against their model, and the counts
+ * survive a snapshot (a restart must not make a loss disappear). */
+static void test_evictions_counted_and_kept(void **state)
+{
+    (void)state;
+    pd_config *conf = load("kafka: {brokers: b, topics: [t], group: g}\n"
+                           "events: {types: [view, click, purchase]}\n"
+                           "watermark: {max_pending_per_user: 4}\n"
+                           "features: {device: {categorical: context.device}}\n"
+                           "models:\n"
+                           "  buy: {type: logistic, features: [device], example_on: [view],\n"
+                           "        label: {positive_on: purchase, within: 30m}}\n"
+                           "  clk: {type: logistic, features: [device], example_on: [click],\n"
+                           "        label: {positive_on: purchase, within: 30m}}\n");
+    pd_engine *eng = engine_from(conf);
+    char buf[256], err[512], fresh[256], path[1024];
+    for (int i = 0; i < 10; i++) {
+        event(buf, sizeof buf, "view", "a", 1000 + i, NULL);
+        feed(eng, 0, buf);
+    }
+    event(buf, sizeof buf, "click", "a", 1100, NULL); /* evicts a view, not a click */
+    feed(eng, 0, buf);
+    pd_model_info mi;
+    pd_engine_model_info(eng, 0, &mi);
+    assert_int_equal(mi.evicted_user, 7);
+    assert_int_equal(mi.evicted_total, 0);
+    pd_engine_model_info(eng, 1, &mi);
+    assert_int_equal(mi.evicted_user, 0);
+
+    char dir[] = "/tmp/pd-engine-evict-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    pd_snapshot_writer *w = pd_snapshot_writer_new(dir, conf->fingerprint, 1, err, sizeof err);
+    assert_non_null(w);
+    assert_int_equal(pd_engine_save(eng, w, err, sizeof err), 0);
+    assert_int_equal(pd_snapshot_writer_commit(w, 2, path, sizeof path, err, sizeof err), 0);
+    pd_snapshot *s = pd_snapshot_open(path, err, sizeof err);
+    assert_non_null(s);
+    pd_engine *copy = engine_from(conf);
+    assert_int_equal(pd_engine_load(copy, s, fresh, sizeof fresh, err, sizeof err), 0);
+    pd_snapshot_close(s);
+    pd_engine_model_info(copy, 0, &mi);
+    assert_int_equal(mi.evicted_user, 7);
+    unlink(path);
+    rmdir(dir);
+    pd_engine_free(copy);
+    pd_engine_free(eng);
+    pd_config_free(conf);
+}
+
 /* The quality gate stops publishing while recent AUC is below the floor and publishes again
  * once the model recovers; learning never stops. */
 static void test_quality_gate(void **state)
@@ -359,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_idle_and_new_sources),
         cmocka_unit_test(test_value_labels_and_scores),
         cmocka_unit_test(test_reload_and_forget),
+        cmocka_unit_test(test_evictions_counted_and_kept),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_quality_gate),
     };

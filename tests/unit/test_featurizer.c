@@ -291,6 +291,39 @@ static void test_categorical(void **state)
     fx_free(&f);
 }
 
+/* Coverage counts, per field-based feature, the events (built with learn) whose field was
+ * absent and those whose field had a type the feature cannot use; read-only builds and
+ * features without a field are not counted. */
+static void test_coverage(void **state)
+{
+    (void)state;
+    fx f = field_fx();
+    pd_value v[N_SLOTS] = {str_val("DE"), missing, num_val(3), str_val("great"), missing,
+                           (pd_value){.kind = PD_VALUE_OTHER}};
+    fx_event(&f, "u", VIEW, 1000, v, N_SLOTS, false, 0, false, 0, true);
+    v[S_PRICE] = str_val("cheap"); /* a string where a number belongs */
+    v[S_TEXT] = num_val(4);       /* a number where text belongs */
+    v[S_COUNTRY] = (pd_value){.kind = PD_VALUE_OTHER}; /* an object as a category */
+    fx_event(&f, "u", VIEW, 2000, v, N_SLOTS, false, 0, false, 0, true);
+    fx_event(&f, "u", VIEW, 3000, v, N_SLOTS, false, 0, false, 0, false); /* not counted */
+    pd_feature_coverage c;
+    assert_true(pd_featurizer_coverage(f.fz, F_COUNTRY, &c));
+    assert_true(c.events == 2 && c.missing == 0 && c.wrong_type == 1);
+    assert_true(pd_featurizer_coverage(f.fz, F_DEVICE, &c));
+    assert_true(c.missing == 2 && c.wrong_type == 0);
+    assert_true(pd_featurizer_coverage(f.fz, F_PRICE_LOG, &c));
+    assert_true(c.missing == 0 && c.wrong_type == 1);
+    assert_true(pd_featurizer_coverage(f.fz, F_REVIEW, &c));
+    assert_true(c.missing == 0 && c.wrong_type == 1);
+    assert_true(pd_featurizer_coverage(f.fz, F_AGE, &c));
+    assert_true(c.missing == 2 && c.wrong_type == 0);
+    assert_true(pd_featurizer_coverage(f.fz, F_MEMBER, &c));
+    assert_true(c.missing == 0 && c.wrong_type == 2);
+    assert_false(pd_featurizer_coverage(f.fz, F_COUNTRY_X_DEVICE, &c)); /* no field */
+    assert_false(pd_featurizer_coverage(f.fz, N_FIELD_FEATURES, &c));
+    fx_free(&f);
+}
+
 static void test_numeric_transforms(void **state)
 {
     (void)state;
@@ -684,6 +717,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_feature_hash),
         cmocka_unit_test(test_categorical),
+        cmocka_unit_test(test_coverage),
         cmocka_unit_test(test_numeric_transforms),
         cmocka_unit_test(test_standardize),
         cmocka_unit_test(test_buckets),

@@ -448,6 +448,51 @@ static void test_total_bound(void **state)
     fx_free(f);
 }
 
+typedef struct evictions {
+    int model[8];
+    pd_label_eviction why[8];
+    size_t n;
+} evictions;
+
+static void on_evict(void *ctx, int model, pd_label_eviction why)
+{
+    evictions *e = ctx;
+    assert_true(e->n < 8);
+    e->model[e->n] = model;
+    e->why[e->n++] = why;
+}
+
+/* The eviction callback names the model of the example that goes, not of the one that came:
+ * the losses are counted against the model that never learns them. */
+static void test_eviction_callback(void **state)
+{
+    (void)state;
+    fx *f = fx_new(2, 3);
+    evictions e = {0};
+    pd_labels_set_evict(f->lb, on_evict, &e);
+    pd_user *u = user(f, "u"), *w = user(f, "w");
+    add_ex(f, u, 7, &purchase_30m, 1000, 0, 1, NO_WATERMARK, false);
+    add_ex(f, u, 8, &purchase_30m, 2000, 0, 2, NO_WATERMARK, false);
+    add_ex(f, u, 9, &purchase_30m, 3000, 0, 3, NO_WATERMARK, false); /* u's oldest (model 7) */
+    assert_int_equal(e.n, 1);
+    assert_int_equal(e.model[0], 7);
+    assert_int_equal(e.why[0], PD_EVICTED_USER_LIMIT);
+    add_ex(f, w, 5, &purchase_30m, 4000, 0, 4, NO_WATERMARK, false); /* 3 waiting: room */
+    assert_int_equal(e.n, 1);
+    size_t before = pd_labels_memory(f->lb);
+    add_ex(f, w, 5, &purchase_30m, 5000, 0, 5, NO_WATERMARK, false); /* the earliest: model 8 */
+    assert_int_equal(e.n, 2);
+    assert_int_equal(e.model[1], 8);
+    assert_int_equal(e.why[1], PD_EVICTED_TOTAL_LIMIT);
+    pd_labels_stats s = stats(f);
+    assert_true(s.evicted_user == 1 && s.evicted_total == 1);
+    /* one went, one came: the memory the join accounts for is unchanged */
+    assert_int_equal(pd_labels_memory(f->lb), before);
+    assert_int_equal(pd_labels_bytes_per_example(2), pd_labels_bytes_per_example(8));
+    assert_true(pd_labels_bytes_per_example(9) > pd_labels_bytes_per_example(8));
+    fx_free(f);
+}
+
 static void test_forget_user(void **state)
 {
     (void)state;
@@ -690,6 +735,7 @@ int main(void)
         cmocka_unit_test_teardown(test_skip_newest, teardown),
         cmocka_unit_test_teardown(test_per_user_bound, teardown),
         cmocka_unit_test_teardown(test_total_bound, teardown),
+        cmocka_unit_test_teardown(test_eviction_callback, teardown),
         cmocka_unit_test_teardown(test_forget_user, teardown),
         cmocka_unit_test_teardown(test_remap_models, teardown),
         cmocka_unit_test_teardown(test_remap_models_heap_order, teardown),
