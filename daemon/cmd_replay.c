@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +15,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "config/config.h"
 #include "daemon/commands.h"
+#include "daemon/learning_curve.h"
 #include "daemon/replay_report.h"
 #include "models/learner.h"
 #include "pipeline/engine.h"
 #include "pipeline/user_state.h"
 
+/* A model that lost more than this share of its examples to the pending bounds gets a
+ * WARNING in the text output and the report page. */
+#define LOST_WARN_SHARE 0.001
+
 typedef struct replay_opts {
     const char *config;
+    const char *baseline_path;
     const char *examples_path;
     const char *scores_path;
     const char *report_path;
@@ -116,7 +125,7 @@ static int scores_put(score_table *t, const pd_engine_result *res)
     return 0;
 }
 
-static void json_string(FILE *out, const char *s)
+static void put_json_string(FILE *out, const char *s)
 {
     fputc('"', out);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -139,7 +148,7 @@ static int scores_write(const score_table *t, pd_engine *eng, const char *path)
     }
     for (size_t i = 0; i < t->n; i++) {
         fputs("{\"user\":", out);
-        json_string(out, t->users[i]);
+        put_json_string(out, t->users[i]);
         for (size_t m = 0; m < t->n_models && m < pd_engine_model_count(eng); m++) {
             double v = t->scores[i * t->n_models + m];
             if (isnan(v))
@@ -147,7 +156,7 @@ static int scores_write(const score_table *t, pd_engine *eng, const char *path)
             pd_model_info mi;
             pd_engine_model_info(eng, m, &mi);
             fputc(',', out);
-            json_string(out, mi.output);
+            put_json_string(out, mi.output);
             fprintf(out, ":%.9g", v);
         }
         fputs("}\n", out);
@@ -166,6 +175,8 @@ typedef struct model_export {
 
 typedef struct replay_ctx {
     pd_replay_report *report;
+    pd_learning_curve **curves; /* per model, always kept: the JSON carries them */
+    size_t n_curves;
     FILE *examples;
     model_export *exports;
     score_table scores;
@@ -196,6 +207,8 @@ static void observe(void *ctx, int model, const pd_feature *x, size_t n, double 
                     double label, double weight)
 {
     replay_ctx *rc = ctx;
+    if ((size_t)model < rc->n_curves)
+        pd_learning_curve_add(rc->curves[model], prediction, label, weight);
     if (rc->report &&
         pd_replay_report_add(rc->report, (size_t)model, prediction, label, weight) < 0)
         rc->err = -ENOMEM;
@@ -213,7 +226,8 @@ static double now_seconds(void)
 static void replay_usage(FILE *out)
 {
     fprintf(out, "usage: propensityd replay --config FILE [--json] [--scores OUT.jsonl]\n"
-                 "                          [--report OUT.html] EVENTS.jsonl [...]\n\n"
+                 "                          [--report OUT.html] [--baseline OLD.json]\n"
+                 "                          EVENTS.jsonl [...]\n\n"
                  "Runs the pipeline of FILE over event files (one JSON event per line) with no\n"
                  "Kafka or Redis, and reports each model's progressive validation metrics\n"
                  "(every example is scored before the model learns from it), throughput and\n"
@@ -225,6 +239,9 @@ static void replay_usage(FILE *out)
                  "                      calibration by decile and ROC curve\n"
                  "      --examples FILE every learned example, in learning order, in Vowpal\n"
                  "                      Wabbit's text format tagged with its model\n"
+                 "      --baseline FILE a previous run's --json output: both runs side by\n"
+                 "                      side, with the difference per metric (text and\n"
+                 "                      --report, which plots both learning curves)\n"
                  "  -q, --quiet         no progress line\n"
                  "  -h, --help          this text\n");
 }
@@ -311,8 +328,197 @@ static table_use table_use_of(pd_engine *eng, const pd_config *conf, size_t i)
     return t;
 }
 
+/* ---- what a run is judged and compared on ---- */
+
+typedef struct figure {
+    const char *name; /* as in --json, so a baseline file is read by the same names */
+    double value;
+} figure;
+
+#define MAX_FIGURES 16
+
+static double lost_share(const pd_model_info *mi)
+{
+    uint64_t lost = mi->evicted_user + mi->evicted_total, taken = mi->examples + lost;
+    return taken ? (double)lost / (double)taken : 0.0;
+}
+
+/* Model i's figures in print order. The prior is the base-rate log loss (classifiers; the
+ * normalised entropy is log loss over it) or the running mean's RMSE (regressors). */
+static size_t model_figures(const pd_model_info *mi, pd_learning_curve *c, figure *out)
+{
+    const pd_metrics_report *m = &mi->metrics;
+    size_t k = 0;
+    out[k++] = (figure){"examples", (double)mi->examples};
+    if (mi->type != PD_MODEL_LINEAR)
+        out[k++] = (figure){"positives", (double)mi->positives};
+    if (mi->type == PD_MODEL_LINEAR) {
+        double prior = pd_learning_curve_prior(c);
+        out[k++] = (figure){"rmse", m->rmse};
+        out[k++] = (figure){"mae", m->mae};
+        out[k++] = (figure){"r2", m->r2};
+        out[k++] = (figure){"mean_rmse", prior};
+    } else {
+        if (mi->type == PD_MODEL_LOGISTIC) {
+            double prior = pd_learning_curve_prior(c);
+            out[k++] = (figure){"log_loss", m->log_loss};
+            out[k++] = (figure){"prior_log_loss", prior};
+            out[k++] = (figure){"normalized_entropy", prior > 0 ? m->log_loss / prior : NAN};
+        } else {
+            out[k++] = (figure){"hinge_loss", m->hinge_loss};
+        }
+        out[k++] = (figure){"base_rate", pd_learning_curve_base_rate(c)};
+        out[k++] = (figure){"auc", m->auc};
+        out[k++] = (figure){"auc_recent", m->recent_auc};
+        out[k++] = (figure){"calibration", m->calibration};
+        out[k++] = (figure){"accuracy", m->accuracy};
+    }
+    out[k++] = (figure){"lost_share", lost_share(mi)};
+    return k;
+}
+
+/* A previous run's --json output, read once. */
+typedef struct baseline {
+    const char *path;
+    json_t *root;
+} baseline;
+
+static int baseline_load(baseline *b, const char *path)
+{
+    json_error_t je;
+    b->path = path;
+    b->root = json_load_file(path, 0, &je);
+    if (!b->root) {
+        fprintf(stderr, "propensityd: baseline \"%s\": %s (line %d)\n", path, je.text, je.line);
+        return -EINVAL;
+    }
+    if (!json_is_array(json_object_get(b->root, "models"))) {
+        fprintf(stderr, "propensityd: baseline \"%s\" is not a replay --json report\n", path);
+        json_decref(b->root);
+        b->root = NULL;
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static json_t *baseline_model(const baseline *b, const char *name)
+{
+    json_t *models = b->root ? json_object_get(b->root, "models") : NULL;
+    size_t i;
+    json_t *m;
+    json_array_foreach(models, i, m)
+    {
+        const char *n = json_string_value(json_object_get(m, "name"));
+        if (n && strcmp(n, name) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+static double baseline_value(json_t *bm, const char *figure_name)
+{
+    json_t *v = bm ? json_object_get(bm, figure_name) : NULL;
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+/* The baseline model's curve, into x/y (capacity cap); returns the points read. */
+static size_t baseline_curve(json_t *bm, double *x, double *y, size_t cap)
+{
+    json_t *c = bm ? json_object_get(bm, "curve") : NULL;
+    json_t *jx = json_object_get(c, "examples"), *jy = json_object_get(c, "loss");
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size(jx) && i < json_array_size(jy) && n < cap; i++) {
+        json_t *a = json_array_get(jx, i), *b = json_array_get(jy, i);
+        if (json_is_number(a) && json_is_number(b)) {
+            x[n] = json_number_value(a);
+            y[n++] = json_number_value(b);
+        }
+    }
+    return n;
+}
+
+/* ---- warnings ---- */
+
+typedef struct warnings {
+    char text[32][600];
+    size_t n;
+} warnings;
+
+static void warn(warnings *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void warn(warnings *w, const char *fmt, ...)
+{
+    if (w->n >= sizeof w->text / sizeof w->text[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->text[w->n++], sizeof w->text[0], fmt, ap);
+    va_end(ap);
+}
+
+/* What an engineer must not miss: examples lost to the pending bounds (never learned) and
+ * feature fields that never held a usable value (a path that does not match the data). */
+static void collect_warnings(pd_engine *eng, const pd_config *conf, const baseline *b,
+                             warnings *w)
+{
+    for (size_t i = 0; i < pd_engine_model_count(eng); i++) {
+        pd_model_info mi;
+        pd_engine_model_info(eng, i, &mi);
+        double share = lost_share(&mi);
+        if (share > LOST_WARN_SHARE)
+            warn(w,
+                 "model %s lost %.2f%% of its examples (%" PRIu64 " of %" PRIu64
+                 ") to the pending bounds before their label resolved: %" PRIu64
+                 " to watermark.max_pending_per_user (%" PRId64 "), %" PRIu64
+                 " to watermark.max_pending_total (%" PRId64 "); they were never learned",
+                 mi.name, 100.0 * share, mi.evicted_user + mi.evicted_total,
+                 mi.examples + mi.evicted_user + mi.evicted_total, mi.evicted_user,
+                 conf->state.max_pending_per_user, mi.evicted_total,
+                 conf->state.max_pending_total);
+        if (b->root && !baseline_model(b, mi.name))
+            warn(w, "model %s is not in the baseline \"%s\"", mi.name, b->path);
+    }
+    for (size_t i = 0; i < conf->n_features; i++) {
+        pd_feature_coverage fc;
+        if (!pd_engine_feature_coverage(eng, i, &fc) || fc.events == 0 ||
+            fc.missing + fc.wrong_type < fc.events)
+            continue;
+        warn(w,
+             "feature %s never found a usable value at \"%s\" (%" PRIu64 " events: %" PRIu64
+             " missing, %" PRIu64 " of the wrong type)",
+             conf->features[i].name, conf->features[i].field, fc.events, fc.missing,
+             fc.wrong_type);
+    }
+}
+
+/* ---- the reports ---- */
+
+static void json_string_array_item(const char *s, bool comma)
+{
+    put_json_string(stdout, s);
+    if (comma)
+        putchar(',');
+}
+
+static void json_curve(pd_learning_curve *c)
+{
+    const double *x, *y;
+    size_t n = pd_learning_curve_points(c, &x, &y);
+    printf("\"curve\":{\"examples\":[");
+    for (size_t i = 0; i < n; i++)
+        printf("%s%.0f", i ? "," : "", x[i]);
+    printf("],\"loss\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (isfinite(y[i]))
+            printf("%s%.8g", i ? "," : "", y[i]);
+        else
+            printf("%snull", i ? "," : "");
+    }
+    printf("]}");
+}
+
 static void report_json(pd_engine *eng, const pd_config *conf, const pd_engine_stats *s,
-                        uint64_t lines, double secs)
+                        uint64_t lines, double secs, replay_ctx *rc, const warnings *w)
 {
     printf("{\"events\":%" PRIu64 ",\"lines\":%" PRIu64 ",\"seconds\":%.6f,", s->events, lines,
            secs);
@@ -336,39 +542,65 @@ static void report_json(pd_engine *eng, const pd_config *conf, const pd_engine_s
            ",\"evicted_total\":%" PRIu64 ",\"pending\":%" PRIu64 "},",
            s->labels.positives, s->labels.negatives, s->labels.early_positives, s->labels.late,
            s->labels.evicted_user, s->labels.evicted_total, s->labels.pending);
-    printf("\"models\":[");
+    printf("\"features\":[");
+    first = true;
+    for (size_t i = 0; i < conf->n_features; i++) {
+        pd_feature_coverage fc;
+        if (!pd_engine_feature_coverage(eng, i, &fc))
+            continue;
+        printf("%s{\"name\":", first ? "" : ",");
+        put_json_string(stdout, conf->features[i].name);
+        printf(",\"field\":");
+        put_json_string(stdout, conf->features[i].field);
+        printf(",\"events\":%" PRIu64 ",\"missing\":%" PRIu64 ",\"wrong_type\":%" PRIu64 "}",
+               fc.events, fc.missing, fc.wrong_type);
+        first = false;
+    }
+    printf("],\"models\":[");
     for (size_t i = 0; i < pd_engine_model_count(eng); i++) {
         pd_model_info mi;
         pd_engine_model_info(eng, i, &mi);
-        const pd_metrics_report *m = &mi.metrics;
         table_use t = table_use_of(eng, conf, i);
-        printf("%s{\"name\":\"%s\",\"examples\":%" PRIu64 ",\"positives\":%" PRIu64 ",",
-               i ? "," : "", mi.name, mi.examples, mi.positives);
-        if (mi.type == PD_MODEL_LINEAR) {
-            json_num("rmse", m->rmse, true);
-            json_num("mae", m->mae, true);
-            json_num("r2", m->r2, true);
-        } else {
-            if (mi.type == PD_MODEL_LOGISTIC)
-                json_num("log_loss", m->log_loss, true);
-            else
-                json_num("hinge_loss", m->hinge_loss, true);
-            json_num("auc", m->auc, true);
-            json_num("auc_recent", m->recent_auc, true);
-            json_num("calibration", m->calibration, true);
-            json_num("accuracy", m->accuracy, true);
-        }
+        figure fg[MAX_FIGURES];
+        size_t nf = model_figures(&mi, rc->curves[i], fg);
+        printf("%s{\"name\":", i ? "," : "");
+        put_json_string(stdout, mi.name);
+        printf(",");
+        for (size_t k = 0; k < nf; k++)
+            json_num(fg[k].name, fg[k].value, true);
+        printf("\"evicted\":{\"user_limit\":%" PRIu64 ",\"total_limit\":%" PRIu64 "},",
+               mi.evicted_user, mi.evicted_total);
         printf("\"memory\":%zu,\"bytes_per_weight\":%zu,\"weights_in_use\":%zu,", mi.memory,
                t.bytes_per_weight, t.occupied);
         json_num("distinct_features_estimate", t.distinct, true);
-        json_num("collision_rate_estimate", t.collisions, false);
+        json_num("collision_rate_estimate", t.collisions, true);
+        json_curve(rc->curves[i]);
         printf("}");
     }
+    printf("],\"warnings\":[");
+    for (size_t i = 0; i < w->n; i++)
+        json_string_array_item(w->text[i], i + 1 < w->n);
     printf("]}\n");
 }
 
+/* This run beside the baseline's, one figure per line. */
+static void text_comparison(const figure *fg, size_t nf, json_t *bm, const char *path)
+{
+    printf("  compared with %s:\n    %-20s %14s %14s %14s\n", path, "metric", "baseline",
+           "this run", "difference");
+    for (size_t k = 0; k < nf; k++) {
+        double b = baseline_value(bm, fg[k].name);
+        printf("    %-20s %14.6g %14.6g", fg[k].name, b, fg[k].value);
+        if (isfinite(b) && isfinite(fg[k].value))
+            printf(" %+14.6g\n", fg[k].value - b);
+        else
+            printf(" %14s\n", "-");
+    }
+}
+
 static void report_text(pd_engine *eng, const pd_config *conf, const pd_engine_stats *s,
-                        uint64_t lines, double secs)
+                        uint64_t lines, double secs, replay_ctx *rc, const baseline *b,
+                        const warnings *w)
 {
     uint64_t bad = 0;
     for (int i = 1; i < PD_DECODE__COUNT; i++)
@@ -387,29 +619,95 @@ static void report_text(pd_engine *eng, const pd_config *conf, const pd_engine_s
            s->labels.positives + s->labels.early_positives, s->labels.early_positives,
            s->labels.negatives, s->labels.late, s->labels.pending, s->labels.evicted_user,
            s->labels.evicted_total);
+    bool header = false;
+    for (size_t i = 0; i < conf->n_features; i++) {
+        pd_feature_coverage fc;
+        if (!pd_engine_feature_coverage(eng, i, &fc) || fc.events == 0)
+            continue;
+        if (!header)
+            printf("feature coverage (share of events whose field was missing / of the wrong "
+                   "type):\n");
+        header = true;
+        printf("  %-20s %-28s %6.2f%% / %6.2f%%\n", conf->features[i].name,
+               conf->features[i].field, 100.0 * (double)fc.missing / (double)fc.events,
+               100.0 * (double)fc.wrong_type / (double)fc.events);
+    }
     for (size_t i = 0; i < pd_engine_model_count(eng); i++) {
         pd_model_info mi;
         pd_engine_model_info(eng, i, &mi);
         const pd_metrics_report *m = &mi.metrics;
+        pd_learning_curve *c = rc->curves[i];
         printf("model %s: %" PRIu64 " examples", mi.name, mi.examples);
-        if (mi.type == PD_MODEL_LINEAR)
+        if (mi.type == PD_MODEL_LINEAR) {
             printf(", rmse %.6g, mae %.6g, r2 %.4f\n", m->rmse, m->mae, m->r2);
-        else if (mi.type == PD_MODEL_HINGE)
+            double prior = pd_learning_curve_prior(c);
+            printf("  prior: predicting the running mean, rmse %.6g (the model's rmse is %.1f%% "
+                   "of it)\n",
+                   prior, prior > 0 ? 100.0 * m->rmse / prior : NAN);
+        } else if (mi.type == PD_MODEL_HINGE) {
             printf(" (%" PRIu64 " positive), hinge loss %.6f, auc %.4f (recent %.4f), "
                    "accuracy %.4f\n",
                    mi.positives, m->hinge_loss, m->auc, m->recent_auc, m->accuracy);
-        else
+            printf("  prior: base rate %.4f\n", pd_learning_curve_base_rate(c));
+        } else {
             printf(" (%" PRIu64 " positive), log loss %.6f, auc %.4f (recent %.4f), "
                    "calibration %.3f\n",
                    mi.positives, m->log_loss, m->auc, m->recent_auc, m->calibration);
+            double prior = pd_learning_curve_prior(c);
+            printf("  prior: base rate %.4f, log loss %.6f; normalised entropy %.4f\n",
+                   pd_learning_curve_base_rate(c), prior,
+                   prior > 0 ? m->log_loss / prior : NAN);
+        }
         table_use t = table_use_of(eng, conf, i);
         printf("  weights: %zu of 2^%d in use (%zu bytes each); ~%.0f distinct features, "
                "~%.2f%% of them share an entry\n",
                t.occupied, conf->models[i].learner.bits, t.bytes_per_weight, t.distinct,
                100.0 * t.collisions);
+        if (b->root) {
+            figure fg[MAX_FIGURES];
+            size_t nf = model_figures(&mi, c, fg);
+            json_t *bm = baseline_model(b, mi.name);
+            if (bm)
+                text_comparison(fg, nf, bm, b->path);
+        }
     }
     printf("memory: users %zu B, pending examples %zu B, models %zu B\n", s->memory_users,
            s->memory_pending, s->memory_models);
+    for (size_t i = 0; i < w->n; i++)
+        printf("WARNING: %s\n", w->text[i]);
+}
+
+/* Hands the report page what the text output shows: figures (beside the baseline's), the
+ * learning curves and the warnings. */
+static int fill_report(pd_replay_report *rep, pd_engine *eng, replay_ctx *rc, const baseline *b,
+                       const warnings *w)
+{
+    int r = 0;
+    if (b->root)
+        r |= pd_replay_report_baseline(rep, b->path);
+    for (size_t i = 0; i < w->n; i++)
+        r |= pd_replay_report_warn(rep, w->text[i]);
+    for (size_t i = 0; i < pd_engine_model_count(eng); i++) {
+        pd_model_info mi;
+        pd_engine_model_info(eng, i, &mi);
+        figure fg[MAX_FIGURES];
+        size_t nf = model_figures(&mi, rc->curves[i], fg);
+        json_t *bm = baseline_model(b, mi.name);
+        for (size_t k = 0; k < nf; k++)
+            r |= pd_replay_report_figure(rep, i, fg[k].name, fg[k].value,
+                                         baseline_value(bm, fg[k].name));
+        const double *x, *y;
+        size_t n = pd_learning_curve_points(rc->curves[i], &x, &y);
+        r |= pd_replay_report_curve(rep, i, x, y, n,
+                                    mi.type == PD_MODEL_HINGE ? NAN
+                                                              : pd_learning_curve_prior(rc->curves[i]));
+        if (bm) {
+            double bx[1024], by[1024];
+            size_t bn = baseline_curve(bm, bx, by, sizeof bx / sizeof bx[0]);
+            r |= pd_replay_report_baseline_curve(rep, i, bx, by, bn);
+        }
+    }
+    return r ? -ENOMEM : 0;
 }
 
 int pd_cmd_replay(int argc, char **argv)
@@ -418,7 +716,8 @@ int pd_cmd_replay(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},   {"json", no_argument, NULL, 'j'},
         {"scores", required_argument, NULL, 's'},   {"report", required_argument, NULL, 'r'},
         {"examples", required_argument, NULL, 'e'}, {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"baseline", required_argument, NULL, 'b'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     replay_opts o = {.progress = isatty(STDERR_FILENO)};
     int c;
@@ -439,6 +738,9 @@ int pd_cmd_replay(int argc, char **argv)
             break;
         case 'e':
             o.examples_path = optarg;
+            break;
+        case 'b':
+            o.baseline_path = optarg;
             break;
         case 'q':
             o.progress = false;
@@ -464,14 +766,35 @@ int pd_cmd_replay(int argc, char **argv)
         return 1;
     }
     pd_diag_free(diag);
+    baseline base = {0};
+    if (o.baseline_path && baseline_load(&base, o.baseline_path) < 0) {
+        pd_config_free(conf);
+        return 1;
+    }
     char err[512];
     pd_engine *eng = pd_engine_new(conf, err, sizeof err);
     if (!eng) {
         fprintf(stderr, "propensityd: %s\n", err);
+        json_decref(base.root);
         pd_config_free(conf);
         return 1;
     }
     replay_ctx rc = {.keep_scores = o.scores_path != NULL};
+    rc.n_curves = pd_engine_model_count(eng);
+    rc.curves = calloc(rc.n_curves ? rc.n_curves : 1, sizeof *rc.curves);
+    for (size_t i = 0; rc.curves && i < rc.n_curves; i++) {
+        pd_model_info mi;
+        pd_engine_model_info(eng, i, &mi);
+        if (!(rc.curves[i] = pd_learning_curve_new(
+                  mi.type == PD_MODEL_LINEAR
+                      ? PD_METRICS_REGRESSOR
+                      : (mi.type == PD_MODEL_HINGE ? PD_METRICS_MARGIN : PD_METRICS_CLASSIFIER))))
+            rc.err = -ENOMEM;
+    }
+    if (!rc.curves) {
+        rc.n_curves = 0;
+        rc.err = -ENOMEM;
+    }
     /* scores change no learned state: without --scores they are not computed at all */
     pd_engine_set_scoring(eng, rc.keep_scores);
     if (rc.keep_scores && scores_init(&rc.scores, pd_engine_model_count(eng)) < 0) {
@@ -509,8 +832,7 @@ int pd_cmd_replay(int argc, char **argv)
                 .type = conf->models[i].learner.type,
                 .mask = (uint32_t)(((uint64_t)1 << conf->models[i].learner.bits) - 1)};
     }
-    if (rc.report || (rc.examples && rc.exports))
-        pd_engine_set_label_observer(eng, observe, &rc);
+    pd_engine_set_label_observer(eng, observe, &rc);
     uint64_t lines = 0;
     double t0 = now_seconds();
     int status = 0;
@@ -526,12 +848,35 @@ int pd_cmd_replay(int argc, char **argv)
     }
     pd_engine_stats s;
     pd_engine_get_stats(eng, &s);
+    warnings *w = calloc(1, sizeof *w);
+    if (!w || rc.err) {
+        fprintf(stderr, "propensityd: out of memory\n");
+        free(w);
+        for (size_t i = 0; i < rc.n_curves; i++)
+            pd_learning_curve_free(rc.curves[i]);
+        free(rc.curves);
+        pd_replay_report_free(rc.report);
+        if (rc.examples)
+            fclose(rc.examples);
+        free(rc.exports);
+        if (rc.keep_scores)
+            scores_release(&rc.scores);
+        json_decref(base.root);
+        pd_engine_free(eng);
+        pd_config_free(conf);
+        return 1;
+    }
+    collect_warnings(eng, conf, &base, w);
     if (o.json)
-        report_json(eng, conf, &s, lines, secs);
+        report_json(eng, conf, &s, lines, secs, &rc, w);
     else
-        report_text(eng, conf, &s, lines, secs);
+        report_text(eng, conf, &s, lines, secs, &rc, &base, w);
     if (o.scores_path && scores_write(&rc.scores, eng, o.scores_path) < 0)
         status = 1;
+    if (rc.report && fill_report(rc.report, eng, &rc, &base, w) < 0) {
+        fprintf(stderr, "propensityd: out of memory building the report\n");
+        status = 1;
+    }
     if (rc.report) {
         FILE *out = fopen(o.report_path, "w");
         char title[1024];
@@ -552,6 +897,11 @@ int pd_cmd_replay(int argc, char **argv)
     free(rc.exports);
     if (rc.keep_scores)
         scores_release(&rc.scores);
+    for (size_t i = 0; i < rc.n_curves; i++)
+        pd_learning_curve_free(rc.curves[i]);
+    free(rc.curves);
+    free(w);
+    json_decref(base.root);
     pd_engine_free(eng);
     pd_config_free(conf);
     return status;

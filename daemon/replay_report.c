@@ -17,6 +17,16 @@ typedef struct pair {
     float pred, label, weight;
 } pair;
 
+typedef struct series {
+    double *x, *y;
+    size_t n;
+} series;
+
+typedef struct figure {
+    char *metric;
+    double value, baseline;
+} figure;
+
 typedef struct model {
     char *name;
     pd_metrics_kind kind;
@@ -24,11 +34,18 @@ typedef struct model {
     bool declared;
     pair *pairs;
     size_t n, cap;
+    series curve, baseline_curve;
+    double prior; /* horizontal reference line on the learning curve; NaN = none */
+    figure *figures;
+    size_t n_figures;
 } model;
 
 struct pd_replay_report {
     model *models;
     size_t n_models;
+    char **warnings;
+    size_t n_warnings;
+    char *baseline_name; /* NULL: no baseline */
 };
 
 pd_replay_report *pd_replay_report_new(void)
@@ -41,9 +58,21 @@ void pd_replay_report_free(pd_replay_report *rep)
     if (!rep)
         return;
     for (size_t i = 0; i < rep->n_models; i++) {
-        free(rep->models[i].name);
-        free(rep->models[i].pairs);
+        model *m = &rep->models[i];
+        free(m->name);
+        free(m->pairs);
+        free(m->curve.x);
+        free(m->curve.y);
+        free(m->baseline_curve.x);
+        free(m->baseline_curve.y);
+        for (size_t k = 0; k < m->n_figures; k++)
+            free(m->figures[k].metric);
+        free(m->figures);
     }
+    for (size_t i = 0; i < rep->n_warnings; i++)
+        free(rep->warnings[i]);
+    free(rep->warnings);
+    free(rep->baseline_name);
     free(rep->models);
     free(rep);
 }
@@ -55,6 +84,8 @@ static model *model_at(pd_replay_report *rep, size_t i)
         if (!nm)
             return NULL;
         memset(nm + rep->n_models, 0, (i + 1 - rep->n_models) * sizeof *nm);
+        for (size_t k = rep->n_models; k <= i; k++)
+            nm[k].prior = NAN;
         rep->models = nm;
         rep->n_models = i + 1;
     }
@@ -90,6 +121,79 @@ int pd_replay_report_add(pd_replay_report *rep, size_t i, double prediction, dou
         m->cap = ncap;
     }
     m->pairs[m->n++] = (pair){(float)prediction, (float)label, (float)weight};
+    return 0;
+}
+
+static int series_set(series *s, const double *x, const double *y, size_t n)
+{
+    double *nx = malloc((n ? n : 1) * sizeof *nx), *ny = malloc((n ? n : 1) * sizeof *ny);
+    if (!nx || !ny) {
+        free(nx);
+        free(ny);
+        return -ENOMEM;
+    }
+    memcpy(nx, x, n * sizeof *nx);
+    memcpy(ny, y, n * sizeof *ny);
+    free(s->x);
+    free(s->y);
+    *s = (series){nx, ny, n};
+    return 0;
+}
+
+int pd_replay_report_curve(pd_replay_report *rep, size_t i, const double *x, const double *y,
+                           size_t n, double prior)
+{
+    model *m = model_at(rep, i);
+    if (!m)
+        return -ENOMEM;
+    m->prior = prior;
+    return series_set(&m->curve, x, y, n);
+}
+
+int pd_replay_report_baseline_curve(pd_replay_report *rep, size_t i, const double *x,
+                                    const double *y, size_t n)
+{
+    model *m = model_at(rep, i);
+    return m ? series_set(&m->baseline_curve, x, y, n) : -ENOMEM;
+}
+
+int pd_replay_report_baseline(pd_replay_report *rep, const char *name)
+{
+    char *dup = strdup(name);
+    if (!dup)
+        return -ENOMEM;
+    free(rep->baseline_name);
+    rep->baseline_name = dup;
+    return 0;
+}
+
+int pd_replay_report_figure(pd_replay_report *rep, size_t i, const char *metric, double value,
+                            double baseline)
+{
+    model *m = model_at(rep, i);
+    if (!m)
+        return -ENOMEM;
+    figure *nf = realloc(m->figures, (m->n_figures + 1) * sizeof *nf);
+    if (!nf)
+        return -ENOMEM;
+    m->figures = nf;
+    if (!(nf[m->n_figures].metric = strdup(metric)))
+        return -ENOMEM;
+    nf[m->n_figures].value = value;
+    nf[m->n_figures].baseline = baseline;
+    m->n_figures++;
+    return 0;
+}
+
+int pd_replay_report_warn(pd_replay_report *rep, const char *text)
+{
+    char **nw = realloc(rep->warnings, (rep->n_warnings + 1) * sizeof *nw);
+    if (!nw)
+        return -ENOMEM;
+    rep->warnings = nw;
+    if (!(nw[rep->n_warnings] = strdup(text)))
+        return -ENOMEM;
+    rep->n_warnings++;
     return 0;
 }
 
@@ -179,10 +283,11 @@ static void axes(FILE *out, const frame *f, const char *title, const char *xlabe
             (t + b) / 2, (t + b) / 2, ylabel);
 }
 
-static void polyline(FILE *out, const frame *f, const double *x, const double *y, size_t n,
-                     const char *color, bool dots)
+static void polyline_styled(FILE *out, const frame *f, const double *x, const double *y,
+                            size_t n, const char *color, bool dots, const char *dash)
 {
-    fprintf(out, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" points=\"", color);
+    fprintf(out, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\"%s%s%s points=\"",
+            color, dash ? " stroke-dasharray=\"" : "", dash ? dash : "", dash ? "\"" : "");
     for (size_t i = 0; i < n; i++)
         fprintf(out, "%.1f,%.1f ", sx(f, x[i]), sy(f, y[i]));
     fprintf(out, "\"/>\n");
@@ -191,46 +296,95 @@ static void polyline(FILE *out, const frame *f, const double *x, const double *y
                 sy(f, y[i]), color);
 }
 
-/* ---- the three plots ---- */
-
-static double pair_loss(const model *m, const pair *p)
+static void polyline(FILE *out, const frame *f, const double *x, const double *y, size_t n,
+                     const char *color, bool dots)
 {
-    if (m->regressor) {
-        double d = (double)p->pred - (double)p->label;
-        return d * d;
-    }
-    if (m->kind == PD_METRICS_MARGIN) {
-        double y = p->label > 0.5 ? 1.0 : -1.0;
-        return fmax(0.0, 1.0 - y * p->pred);
-    }
-    double q = p->pred < 1e-15 ? 1e-15 : (p->pred > 1 - 1e-15 ? 1 - 1e-15 : p->pred);
-    return p->label > 0.5 ? -log(q) : -log(1 - q);
+    polyline_styled(out, f, x, y, n, color, dots, NULL);
 }
 
-static void learning_curve(FILE *out, const model *m)
+/* ---- the three plots ---- */
+
+static void legend(FILE *out, int row, const char *color, const char *dash, const char *text)
 {
-    double x[CURVE_POINTS], y[CURVE_POINTS];
-    size_t k = 0, step = m->n / CURVE_POINTS ? m->n / CURVE_POINTS : 1;
-    double sum = 0, wsum = 0, ymax = 0;
-    for (size_t i = 0; i < m->n && k < CURVE_POINTS; i++) {
-        sum += m->pairs[i].weight * pair_loss(m, &m->pairs[i]);
-        wsum += m->pairs[i].weight;
-        if ((i + 1) % step == 0 || i + 1 == m->n) {
-            x[k] = (double)(i + 1);
-            y[k] = wsum > 0 ? (m->regressor ? sqrt(sum / wsum) : sum / wsum) : 0;
-            if (y[k] > ymax)
-                ymax = y[k];
-            k++;
-        }
+    double y = PAD / 2.0 + 4 + 13 * row;
+    fprintf(out,
+            "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" "
+            "stroke-width=\"1.6\"%s%s%s/>\n",
+            SVG_W - 150, y, SVG_W - 130, y, color, dash ? " stroke-dasharray=\"" : "",
+            dash ? dash : "", dash ? "\"" : "");
+    fprintf(out, "<text x=\"%d\" y=\"%.1f\" font-size=\"10\">", SVG_W - 126, y + 3);
+    html_text(out, text);
+    fprintf(out, "</text>\n");
+}
+
+/* This run's progressive loss over examples, the baseline run's on the same axes, and the
+ * prior (base-rate log loss, running-mean RMSE) as a flat line to read both against. */
+static void learning_curve(FILE *out, const model *m, const char *baseline_name)
+{
+    const series *c = &m->curve, *b = &m->baseline_curve;
+    double xmax = 1, ymax = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        xmax = fmax(xmax, c->x[i]);
+        if (isfinite(c->y[i]))
+            ymax = fmax(ymax, c->y[i]);
     }
-    frame f = {0, (double)(m->n ? m->n : 1), 0, ymax > 0 ? ymax * 1.05 : 1};
+    for (size_t i = 0; i < b->n; i++) {
+        xmax = fmax(xmax, b->x[i]);
+        if (isfinite(b->y[i]))
+            ymax = fmax(ymax, b->y[i]);
+    }
+    if (isfinite(m->prior))
+        ymax = fmax(ymax, m->prior);
+    frame f = {0, xmax, 0, ymax > 0 ? ymax * 1.05 : 1};
     const char *what =
         m->regressor ? "RMSE" : (m->kind == PD_METRICS_MARGIN ? "hinge loss" : "log loss");
     char title[64];
     snprintf(title, sizeof title, "progressive %s", what);
     axes(out, &f, title, "examples", what);
-    polyline(out, &f, x, y, k, "#1f6fb4", false);
+    int row = 0;
+    if (isfinite(m->prior)) {
+        double px[2] = {0, xmax}, py[2] = {m->prior, m->prior};
+        polyline_styled(out, &f, px, py, 2, "#888", false, "2,3");
+        legend(out, row++, "#888", "2,3", m->regressor ? "running mean" : "base rate");
+    }
+    if (b->n) {
+        polyline_styled(out, &f, b->x, b->y, b->n, "#c2410c", false, "6,3");
+        legend(out, row++, "#c2410c", "6,3", baseline_name ? baseline_name : "baseline");
+    }
+    polyline(out, &f, c->x, c->y, c->n, "#1f6fb4", false);
+    if (row)
+        legend(out, row, "#1f6fb4", NULL, "this run");
     fprintf(out, "</svg>\n");
+}
+
+/* The model's figures, beside the baseline's when there is one. */
+static void figures_table(FILE *out, const model *m, const char *baseline_name)
+{
+    if (m->n_figures == 0)
+        return;
+    fprintf(out, "<table><tr><th>metric</th><th>this run</th>");
+    if (baseline_name) {
+        fprintf(out, "<th>");
+        html_text(out, baseline_name);
+        fprintf(out, "</th><th>difference</th>");
+    }
+    fprintf(out, "</tr>\n");
+    for (size_t k = 0; k < m->n_figures; k++) {
+        const figure *fg = &m->figures[k];
+        fprintf(out, "<tr><td>");
+        html_text(out, fg->metric);
+        fprintf(out, "</td><td>%.6g</td>", fg->value);
+        if (baseline_name) {
+            if (isfinite(fg->baseline) && isfinite(fg->value))
+                fprintf(out, "<td>%.6g</td><td>%+.6g</td>", fg->baseline, fg->value - fg->baseline);
+            else if (isfinite(fg->baseline))
+                fprintf(out, "<td>%.6g</td><td></td>", fg->baseline);
+            else
+                fprintf(out, "<td>&ndash;</td><td></td>");
+        }
+        fprintf(out, "</tr>\n");
+    }
+    fprintf(out, "</table>\n");
 }
 
 static int cmp_pred(const void *a, const void *b)
@@ -330,11 +484,19 @@ int pd_replay_report_write(const pd_replay_report *rep, const char *title, FILE 
     html_text(out, title);
     fprintf(out, "</title>\n<style>body{font-family:sans-serif;margin:24px;color:#222}"
                  "section{margin-bottom:28px}svg{margin-right:12px;border:1px solid #eee}"
-                 "h2{font-size:16px}</style></head><body>\n<h1 style=\"font-size:20px\">"
+                 "h2{font-size:16px}table{border-collapse:collapse;margin:8px 0}"
+                 "td,th{border:1px solid #ddd;padding:2px 8px;text-align:right;font-size:13px}"
+                 ".warning{background:#fff4e5;border:1px solid #f0a020;padding:8px 12px;"
+                 "margin:8px 0}</style></head><body>\n<h1 style=\"font-size:20px\">"
                  "propensityd replay: ");
     html_text(out, title);
     fprintf(out, "</h1>\n<p>Progressive validation: every example is scored before the model "
                  "learns from it.</p>\n");
+    for (size_t i = 0; i < rep->n_warnings; i++) {
+        fprintf(out, "<p class=\"warning\"><b>WARNING</b> ");
+        html_text(out, rep->warnings[i]);
+        fprintf(out, "</p>\n");
+    }
     for (size_t i = 0; i < rep->n_models; i++) {
         const model *m = &rep->models[i];
         if (!m->declared)
@@ -342,6 +504,7 @@ int pd_replay_report_write(const pd_replay_report *rep, const char *title, FILE 
         fprintf(out, "<section><h2>");
         html_text(out, m->name);
         fprintf(out, " &mdash; %zu examples</h2>\n", m->n);
+        figures_table(out, m, rep->baseline_name);
         if (m->n == 0) {
             fprintf(out, "<p>no labelled examples</p></section>\n");
             continue;
@@ -351,7 +514,7 @@ int pd_replay_report_write(const pd_replay_report *rep, const char *title, FILE 
             return -ENOMEM;
         memcpy(sorted, m->pairs, m->n * sizeof *sorted);
         qsort(sorted, m->n, sizeof *sorted, cmp_pred);
-        learning_curve(out, m);
+        learning_curve(out, m, rep->baseline_name);
         if (m->kind != PD_METRICS_MARGIN)
             calibration(out, m, sorted); /* a margin is not a probability to calibrate */
         if (!m->regressor)
