@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "common/clock.h"
 #include "config/config.h"
 #include "daemon/commands.h"
 #include "daemon/learning_curve.h"
@@ -216,13 +217,6 @@ static void observe(void *ctx, int model, const pd_feature *x, size_t n, double 
         export_example(rc, model, x, n, label, weight);
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void replay_usage(FILE *out)
 {
     fprintf(out, "usage: propensityd replay --config FILE [--json] [--scores OUT.jsonl]\n"
@@ -289,7 +283,7 @@ static int replay_file(pd_engine *eng, const char *path, const replay_opts *o, r
                 rc->err = -ENOMEM;
             (*lines)++;
             if (o->progress && (*lines & 0xFFFFF) == 0) {
-                double dt = now_seconds() - t0;
+                double dt = pd_clock_mono_s() - t0;
                 fprintf(stderr, "\r%s: %" PRIu64 " events, %.0f events/s   ", path, *lines,
                         dt > 0 ? (double)*lines / dt : 0.0);
             }
@@ -834,12 +828,12 @@ int pd_cmd_replay(int argc, char **argv)
     }
     pd_engine_set_label_observer(eng, observe, &rc);
     uint64_t lines = 0;
-    double t0 = now_seconds();
+    double t0 = pd_clock_mono_s();
     int status = 0;
     for (int i = optind; i < argc && status == 0; i++)
         if (replay_file(eng, argv[i], &o, &rc, &lines, t0) < 0)
             status = 1;
-    double secs = now_seconds() - t0;
+    double secs = pd_clock_mono_s() - t0;
     if (o.progress)
         fprintf(stderr, "\r\033[K");
     if (rc.err) {

@@ -24,7 +24,8 @@
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/prom.h"
-#include "daemon/strbuf.h"
+#include "common/clock.h"
+#include "common/strbuf.h"
 #include "models/snapshot.h"
 #include "pipeline/dead_letter.h"
 #include "pipeline/engine.h"
@@ -144,20 +145,6 @@ struct pd_daemon {
     char starting[600]; /* what startup waits for, while it does */
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int install_signals(void)
 {
     struct sigaction sa;
@@ -186,7 +173,7 @@ static uint32_t source_of(pd_daemon *d, const char *topic, int32_t partition)
         if (d->sources->elems[i].partition == partition &&
             strcmp(d->sources->elems[i].topic, topic) == 0) {
             if (d->source_seen_ms[i] == INT64_MIN)
-                d->source_seen_ms[i] = now_ms();
+                d->source_seen_ms[i] = pd_clock_mono_ms();
             return (uint32_t)i;
         }
     size_t n = (size_t)d->sources->cnt;
@@ -204,7 +191,7 @@ static uint32_t source_of(pd_daemon *d, const char *topic, int32_t partition)
         d->source_cap = cap;
     }
     rd_kafka_topic_partition_list_add(d->sources, topic, partition);
-    d->source_seen_ms[n] = now_ms();
+    d->source_seen_ms[n] = pd_clock_mono_ms();
     return (uint32_t)n;
 }
 
@@ -218,7 +205,7 @@ static void mark_idle(void *ctx, const char *topic, int32_t partition, int64_t l
 {
     pd_daemon *d = ctx;
     uint32_t id = source_of(d, topic, partition);
-    bool quiet = now_ms() - d->source_seen_ms[id] >= d->conf->state.idle_timeout_ms;
+    bool quiet = pd_clock_mono_ms() - d->source_seen_ms[id] >= d->conf->state.idle_timeout_ms;
     pd_engine_source_idle(d->engine, id, lag == 0 && quiet);
 }
 
@@ -365,7 +352,7 @@ static void log_evictions(pd_daemon *d, size_t i, const pd_model_info *mi, int64
 static void put_model_summaries(pd_daemon *d)
 {
     size_t n = pd_engine_model_count(d->engine);
-    int64_t now = now_ms();
+    int64_t now = pd_clock_mono_ms();
     for (size_t i = 0; i < n; i++) {
         pd_model_info mi;
         pd_engine_model_info(d->engine, i, &mi);
@@ -406,7 +393,7 @@ static void put_model_summaries(pd_daemon *d)
             PUT_D("accuracy", mi.metrics.accuracy);
         }
         PUT_U("publishing", mi.gate_open ? 1 : 0);
-        PUT_U("updated", wall_ms());
+        PUT_U("updated", pd_clock_wall_ms());
 #undef PUT_U
 #undef PUT_D
         if (pd_publisher_put_model(d->pub, mi.name, fields, values, k) < 0)
@@ -516,7 +503,7 @@ static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
         feed_forget(d, res.user, res.user_len);
         /* older snapshots still hold the user: replace them soon, several forgets at once */
         if (d->conf->snapshot.dir && d->forget_snapshot_ms == INT64_MAX)
-            d->forget_snapshot_ms = now_ms() + FORGET_SNAPSHOT_MS;
+            d->forget_snapshot_ms = pd_clock_mono_ms() + FORGET_SNAPSHOT_MS;
         return;
     }
     if (res.n_scores == 0)
@@ -525,7 +512,7 @@ static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
     size_t n = res.n_scores < 64 ? res.n_scores : 64;
     for (size_t i = 0; i < n; i++)
         scores[i] = (pd_publish_score){.field = res.scores[i].model, .value = res.scores[i].value};
-    int64_t ts = wall_ms();
+    int64_t ts = pd_clock_wall_ms();
     uint64_t gen = pd_engine_generation(d->engine);
     if (pd_publisher_update(d->pub, res.user, res.user_len, ts, gen, scores, n) < 0)
         pd_log_error("out of memory queueing scores for redis");
@@ -695,9 +682,9 @@ static int write_snapshot(pd_daemon *d, const char *why, int keep, char *ret_pat
     if (!sc->dir)
         return 0;
     char err[512], path[1024];
-    int64_t t0 = now_ms();
+    int64_t t0 = pd_clock_mono_ms();
     pd_snapshot_writer *w =
-        pd_snapshot_writer_new(sc->dir, d->conf->fingerprint, wall_ms(), err, sizeof err);
+        pd_snapshot_writer_new(sc->dir, d->conf->fingerprint, pd_clock_wall_ms(), err, sizeof err);
     if (!w)
         goto out_fail;
     if (pd_engine_save(d->engine, w, err, sizeof err) < 0) {
@@ -720,8 +707,8 @@ static int write_snapshot(pd_daemon *d, const char *why, int keep, char *ret_pat
     if (ret_path)
         snprintf(ret_path, path_len, "%s", path);
     d->snapshots++;
-    d->last_snapshot_wall_ms = wall_ms();
-    d->last_snapshot_seconds = (double)(now_ms() - t0) / 1000.0;
+    d->last_snapshot_wall_ms = pd_clock_wall_ms();
+    d->last_snapshot_seconds = (double)(pd_clock_mono_ms() - t0) / 1000.0;
     pd_logkv(PD_LOG_INFO, "snapshot written", "path=%s reason=%s seconds=%.3f", path, why,
              d->last_snapshot_seconds);
     return 0;
@@ -1121,7 +1108,7 @@ static void render_metrics(pd_daemon *d, pd_strbuf *sb)
     FAMILY("propensityd_snapshot_age_seconds", GAUGE,
            "Seconds since the last snapshot was written (NaN before the first).");
     SAMPLE("propensityd_snapshot_age_seconds",
-           d->last_snapshot_wall_ms ? (double)(wall_ms() - d->last_snapshot_wall_ms) / 1000.0
+           d->last_snapshot_wall_ms ? (double)(pd_clock_wall_ms() - d->last_snapshot_wall_ms) / 1000.0
                                     : NAN);
     FAMILY("propensityd_snapshot_duration_seconds", GAUGE,
            "How long the last snapshot took to write.");
@@ -1257,10 +1244,10 @@ static json_t *cmd_status(void *ctx, const char *arg, size_t arg_len, char *err,
     e |= json_object_set_new(snap, "written", json_integer(d->snapshots));
     e |= json_object_set_new(snap, "failed", json_integer(d->snapshot_failures));
     e |= json_object_set_new(snap, "age_seconds",
-                             number(snap_ms ? (double)(wall_ms() - snap_ms) / 1000.0 : NAN));
+                             number(snap_ms ? (double)(pd_clock_wall_ms() - snap_ms) / 1000.0 : NAN));
 
     json_t *st = json_object();
-    double uptime = (double)(now_ms() - d->started_ms) / 1000.0;
+    double uptime = (double)(pd_clock_mono_ms() - d->started_ms) / 1000.0;
     e |= json_object_set_new(st, "version", json_string(PD_VERSION));
     e |= json_object_set_new(st, "state", json_string(d->paused ? "paused" : "running"));
     e |= json_object_set_new(st, "ready", json_boolean(reason == NULL));
@@ -1487,7 +1474,7 @@ static json_t *cmd_status_starting(void *ctx, const char *arg, size_t arg_len, c
     pd_daemon *d = ctx;
     return json_pack("{s:s, s:s, s:b, s:o, s:o, s:o, s:s}", "version", PD_VERSION, "state",
                      "starting", "ready", 0, "not_ready_reason", pd_control_string(d->starting),
-                     "uptime_seconds", number((double)(now_ms() - d->started_ms) / 1000.0),
+                     "uptime_seconds", number((double)(pd_clock_mono_ms() - d->started_ms) / 1000.0),
                      "config", pd_control_string(d->config_path), "log_level",
                      pd_log_level_name(pd_log_get_level()));
 }
@@ -1672,9 +1659,9 @@ static int connect_redis(pd_daemon *d)
     char err[512];
     int64_t backoff = 100;
     while (!got_stop) {
-        pd_notify_watchdog(d->notify, now_ms());
+        pd_notify_watchdog(d->notify, pd_clock_mono_ms());
         if (d->http)
-            pd_http_heartbeat(d->http, now_ms());
+            pd_http_heartbeat(d->http, pd_clock_mono_ms());
         if (pd_publisher_connect(d->pub, err, sizeof err) == 0) {
             pd_log_info("connected to redis");
             return 0;
@@ -1683,8 +1670,8 @@ static int connect_redis(pd_daemon *d)
         snprintf(d->starting, sizeof d->starting, "waiting for redis: %s", err);
         pd_notify_status(d->notify, d->starting);
         /* the control socket answers meanwhile, so `propensityctl status` says why */
-        for (int64_t until = now_ms() + backoff; !got_stop && now_ms() < until;) {
-            pd_control_wait(d->ctl, -1, (int)(until - now_ms()));
+        for (int64_t until = pd_clock_mono_ms() + backoff; !got_stop && pd_clock_mono_ms() < until;) {
+            pd_control_wait(d->ctl, -1, (int)(until - pd_clock_mono_ms()));
             pd_control_serve(d->ctl, starting_commands,
                              sizeof starting_commands / sizeof starting_commands[0], d,
                              CONTROL_BATCH);
@@ -1742,7 +1729,7 @@ static void check_ready(pd_daemon *d, int64_t t)
         return;
     }
     d->ready = true;
-    update_rate(d, now_ms());
+    update_rate(d, pd_clock_mono_ms());
     notify_ready(d);
     pd_log_info("ready: kafka and redis reachable");
 }
@@ -1793,8 +1780,8 @@ int pd_daemon_run(pd_daemon *d)
         pd_log_error("cannot install signal handlers: %s", strerror(errno));
         return 1;
     }
-    d->started_ms = now_ms();
-    d->started_wall_ms = wall_ms();
+    d->started_ms = pd_clock_mono_ms();
+    d->started_wall_ms = pd_clock_wall_ms();
     if (start_ops(d) < 0)
         return 1;
     pd_notify_status(d->notify, "starting: restoring the snapshot");
@@ -1811,10 +1798,10 @@ int pd_daemon_run(pd_daemon *d)
              d->conf->n_features, d->conf->kafka.n_topics);
 
     int64_t interval = d->conf->redis.flush_interval_ms > 0 ? d->conf->redis.flush_interval_ms : 50;
-    d->next_flush_ms = now_ms() + interval;
-    d->next_summary_ms = now_ms();
+    d->next_flush_ms = pd_clock_mono_ms() + interval;
+    d->next_summary_ms = pd_clock_mono_ms();
     d->next_snapshot_ms =
-        d->conf->snapshot.interval_ms > 0 ? now_ms() + d->conf->snapshot.interval_ms : INT64_MAX;
+        d->conf->snapshot.interval_ms > 0 ? pd_clock_mono_ms() + d->conf->snapshot.interval_ms : INT64_MAX;
     while (!got_stop) {
         if (got_reload) {
             char msg[1024];
@@ -1822,7 +1809,7 @@ int pd_daemon_run(pd_daemon *d)
             reload_notified(d, msg, sizeof msg);
             interval = d->conf->redis.flush_interval_ms > 0 ? d->conf->redis.flush_interval_ms : 50;
         }
-        int64_t t = now_ms();
+        int64_t t = pd_clock_mono_ms();
         int timeout = (int)(d->next_flush_ms > t ? d->next_flush_ms - t : 0);
         if (timeout > MAX_WAIT_MS)
             timeout = MAX_WAIT_MS;
@@ -1833,7 +1820,7 @@ int pd_daemon_run(pd_daemon *d)
             drain_wakeup(d);
         size_t n = pd_kafka_in_poll(d->in, d->batch, d->batch_cap, 0);
         d->batch_full = n == d->batch_cap;
-        d->loop_ms = now_ms();
+        d->loop_ms = pd_clock_mono_ms();
         if (d->snapshot_on_assign) {
             /* the batch is not processed yet: the snapshot holds where each new partition
              * starts (pd_kafka_in_positions) and none of its events */
@@ -1850,7 +1837,7 @@ int pd_daemon_run(pd_daemon *d)
             pd_dead_letter_poll(d->dlq);
         pd_control_serve(d->ctl, control_commands,
                          sizeof control_commands / sizeof control_commands[0], d, CONTROL_BATCH);
-        t = now_ms();
+        t = pd_clock_mono_ms();
         if (t >= d->next_summary_ms) {
             put_model_summaries(d);
             d->next_summary_ms = t + MODEL_SUMMARY_MS;
@@ -1872,7 +1859,7 @@ int pd_daemon_run(pd_daemon *d)
         if (t >= d->next_snapshot_ms) {
             write_snapshot(d, "interval", 0, NULL, 0);
             d->next_snapshot_ms = d->conf->snapshot.interval_ms > 0
-                                      ? now_ms() + d->conf->snapshot.interval_ms
+                                      ? pd_clock_mono_ms() + d->conf->snapshot.interval_ms
                                       : INT64_MAX;
         }
         ops_tick(d, t);
@@ -1883,9 +1870,9 @@ int pd_daemon_run(pd_daemon *d)
     if (d->http)
         pd_http_set_ready(d->http, false, "stopping");
     put_model_summaries(d);
-    int64_t deadline = now_ms() + 30000;
+    int64_t deadline = pd_clock_mono_ms() + 30000;
     while (flush_and_commit(d, true) < 0) {
-        if (now_ms() > deadline) {
+        if (pd_clock_mono_ms() > deadline) {
             pd_log_error("could not flush before stopping; uncommitted events will be consumed "
                          "again on restart");
             status = 1;

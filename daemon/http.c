@@ -17,6 +17,8 @@
 
 #include <microhttpd.h>
 
+#include "common/clock.h"
+
 #define PROM_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 struct pd_http {
@@ -31,13 +33,6 @@ struct pd_http {
     atomic_bool ready;
     atomic_llong heartbeat_ms;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
                              const char *body, size_t len)
@@ -86,7 +81,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return r;
     }
     if (strcmp(url, "/healthz") == 0) {
-        int64_t age = mono_ms() - (int64_t)atomic_load(&h->heartbeat_ms);
+        int64_t age = pd_clock_mono_ms() - (int64_t)atomic_load(&h->heartbeat_ms);
         if (age <= h->stale_ms)
             return text(conn, MHD_HTTP_OK, "ok\n");
         char body[96];
@@ -185,7 +180,7 @@ pd_http *pd_http_new(const char *addr, int64_t stale_ms, char *errbuf, size_t er
     pthread_mutex_init(&h->lock, NULL);
     h->fd = -1;
     h->stale_ms = stale_ms > 0 ? stale_ms : 30000;
-    atomic_store(&h->heartbeat_ms, (long long)mono_ms());
+    atomic_store(&h->heartbeat_ms, (long long)pd_clock_mono_ms());
     int fd = listen_on(addr, &h->port, errbuf, errlen);
     if (fd < 0)
         goto out_free;

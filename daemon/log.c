@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 #define RL_SLOTS    64
 #define RL_WINDOW_S 10
 #define RL_BURST    20
@@ -75,9 +77,7 @@ const char *pd_log_level_name(pd_log_level level)
 /* Whether a line from site may be written now; counts what is held back. */
 static bool rate_ok(const char *site, unsigned *ret_suppressed)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t window = ts.tv_sec / RL_WINDOW_S;
+    int64_t window = pd_clock_mono_ms() / 1000 / RL_WINDOW_S;
     size_t h = ((uintptr_t)site >> 4) % RL_SLOTS;
     rl_slot *s = &log_state.rl[h];
     *ret_suppressed = 0;
@@ -108,12 +108,12 @@ static void write_line(pd_log_level level, const char *msg, const char *kv, unsi
     if (log_state.journal) {
         ADD("<%d>", syslog_prio[level]);
     } else {
-        struct timespec ts;
+        int64_t wall = pd_clock_wall_ms();
+        time_t secs = (time_t)(wall / 1000);
         struct tm tm;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        ADD("ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ", tm.tm_year + 1900, tm.tm_mon + 1,
-            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+        gmtime_r(&secs, &tm);
+        ADD("ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ ", tm.tm_year + 1900, tm.tm_mon + 1,
+            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall % 1000));
     }
     ADD("level=%s msg=\"", level_names[level]);
     for (const char *p = msg; *p && n < sizeof line - 8; p++) {

@@ -10,6 +10,8 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "common/clock.h"
+
 struct pd_notify {
     bool enabled;
     int64_t watchdog_ms;
@@ -77,11 +79,9 @@ int pd_notify_status(pd_notify *n, const char *status)
 
 int pd_notify_reloading(pd_notify *n, const char *status)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     char head[96];
     snprintf(head, sizeof head, "RELOADING=1\nMONOTONIC_USEC=%llu",
-             (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+             (unsigned long long)pd_clock_mono_us());
     return send_msg(n, head, status);
 }
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/strbuf.h"
+#include "common/strbuf.h"
 
 typedef enum pd_prom_type {
     PD_PROM_COUNTER,

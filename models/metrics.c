@@ -6,9 +6,10 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/error.h"
 
 /* sklearn's log_loss clip */
 #define PROB_EPS 1e-15
@@ -41,20 +42,6 @@ struct pd_metrics {
     size_t ring_len;
     size_t ring_next;
 };
-
-static void set_error(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 pd_metrics *pd_metrics_new(pd_metrics_kind kind, size_t window)
 {
@@ -418,20 +405,20 @@ pd_metrics *pd_metrics_load(pd_metrics_kind kind, size_t window, FILE *in, char 
     pd_metrics *m = pd_metrics_new(kind, window);
 
     if (m == NULL) {
-        set_error(errbuf, errlen, "cannot create metrics (kind %d, window %zu)", (int)kind, window);
+        pd_set_error(errbuf, errlen, "cannot create metrics (kind %d, window %zu)", (int)kind, window);
         return NULL;
     }
     if (fread(magic, 1, sizeof(magic), in) != sizeof(magic) || read_u32(in, &version) < 0)
         goto out_truncated;
     if (memcmp(magic, SAVE_MAGIC, sizeof(magic)) != 0 || version != SAVE_VERSION) {
-        set_error(errbuf, errlen, "not a metrics state (or an unsupported version)");
+        pd_set_error(errbuf, errlen, "not a metrics state (or an unsupported version)");
         goto out_free;
     }
     if (read_u32(in, &saved_kind) < 0 || read_u64(in, &saved_window) < 0 ||
         read_u64(in, &m->examples) < 0 || read_u64(in, &m->positives) < 0)
         goto out_truncated;
     if (saved_kind != (uint32_t)kind) {
-        set_error(errbuf, errlen, "metrics state is of kind %u, expected %d", saved_kind,
+        pd_set_error(errbuf, errlen, "metrics state is of kind %u, expected %d", saved_kind,
                   (int)kind);
         goto out_free;
     }
@@ -476,10 +463,10 @@ pd_metrics *pd_metrics_load(pd_metrics_kind kind, size_t window, FILE *in, char 
     return m;
 
 out_truncated:
-    set_error(errbuf, errlen, "metrics state is truncated");
+    pd_set_error(errbuf, errlen, "metrics state is truncated");
     goto out_free;
 out_damaged:
-    set_error(errbuf, errlen, "metrics state is damaged");
+    pd_set_error(errbuf, errlen, "metrics state is damaged");
 out_free:
     pd_metrics_free(m);
     return NULL;

@@ -17,6 +17,8 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "common/clock.h"
+
 #define N_BUCKETS 12
 
 static const double latency_bounds[N_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -66,13 +68,6 @@ struct pd_publisher {
     uint64_t hist[N_BUCKETS + 1];
     double hist_sum;
 };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static char *dup_or_null(const char *s)
 {
@@ -641,7 +636,7 @@ int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
             return r;
         }
     }
-    double t0 = now_seconds();
+    double t0 = pd_clock_mono_s();
     flush_state fs = {.errbuf = errbuf, .errlen = errlen};
     int r = 0;
     size_t users = 0;
@@ -673,7 +668,7 @@ int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
     pub->stats.model_writes += pub->n_models;
     pub->stats.flushes++;
     pub->stats.last_batch_users = users;
-    double dt = now_seconds() - t0;
+    double dt = pd_clock_mono_s() - t0;
     pub->stats.last_flush_seconds = dt;
     size_t b = 0;
     while (b < N_BUCKETS && dt > latency_bounds[b])

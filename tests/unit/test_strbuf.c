@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/strbuf.h"
+#include "common/strbuf.h"
 
 static void test_strbuf(void **state)
 {

@@ -1,6 +1,6 @@
 /* Growth doubles the capacity, so rendering the same text every interval settles on one
  * allocation that pd_strbuf_reset() keeps. */
-#include "daemon/strbuf.h"
+#include "common/strbuf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
