@@ -24,7 +24,6 @@
 struct pd_http {
     struct MHD_Daemon *mhd;
     int fd;
-    int port;
     int64_t stale_ms;
     pthread_mutex_t lock; /* guards metrics and reason */
     char *metrics;
@@ -103,7 +102,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 }
 
 /* "host:port" or "[v6]:port" into a listening socket. */
-static int listen_on(const char *addr, int *ret_port, char *errbuf, size_t errlen)
+static int listen_on(const char *addr, char *errbuf, size_t errlen)
 {
     char host[256];
     const char *colon, *h0 = addr;
@@ -154,15 +153,6 @@ static int listen_on(const char *addr, int *ret_port, char *errbuf, size_t errle
         snprintf(errbuf, errlen, "cannot listen on http address \"%s\": %s", addr, strerror(err));
         return -err;
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    *ret_port = 0;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        char serv[16];
-        if (getnameinfo((struct sockaddr *)&ss, sl, NULL, 0, serv, sizeof serv, NI_NUMERICSERV) ==
-            0)
-            *ret_port = atoi(serv);
-    }
     return fd;
 
 out_bad:
@@ -181,7 +171,7 @@ pd_http *pd_http_new(const char *addr, int64_t stale_ms, char *errbuf, size_t er
     h->fd = -1;
     h->stale_ms = stale_ms > 0 ? stale_ms : 30000;
     atomic_store(&h->heartbeat_ms, (long long)pd_clock_mono_ms());
-    int fd = listen_on(addr, &h->port, errbuf, errlen);
+    int fd = listen_on(addr, errbuf, errlen);
     if (fd < 0)
         goto out_free;
     h->fd = fd;
@@ -251,9 +241,4 @@ void pd_http_set_ready(pd_http *h, bool ready, const char *reason)
 void pd_http_heartbeat(pd_http *h, int64_t now_ms)
 {
     atomic_store(&h->heartbeat_ms, (long long)now_ms);
-}
-
-int pd_http_port(const pd_http *h)
-{
-    return h->port;
 }

@@ -24,7 +24,4 @@ void pd_http_set_ready(pd_http *h, bool ready, const char *reason);
 /* The main loop is alive at now_ms (monotonic). */
 void pd_http_heartbeat(pd_http *h, int64_t now_ms);
 
-/* The port actually bound. */
-int pd_http_port(const pd_http *h);
-
 #endif

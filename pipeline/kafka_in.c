@@ -444,11 +444,6 @@ int pd_kafka_in_resume(pd_kafka_in *in)
     return set_paused(in, false);
 }
 
-bool pd_kafka_in_paused(const pd_kafka_in *in)
-{
-    return in->paused;
-}
-
 typedef struct lag_sum {
     int64_t total;
     bool known;

@@ -67,7 +67,6 @@ int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *o
 
 int pd_kafka_in_pause(pd_kafka_in *in);
 int pd_kafka_in_resume(pd_kafka_in *in);
-bool pd_kafka_in_paused(const pd_kafka_in *in);
 
 /* Messages between the processed position and the last known end of every assigned
  * partition (from fetch responses; no broker round trip). -1 when unknown. */
