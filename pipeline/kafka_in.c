@@ -187,6 +187,30 @@ static void note_starts(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *
     rd_kafka_topic_partition_list_destroy(ask);
 }
 
+/* Applies an assignment change: adds parts (assign) or takes them away. librdkafka may refuse
+ * (a duplicate or invalid partition, a call that does not match the group's protocol); the
+ * member then consumes other partitions than the group believes, so a refusal is logged as an
+ * error. Returns 0 or -EINVAL. */
+static int change_assignment(pd_kafka_in *in, rd_kafka_topic_partition_list_t *parts, bool assign)
+{
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (cooperative(in->rk))
+        error = assign ? rd_kafka_incremental_assign(in->rk, parts)
+                       : rd_kafka_incremental_unassign(in->rk, parts);
+    else
+        err = rd_kafka_assign(in->rk, assign ? parts : NULL);
+    if (!error && !err)
+        return 0;
+    char msg[512];
+    snprintf(msg, sizeof msg, "could not %s %d partition(s): %s", assign ? "assign" : "unassign",
+             parts->cnt, error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
+    log_line(in, 3, "rebalance", msg);
+    if (error)
+        rd_kafka_error_destroy(error);
+    return -EINVAL;
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -199,10 +223,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (in->hooks.assigning)
             in->hooks.assigning(in->hooks.ctx, in, parts);
         note_starts(in, parts);
-        if (cooperative(rk))
-            rd_kafka_incremental_assign(rk, parts);
-        else
-            rd_kafka_assign(rk, parts);
+        if (change_assignment(in, parts, true) < 0)
+            break;
         snprintf(msg, sizeof msg, "assigned %d partition(s)", parts->cnt);
         log_line(in, 6, "rebalance", msg);
         break;
@@ -211,19 +233,22 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (in->hooks.revoking)
             in->hooks.revoking(in->hooks.ctx, in, parts, lost);
         forget_positions(in, parts);
-        if (cooperative(rk))
-            rd_kafka_incremental_unassign(rk, parts);
-        else
-            rd_kafka_assign(rk, NULL);
+        if (change_assignment(in, parts, false) < 0)
+            break;
         snprintf(msg, sizeof msg, "%s %d partition(s)", lost ? "lost" : "revoked", parts->cnt);
         log_line(in, lost ? 4 : 6, "rebalance", msg);
         break;
     }
-    default:
+    default: {
         snprintf(msg, sizeof msg, "rebalance failed: %s", rd_kafka_err2str(err));
         log_line(in, 3, "rebalance", msg);
-        rd_kafka_assign(rk, NULL);
+        rd_kafka_resp_err_t aerr = rd_kafka_assign(rk, NULL);
+        if (aerr) {
+            snprintf(msg, sizeof msg, "could not clear the assignment: %s", rd_kafka_err2str(aerr));
+            log_line(in, 3, "rebalance", msg);
+        }
         break;
+    }
     }
     refresh_assignment(in);
 }
