@@ -13,12 +13,15 @@
 
 #include "common/clock.h"
 
-#define RL_SLOTS    64
-#define RL_WINDOW_S 10
-#define RL_BURST    20
+#define RL_SLOT_BITS 6
+#define RL_SLOTS     (1u << RL_SLOT_BITS)
+#define RL_PROBES    4 /* slots tried per site, so two busy sites rarely evict each other */
 
+/* A call site is __FILE__ and __LINE__ of the call, compared by the name's address and the
+ * line: two calls match only when they are the same line of the same file. */
 typedef struct rl_slot {
-    const char *site; /* the format string identifies the call site */
+    const char *file; /* NULL: free */
+    int line;
     int64_t window;
     unsigned count;
     unsigned suppressed;
@@ -74,21 +77,41 @@ const char *pd_log_level_name(pd_log_level level)
     return (unsigned)level < 4 ? level_names[level] : "info";
 }
 
-/* Whether a line from site may be written now; counts what is held back. */
-static bool rate_ok(const char *site, unsigned *ret_suppressed)
+/* The slot of a call site: its own if it has one among its probes, else a free one or one
+ * whose window has passed, else (all busy now) its home slot, which it takes over. */
+static rl_slot *rate_slot(const char *file, int line, int64_t window)
 {
-    int64_t window = pd_clock_mono_ms() / 1000 / RL_WINDOW_S;
-    size_t h = ((uintptr_t)site >> 4) % RL_SLOTS;
-    rl_slot *s = &log_state.rl[h];
+    /* Fibonacci hashing: the top bits of the product depend on every bit of the key */
+    uint64_t h =
+        ((uint64_t)(uintptr_t)file ^ (uint64_t)(unsigned)line) * UINT64_C(0x9e3779b97f4a7c15);
+    size_t home = (size_t)(h >> (64 - RL_SLOT_BITS));
+    rl_slot *spare = NULL;
+    for (size_t i = 0; i < RL_PROBES; i++) {
+        rl_slot *s = &log_state.rl[(home + i) % RL_SLOTS];
+        if (s->file == file && s->line == line)
+            return s;
+        if (!spare && (!s->file || s->window != window))
+            spare = s;
+    }
+    return spare ? spare : &log_state.rl[home];
+}
+
+/* Whether a line from the call site may be written now; counts what is held back. */
+static bool rate_ok(const char *file, int line, unsigned *ret_suppressed)
+{
+    int64_t window = pd_clock_mono_ms() / 1000 / PD_LOG_RATE_WINDOW_S;
+    rl_slot *s = rate_slot(file, line, window);
+    bool mine = s->file == file && s->line == line;
     *ret_suppressed = 0;
-    if (s->site != site || s->window != window) {
-        *ret_suppressed = s->site == site ? s->suppressed : 0;
-        s->site = site;
+    if (!mine || s->window != window) {
+        *ret_suppressed = mine ? s->suppressed : 0;
+        s->file = file;
+        s->line = line;
         s->window = window;
         s->count = 0;
         s->suppressed = 0;
     }
-    if (++s->count > RL_BURST) {
+    if (++s->count > PD_LOG_RATE_BURST) {
         s->suppressed++;
         return false;
     }
@@ -139,12 +162,12 @@ static void write_line(pd_log_level level, const char *msg, const char *kv, unsi
     fwrite(line, 1, n, stderr);
 }
 
-void pd_log(pd_log_level level, const char *fmt, ...)
+void pd_log_at(const char *file, int line, pd_log_level level, const char *fmt, ...)
 {
     if (level < log_state.level)
         return;
     unsigned suppressed;
-    if (!rate_ok(fmt, &suppressed))
+    if (!rate_ok(file, line, &suppressed))
         return;
     char msg[2048];
     va_list ap;
@@ -154,12 +177,13 @@ void pd_log(pd_log_level level, const char *fmt, ...)
     write_line(level, msg, NULL, suppressed);
 }
 
-void pd_logkv(pd_log_level level, const char *msg, const char *kv, ...)
+void pd_logkv_at(const char *file, int line, pd_log_level level, const char *msg, const char *kv,
+                 ...)
 {
     if (level < log_state.level)
         return;
     unsigned suppressed;
-    if (!rate_ok(msg, &suppressed))
+    if (!rate_ok(file, line, &suppressed))
         return;
     char kvs[2048];
     va_list ap;

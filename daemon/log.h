@@ -19,13 +19,26 @@ pd_log_level pd_log_get_level(void);
 int pd_log_level_parse(const char *name, pd_log_level *ret_level);
 const char *pd_log_level_name(pd_log_level level);
 
-/* msg is a printf format; the result is quoted and escaped into msg="...". */
-void pd_log(pd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The rate limit: each call site writes at most PD_LOG_RATE_BURST lines per
+ * PD_LOG_RATE_WINDOW_S seconds; the first line after a window in which some were held back
+ * says how many (suppressed_before=N). A call site is the file and line of the call, not
+ * the format: identical literals at several sites (pd_log_error("%s", err)) have a budget
+ * each, so a burst from one cannot hide another's errors. */
+#define PD_LOG_RATE_BURST    20
+#define PD_LOG_RATE_WINDOW_S 10
+
+/* fmt is a printf format; the result is quoted and escaped into msg="...". */
+#define pd_log(level, ...) pd_log_at(__FILE__, __LINE__, level, __VA_ARGS__)
 
 /* msg is written as is (quoted); kv is a printf format of extra key=value pairs whose values
  * are plain tokens (numbers, names without spaces). */
-void pd_logkv(pd_log_level level, const char *msg, const char *kv, ...)
-    __attribute__((format(printf, 3, 4)));
+#define pd_logkv(level, msg, ...) pd_logkv_at(__FILE__, __LINE__, level, msg, __VA_ARGS__)
+
+/* What the macros call; file and line name the call site for the rate limit. */
+void pd_log_at(const char *file, int line, pd_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void pd_logkv_at(const char *file, int line, pd_log_level level, const char *msg, const char *kv,
+                 ...) __attribute__((format(printf, 5, 6)));
 
 #define pd_log_debug(...)   pd_log(PD_LOG_DEBUG, __VA_ARGS__)
 #define pd_log_info(...)    pd_log(PD_LOG_INFO, __VA_ARGS__)
