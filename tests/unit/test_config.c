@@ -174,7 +174,7 @@ static void test_defaults(void **state)
     assert_int_equal(lc->loss, PD_LOSS_LOGISTIC);
     assert_double_equal(lc->huber_delta, 1.0);
     assert_int_equal(lc->optimizer, PD_OPT_FTRL);
-    assert_double_equal(lc->alpha, 0.1);
+    assert_double_equal(lc->alpha, 0.25);
     assert_double_equal(lc->beta, 1.0);
     assert_double_equal(lc->l1, 0);
     assert_double_equal(lc->l2, 0);

@@ -127,7 +127,8 @@ static void test_reference(void **state)
     (void)state;
     size_t n_cases = sizeof(pd_ref_cases) / sizeof(pd_ref_cases[0]);
 
-    assert_int_equal(n_cases, 12);
+    /* every loss x optimizer pair, and logistic FTRL under the configuration's defaults */
+    assert_int_equal(n_cases, 13);
     for (size_t c = 0; c < n_cases; c++) {
         const pd_ref_case *rc = &pd_ref_cases[c];
         pd_learner *l = new_learner(&rc->conf);

@@ -201,6 +201,11 @@ def cases():
                      max_abs_margin=lim, huber_delta=delta)
             c.update(hyper)
             yield c
+    # the configuration's defaults (config/README.md): FTRL alpha 0.25, beta 1, no l1 or l2, so
+    # no coordinate sits in the dead zone and the weight is plain -z / ((beta + sqrt(n)) / alpha)
+    yield dict(name="logistic_ftrl_defaults", type="logistic", loss="logistic", opt="ftrl",
+               max_abs_margin=35.0, huber_delta=1.0, alpha=0.25, beta=1.0, l1=0.0, l2=0.0,
+               learning_rate=0.1, power_t=0.5, initial_t=1000.0)
 
 
 def generate():
