@@ -6,6 +6,7 @@
 #include "daemon/control.h"
 
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,6 +346,15 @@ json_t *pd_control_string(const char *s)
     j = json_stringn(clean, k);
     free(clean);
     return j;
+}
+
+json_t *pd_control_number(double v)
+{
+    if (!isfinite(v))
+        return json_null();
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) /* 2^53: every integer is exact */
+        return json_integer((json_int_t)v);
+    return json_real(v);
 }
 
 /* {"ok":false,"cmd":cmd,"error":msg}, without "cmd" when it is NULL. */

@@ -64,6 +64,10 @@ char *pd_control_answer(pd_control *c, const char *req, size_t len, const pd_con
  * reference, or NULL when out of memory. */
 json_t *pd_control_string(const char *s);
 
+/* A number as the replies write it: integral values without a fraction, NaN and infinities
+ * as null (JSON has neither). A new reference, or NULL when out of memory. */
+json_t *pd_control_number(double v);
+
 bool pd_control_has_feed(const pd_control *c);
 /* Publishes payload under topic on the feed; never blocks (a slow subscriber loses
  * messages at its high-water mark). Returns 0 or a negative errno. */
