@@ -1,0 +1,274 @@
+/* The daemon's private header, shared by the files that each own one concern of the run loop:
+ *
+ *   daemon.c           life cycle, signals, start-up and the loop itself
+ *   daemon_kafka.c     the consumer: rebalance hooks (run inside pd_kafka_in_poll), its log
+ *                      hook, event-time sources (partition -> engine source id, idleness)
+ *   daemon_events.c    each message: decode, dead letter, engine, publisher, forget events
+ *   daemon_feed.c      the ZeroMQ PUB score feed
+ *   daemon_flush.c     Redis flush, then Kafka commit; the flush schedule and its backoff
+ *   daemon_models.c    everything said per model: Redis summaries, /metrics families, the
+ *                      status reply's list, quality-gate and eviction log lines
+ *   daemon_metrics.c   the rest of /metrics, one function per family group
+ *   daemon_ready.c     readiness, READY=1, the STATUS= line and the event rate
+ *   daemon_control.c   control command handlers, the status reply, pause and resume
+ *   daemon_reload.c    configuration reload
+ *   daemon_snapshot.c  snapshot write, restore, offsets and scheduling
+ *
+ * Each group of fields in struct pd_daemon is written by the file its comment names; other
+ * files only read it. Everything runs on the main thread. */
+#ifndef PD_DAEMON_INTERNAL_H
+#define PD_DAEMON_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+
+#include "common/strbuf.h"
+#include "config/config.h"
+#include "daemon/control.h"
+#include "daemon/daemon.h"
+#include "daemon/http.h"
+#include "daemon/notify.h"
+#include "daemon/prom.h"
+#include "daemon/sources.h"
+#include "pipeline/dead_letter.h"
+#include "pipeline/engine.h"
+#include "pipeline/kafka_in.h"
+#include "pipeline/publisher.h"
+
+#ifndef PD_VERSION
+#define PD_VERSION "unknown"
+#endif
+
+#define MAX_BACKOFF_MS   5000
+#define MAX_GATED_MODELS 64 /* models whose gate and evictions are logged */
+#define N_BATCH_BOUNDS   6  /* buckets of the flush batch-size histogram */
+
+/* daemon.c: the loop's own state */
+typedef struct daemon_loop {
+    rd_kafka_message_t **batch;
+    size_t batch_cap;
+    bool batch_full;      /* the last poll filled the batch: more is waiting */
+    bool in_batch;        /* the batch is being handed to the engine */
+    int64_t batch_ms;     /* when the batch in hand was polled */
+    rd_kafka_queue_t *kq; /* the consumer queue, which wakes the loop through wake[] */
+    int wake[2];
+} daemon_loop;
+
+/* daemon_flush.c */
+typedef struct daemon_flush {
+    int64_t interval_ms;
+    int64_t next_ms;
+    int64_t backoff_ms; /* 0 while Redis takes the writes */
+    int64_t retry_at_ms;
+    uint64_t flushes_seen;
+    uint64_t batch_hist[N_BATCH_BOUNDS + 1];
+    double batch_sum;
+} daemon_flush;
+
+/* daemon_events.c */
+typedef struct daemon_events {
+    uint64_t dead_lettered;
+    uint64_t dead_letter_failures;
+    uint64_t process_errors;
+    uint64_t forgets; /* users forgotten by an event */
+} daemon_events;
+
+/* daemon_feed.c */
+typedef struct daemon_feed {
+    uint64_t dropped;
+} daemon_feed;
+
+/* daemon_models.c: quality gates and evictions as last logged, by model index (reset on
+ * reload, when indices may move) */
+typedef struct daemon_models {
+    int64_t next_summary_ms;
+    bool gate_closed[MAX_GATED_MODELS];
+    int64_t gate_logged_ms[MAX_GATED_MODELS];
+    uint64_t evicted_logged[MAX_GATED_MODELS];
+    int64_t evicted_logged_ms[MAX_GATED_MODELS];
+} daemon_models;
+
+/* daemon_snapshot.c */
+typedef struct daemon_snapshots {
+    int64_t next_ms;   /* the next periodic one; INT64_MAX: off */
+    int64_t forget_ms; /* the one replacing snapshots that hold forgotten users; INT64_MAX: none */
+    bool on_assign;    /* partitions were assigned: record where they start */
+    rd_kafka_topic_partition_list_t *restore_offsets; /* from the snapshot, applied once */
+    int64_t last_wall_ms;                             /* 0 = none yet */
+    double last_seconds;
+    uint64_t written, failed;
+} daemon_snapshots;
+
+/* daemon_reload.c */
+typedef struct daemon_reloads {
+    uint64_t ok, failed;
+    bool again; /* postponed: the loop retries on its next turn */
+} daemon_reloads;
+
+/* daemon_control.c */
+typedef struct daemon_ctl {
+    bool paused; /* consumption paused from the control socket */
+    uint64_t rebalances_seen;
+    uint64_t forgets; /* users forgotten on request */
+} daemon_ctl;
+
+/* daemon_ready.c */
+typedef struct daemon_ready {
+    bool sent; /* READY=1 sent */
+    int64_t started_ms, started_wall_ms;
+    int64_t next_check_ms, next_status_ms;
+    uint64_t rate_events;
+    int64_t rate_ms;
+    double events_per_s;
+    char starting[600]; /* what start-up waits for, while it does (daemon.c writes it) */
+} daemon_ready;
+
+/* daemon_metrics.c */
+typedef struct daemon_metrics {
+    int64_t next_render_ms;
+    pd_strbuf text; /* scratch: the /metrics text */
+} daemon_metrics;
+
+struct pd_daemon {
+    /* the pipeline (daemon.c and daemon_kafka.c build it; reload replaces conf) */
+    char *config_path;
+    pd_config *conf;
+    pd_engine *engine;
+    pd_publisher *pub;
+    pd_kafka_in *in;
+    pd_dead_letter *dlq;
+    pd_sources *sources; /* daemon_kafka.c */
+    /* operations endpoints (daemon.c) */
+    pd_notify *notify;
+    pd_http *http;
+    pd_control *ctl;
+
+    daemon_loop loop;
+    daemon_flush flush;
+    daemon_events events;
+    daemon_feed feed;
+    daemon_models models;
+    daemon_snapshots snap;
+    daemon_reloads reload;
+    daemon_ctl control;
+    daemon_ready ready;
+    daemon_metrics metrics;
+};
+
+/* ---- daemon_kafka.c ---- */
+
+/* Creates the dead-letter producer (when configured) and the consumer, which joins the group;
+ * logs what fails. Returns 0 or a negative errno. */
+int daemon_kafka_start(pd_daemon *d);
+/* The engine's source id of m's partition, which delivered it at the batch's poll time. */
+uint32_t daemon_source_delivered(pd_daemon *d, const rd_kafka_message_t *m);
+/* Tells the engine which partitions are idle now (caught up and quiet long enough). */
+void daemon_sources_mark_idle(pd_daemon *d);
+
+/* ---- daemon_events.c ---- */
+
+/* Runs a polled batch through the engine and the publisher, marks each message processed
+ * and destroys it. */
+void daemon_events_process(pd_daemon *d, rd_kafka_message_t **msgs, size_t n);
+/* The audit line of a privacy request (source "event" or "control"). */
+void daemon_audit_forget(const char *user, size_t len, const char *source, bool known,
+                         const char *redis);
+
+/* ---- daemon_feed.c ---- */
+
+void daemon_feed_scores(pd_daemon *d, const pd_engine_result *res, int64_t ts, uint64_t gen);
+void daemon_feed_forget(pd_daemon *d, const char *user, size_t len);
+
+/* ---- daemon_flush.c ---- */
+
+/* Writes everything waiting to Redis; on success commits the offsets processed before the
+ * flush began. Returns 0 or a negative errno (logged). */
+int daemon_flush_commit(pd_daemon *d, bool sync);
+/* Reads the flush interval from the configuration (the next flush keeps its time). */
+void daemon_flush_configure(pd_daemon *d);
+/* daemon_flush_configure(), and the first flush one interval from now. */
+void daemon_flush_start(pd_daemon *d);
+/* Flushes and commits when due; on failure keeps consuming and retries with backoff. */
+void daemon_flush_tick(pd_daemon *d, int64_t now_ms);
+/* The last flush at stop, retried for up to 30 s. Returns 0, or -EIO when it never took. */
+int daemon_flush_final(pd_daemon *d);
+/* The flush batch-size histogram's bucket bounds (N_BATCH_BOUNDS of them). */
+extern const double daemon_batch_bounds[N_BATCH_BOUNDS];
+
+/* ---- daemon_models.c ---- */
+
+/* Queues each model's summary hash for Redis and logs gate and eviction changes, when due
+ * (always with force). */
+void daemon_models_tick(pd_daemon *d, int64_t now_ms, bool force);
+/* Forgets what was logged per model index (after a reload). */
+void daemon_models_reset(pd_daemon *d);
+void daemon_models_render(pd_daemon *d, pd_strbuf *sb);
+/* The status reply's "models" list; NULL when out of memory. */
+json_t *daemon_models_status(pd_daemon *d);
+
+/* ---- daemon_metrics.c ---- */
+
+/* Renders /metrics and readiness for the HTTP thread, when due. */
+void daemon_metrics_tick(pd_daemon *d, int64_t now_ms);
+
+/* ---- daemon_ready.c ---- */
+
+/* Why the daemon should not take traffic now, or NULL when it is ready. */
+const char *daemon_not_ready_reason(pd_daemon *d, char *buf, size_t len);
+void daemon_status_line(pd_daemon *d, char *buf, size_t len);
+/* READY=1 with the status line. */
+void daemon_notify_ready(pd_daemon *d);
+/* Sends READY=1 once a Kafka broker answers (probed every second until then). */
+void daemon_ready_check(pd_daemon *d, int64_t now_ms);
+/* Refreshes the events/s rate and STATUS= every 2 s. */
+void daemon_ready_status_tick(pd_daemon *d, int64_t now_ms);
+
+/* ---- daemon_control.c ---- */
+
+/* Answers waiting control requests: the full command set, or while start-up waits for
+ * Redis the set that only says so. */
+void daemon_control_serve(pd_daemon *d, bool starting);
+/* While paused, pauses what a rebalance assigned since. */
+void daemon_control_tick(pd_daemon *d);
+
+/* ---- daemon_reload.c ---- */
+
+/* The publisher's Redis field per model, in model order (an array the caller frees). */
+int daemon_publisher_fields(const pd_config *conf, const char ***ret_fields);
+/* Re-reads the configuration file, bracketed by RELOADING=1 and READY=1. Returns 0, or a
+ * negative errno with the reason in msg (also logged); on success msg names the models that
+ * start fresh (may be empty). */
+int daemon_reload(pd_daemon *d, char *msg, size_t msglen);
+
+/* ---- daemon_snapshot.c ---- */
+
+/* Writes the engine's state and the offsets it covers; keep > 0 overrides how many
+ * snapshots stay. The new path (or the error) goes to ret_path when given. Returns 0 (also
+ * when snapshots are off) or -EIO. */
+int daemon_snapshot_write(pd_daemon *d, const char *why, int keep, char *ret_path, size_t path_len);
+/* Restores the newest valid snapshot, if any. Returns 0 or a negative errno (logged). */
+int daemon_snapshot_restore(pd_daemon *d);
+/* From the assignment hook: partitions the snapshot covers resume where it ended. */
+void daemon_snapshot_assigning(pd_daemon *d, rd_kafka_topic_partition_list_t *parts);
+/* After a poll, before its batch: the snapshot an assignment asked for. */
+void daemon_snapshot_after_poll(pd_daemon *d);
+void daemon_snapshot_start(pd_daemon *d);
+void daemon_snapshot_interval_tick(pd_daemon *d, int64_t now_ms);
+/* A forget event: replace the older snapshots soon, several forgets at once. */
+void daemon_snapshot_forget_soon(pd_daemon *d);
+void daemon_snapshot_forget_tick(pd_daemon *d, int64_t now_ms);
+/* The snapshot at stop. Returns 0 or -EIO. */
+int daemon_snapshot_final(pd_daemon *d);
+void daemon_snapshot_release(pd_daemon *d);
+
+/* The /metrics renderers (daemon_metrics.c, daemon_models.c) write to a pd_strbuf named sb. */
+#define FAMILY(name, type, help) pd_prom_family(sb, name, PD_PROM_##type, help)
+#define SAMPLE(name, value)      pd_prom_sample(sb, name, NULL, (double)(value))
+#define SAMPLE1(name, k, v, value)                                                                 \
+    pd_prom_sample(sb, name, (const char *[]){k, v, NULL}, (double)(value))
+
+#endif

@@ -1,0 +1,266 @@
+/* Snapshots: the engine's state (weights, optimizer state, normalisers, users, pending
+ * examples) with the Kafka offsets it includes, so a restart resumes exactly after what it
+ * learned. Written when partitions are assigned, every snapshot.interval, on demand, soon
+ * after forget events and on stop; the newest valid one is restored at start. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "daemon/daemon_internal.h"
+#include "daemon/log.h"
+#include "models/snapshot.h"
+
+#define FORGET_SNAPSHOT_MS 1000 /* forget events are coalesced into one snapshot this late */
+#define OFFSETS_SECTION    "kafka.offsets"
+
+/* ---- the offsets section ---- */
+
+static int save_offsets(FILE *f, const rd_kafka_topic_partition_list_t *pos)
+{
+    uint32_t n = pos ? (uint32_t)pos->cnt : 0;
+    if (fwrite(&n, sizeof n, 1, f) != 1)
+        return -EIO;
+    for (uint32_t i = 0; i < n; i++) {
+        const rd_kafka_topic_partition_t *p = &pos->elems[i];
+        uint16_t tl = (uint16_t)strlen(p->topic);
+        int32_t part = p->partition;
+        int64_t off = p->offset;
+        if (fwrite(&tl, sizeof tl, 1, f) != 1 || fwrite(p->topic, 1, tl, f) != tl ||
+            fwrite(&part, sizeof part, 1, f) != 1 || fwrite(&off, sizeof off, 1, f) != 1)
+            return -EIO;
+    }
+    return 0;
+}
+
+static rd_kafka_topic_partition_list_t *load_offsets(FILE *f)
+{
+    uint32_t n;
+    if (fread(&n, sizeof n, 1, f) != 1 || n > 1000000)
+        return NULL;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)n);
+    for (uint32_t i = 0; i < n; i++) {
+        uint16_t tl;
+        char topic[512];
+        int32_t part;
+        int64_t off;
+        if (fread(&tl, sizeof tl, 1, f) != 1 || tl >= sizeof topic ||
+            fread(topic, 1, tl, f) != tl || fread(&part, sizeof part, 1, f) != 1 ||
+            fread(&off, sizeof off, 1, f) != 1) {
+            rd_kafka_topic_partition_list_destroy(list);
+            return NULL;
+        }
+        topic[tl] = '\0';
+        rd_kafka_topic_partition_list_add(list, topic, part)->offset = off;
+    }
+    return list;
+}
+
+/* Where the state in the engine ends, per partition: the processed positions, and for the
+ * partitions a restored snapshot covers that are not assigned back yet, the snapshot's own
+ * offsets (the engine still holds exactly their events). Without the latter a snapshot taken
+ * before the assignment would drop them, and a restart from it would resume at the group's
+ * committed offsets and skip the events between. NULL when there is nothing. */
+static rd_kafka_topic_partition_list_t *snapshot_positions(pd_daemon *d)
+{
+    const rd_kafka_topic_partition_list_t *restore = d->snap.restore_offsets;
+    rd_kafka_topic_partition_list_t *pos = d->in ? pd_kafka_in_positions(d->in) : NULL;
+    if (!restore || restore->cnt == 0)
+        return pos;
+    if (!pos)
+        return rd_kafka_topic_partition_list_copy(restore);
+    for (int i = 0; i < restore->cnt; i++) {
+        const rd_kafka_topic_partition_t *r = &restore->elems[i];
+        if (!rd_kafka_topic_partition_list_find(pos, r->topic, r->partition))
+            rd_kafka_topic_partition_list_add(pos, r->topic, r->partition)->offset = r->offset;
+    }
+    return pos;
+}
+
+/* ---- write and restore ---- */
+
+/* The engine's state and its offsets into w. Everything processed so far is in the engine,
+ * so the processed positions are exactly what the snapshot includes. */
+static int fill_snapshot(pd_daemon *d, pd_snapshot_writer *w, char *err, size_t errlen)
+{
+    if (pd_engine_save(d->engine, w, err, errlen) < 0)
+        return -EIO;
+    rd_kafka_topic_partition_list_t *pos = snapshot_positions(d);
+    FILE *f = pd_snapshot_writer_section(w, OFFSETS_SECTION);
+    int r = f ? save_offsets(f, pos) : -EIO;
+    if (pos)
+        rd_kafka_topic_partition_list_destroy(pos);
+    if (r < 0)
+        snprintf(err, errlen, "cannot write the kafka offsets to the snapshot");
+    return r;
+}
+
+int daemon_snapshot_write(pd_daemon *d, const char *why, int keep, char *ret_path, size_t path_len)
+{
+    const pd_snapshot_conf *sc = &d->conf->snapshot;
+    if (!sc->dir)
+        return 0;
+    char err[512], path[1024];
+    int64_t t0 = pd_clock_mono_ms();
+    pd_snapshot_writer *w =
+        pd_snapshot_writer_new(sc->dir, d->conf->fingerprint, pd_clock_wall_ms(), err, sizeof err);
+    if (!w)
+        goto out_fail;
+    if (fill_snapshot(d, w, err, sizeof err) < 0) {
+        pd_snapshot_writer_abort(w);
+        goto out_fail;
+    }
+    if (pd_snapshot_writer_commit(w, keep > 0 ? keep : (int)sc->keep, path, sizeof path, err,
+                                  sizeof err) < 0)
+        goto out_fail;
+    if (ret_path)
+        snprintf(ret_path, path_len, "%s", path);
+    d->snap.written++;
+    d->snap.last_wall_ms = pd_clock_wall_ms();
+    d->snap.last_seconds = (double)(pd_clock_mono_ms() - t0) / 1000.0;
+    pd_logkv(PD_LOG_INFO, "snapshot written", "path=%s reason=%s seconds=%.3f", path, why,
+             d->snap.last_seconds);
+    return 0;
+
+out_fail:
+    d->snap.failed++;
+    pd_log_error("snapshot failed: %s", err);
+    if (ret_path)
+        snprintf(ret_path, path_len, "%s", err);
+    return -EIO;
+}
+
+static void on_snapshot_skipped(void *ctx, const char *path, const char *why)
+{
+    (void)ctx;
+    (void)path;
+    pd_log_warning("%s; trying an older one", why);
+}
+
+/* Learned state now, offsets on assignment (daemon_snapshot_assigning). */
+int daemon_snapshot_restore(pd_daemon *d)
+{
+    const pd_snapshot_conf *sc = &d->conf->snapshot;
+    if (!sc->dir)
+        return 0;
+    char err[1024], fresh[1024];
+    pd_snapshot *s = pd_snapshot_open_latest(sc->dir, on_snapshot_skipped, d, err, sizeof err);
+    if (!s) {
+        if (err[0]) {
+            pd_log_error("%s", err);
+            return -EIO;
+        }
+        pd_log_info("no snapshot in \"%s\": starting fresh", sc->dir);
+        return 0;
+    }
+    if (pd_engine_load(d->engine, s, fresh, sizeof fresh, err, sizeof err) < 0) {
+        pd_log_error("snapshot \"%s\" cannot be restored: %s", pd_snapshot_path(s), err);
+        pd_snapshot_close(s);
+        return -EINVAL;
+    }
+    FILE *f = pd_snapshot_section(s, OFFSETS_SECTION);
+    if (f) {
+        d->snap.restore_offsets = load_offsets(f);
+        fclose(f);
+    }
+    pd_engine_stats es;
+    pd_engine_get_stats(d->engine, &es);
+    pd_logkv(PD_LOG_INFO, "restored snapshot",
+             "path=%s events=%" PRIu64 " users=%" PRIu64 " pending=%" PRIu64 " partitions=%d",
+             pd_snapshot_path(s), es.events, es.users, es.labels.pending,
+             d->snap.restore_offsets ? d->snap.restore_offsets->cnt : 0);
+    if (fresh[0])
+        pd_log_warning("models starting fresh: %s", fresh);
+    pd_snapshot_close(s);
+    return 0;
+}
+
+/* ---- scheduling ---- */
+
+void daemon_snapshot_assigning(pd_daemon *d, rd_kafka_topic_partition_list_t *parts)
+{
+    /* New partitions start from the group's committed offsets, which later commits move on.
+     * Until a snapshot records where they started, a crash would restart from an older
+     * snapshot that does not know them and skip, unlearned, what this run committed: so one
+     * is written as soon as the assignment is in place, before any of their events. */
+    if (parts->cnt > 0)
+        d->snap.on_assign = true;
+    if (!d->snap.restore_offsets)
+        return;
+    /* resume where the snapshot ended, so nothing it includes is learned twice; once per
+     * partition: a later reassignment continues from what was processed since */
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        rd_kafka_topic_partition_t *saved =
+            rd_kafka_topic_partition_list_find(d->snap.restore_offsets, p->topic, p->partition);
+        if (!saved)
+            continue;
+        p->offset = saved->offset;
+        pd_logkv(PD_LOG_INFO, "resuming partition from the snapshot",
+                 "topic=%s partition=%" PRId32 " offset=%" PRId64, p->topic, p->partition,
+                 p->offset);
+        rd_kafka_topic_partition_list_del(d->snap.restore_offsets, p->topic, p->partition);
+    }
+}
+
+void daemon_snapshot_after_poll(pd_daemon *d)
+{
+    if (!d->snap.on_assign)
+        return;
+    /* the batch is not processed yet: the snapshot holds where each new partition starts
+     * (pd_kafka_in_positions) and none of its events */
+    d->snap.on_assign = false;
+    daemon_snapshot_write(d, "assignment", 0, NULL, 0);
+}
+
+static int64_t next_interval(const pd_daemon *d)
+{
+    int64_t ms = d->conf->snapshot.interval_ms;
+    return ms > 0 ? pd_clock_mono_ms() + ms : INT64_MAX;
+}
+
+void daemon_snapshot_start(pd_daemon *d)
+{
+    d->snap.next_ms = next_interval(d);
+}
+
+void daemon_snapshot_interval_tick(pd_daemon *d, int64_t now_ms)
+{
+    if (now_ms < d->snap.next_ms)
+        return;
+    daemon_snapshot_write(d, "interval", 0, NULL, 0);
+    d->snap.next_ms = next_interval(d);
+}
+
+void daemon_snapshot_forget_soon(pd_daemon *d)
+{
+    if (d->conf->snapshot.dir && d->snap.forget_ms == INT64_MAX)
+        d->snap.forget_ms = pd_clock_mono_ms() + FORGET_SNAPSHOT_MS;
+}
+
+void daemon_snapshot_forget_tick(pd_daemon *d, int64_t now_ms)
+{
+    if (now_ms < d->snap.forget_ms)
+        return;
+    /* the deletions go to Redis before the snapshot that no longer replays them */
+    if (daemon_flush_commit(d, false) == 0) {
+        daemon_snapshot_write(d, "forget", 1, NULL, 0);
+        d->snap.forget_ms = INT64_MAX;
+    } else {
+        d->snap.forget_ms = now_ms + FORGET_SNAPSHOT_MS;
+    }
+}
+
+int daemon_snapshot_final(pd_daemon *d)
+{
+    /* a forget still due keeps only this snapshot: the older ones hold the user */
+    return daemon_snapshot_write(d, "stop", d->snap.forget_ms != INT64_MAX ? 1 : 0, NULL, 0);
+}
+
+void daemon_snapshot_release(pd_daemon *d)
+{
+    if (d->snap.restore_offsets)
+        rd_kafka_topic_partition_list_destroy(d->snap.restore_offsets);
+    d->snap.restore_offsets = NULL;
+}
