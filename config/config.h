@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #define PD_MAX_EVENT_TYPES 32
+#define PD_MAX_MODELS      64 /* checked by the loader; every layer may size tables by it */
 #define PD_MAX_CROSS       3
 #define PD_MAX_BUCKETS     64
 #define PD_MAX_HASH_BITS   30

@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "common/clock.h"
+#include "common/hashtab.h"
 #include "config/config.h"
 #include "daemon/commands.h"
 #include "daemon/learning_curve.h"
@@ -44,17 +45,15 @@ typedef struct replay_opts {
 typedef struct score_table {
     char **users;
     double *scores; /* [users][n_models], NaN = none yet */
-    uint32_t *map;  /* open addressing: index + 1, 0 = empty */
-    size_t n, cap, map_cap, n_models;
+    pd_hashtab map; /* user id hash -> index + 1 */
+    size_t n, cap, n_models;
 } score_table;
 
 static int scores_init(score_table *t, size_t n_models)
 {
     memset(t, 0, sizeof *t);
     t->n_models = n_models ? n_models : 1;
-    t->map_cap = 1024;
-    t->map = calloc(t->map_cap, sizeof *t->map);
-    return t->map ? 0 : -ENOMEM;
+    return pd_hashtab_init(&t->map, 1024);
 }
 
 static void scores_release(score_table *t)
@@ -63,64 +62,44 @@ static void scores_release(score_table *t)
         free(t->users[i]);
     free(t->users);
     free(t->scores);
-    free(t->map);
+    pd_hashtab_release(&t->map);
 }
 
-static uint64_t str_hash(const char *s, size_t len)
+/* The row of a user, added when new; SIZE_MAX when out of memory. */
+static size_t scores_row(score_table *t, const char *user, size_t len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a: a report-time table, not a hot path */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
+    uint64_t h = pd_user_hash(user, len);
+    const pd_hashtab *m = &t->map;
+    for (size_t i = pd_hashtab_first(m, h); m->slots[i].value; i = pd_hashtab_next(m, i)) {
+        const char *u = t->users[m->slots[i].value - 1];
+        if (m->slots[i].hash == h && strlen(u) == len && memcmp(u, user, len) == 0)
+            return m->slots[i].value - 1;
+    }
+    if (t->n == t->cap) {
+        size_t ncap = t->cap ? t->cap * 2 : 1024;
+        char **nu = realloc(t->users, ncap * sizeof *nu);
+        if (!nu)
+            return SIZE_MAX;
+        t->users = nu;
+        double *ns = realloc(t->scores, ncap * t->n_models * sizeof *ns);
+        if (!ns)
+            return SIZE_MAX;
+        t->scores = ns;
+        t->cap = ncap;
+    }
+    if (pd_hashtab_reserve(&t->map) < 0 || !(t->users[t->n] = strndup(user, len)))
+        return SIZE_MAX;
+    for (size_t m2 = 0; m2 < t->n_models; m2++)
+        t->scores[t->n * t->n_models + m2] = NAN;
+    pd_hashtab_insert(&t->map, h, t->n + 1);
+    return t->n++;
 }
 
 static int scores_put(score_table *t, const pd_engine_result *res)
 {
-    if ((t->n + 1) * 2 > t->map_cap) {
-        size_t ncap = t->map_cap * 2;
-        uint32_t *nm = calloc(ncap, sizeof *nm);
-        if (!nm)
-            return -ENOMEM;
-        for (size_t i = 0; i < t->n; i++) {
-            size_t j = str_hash(t->users[i], strlen(t->users[i])) & (ncap - 1);
-            while (nm[j])
-                j = (j + 1) & (ncap - 1);
-            nm[j] = (uint32_t)(i + 1);
-        }
-        free(t->map);
-        t->map = nm;
-        t->map_cap = ncap;
-    }
-    size_t j = str_hash(res->user, res->user_len) & (t->map_cap - 1);
-    size_t idx = SIZE_MAX;
-    while (t->map[j]) {
-        const char *u = t->users[t->map[j] - 1];
-        if (strlen(u) == res->user_len && memcmp(u, res->user, res->user_len) == 0) {
-            idx = t->map[j] - 1;
-            break;
-        }
-        j = (j + 1) & (t->map_cap - 1);
-    }
-    if (idx == SIZE_MAX) {
-        if (t->n == t->cap) {
-            size_t ncap = t->cap ? t->cap * 2 : 1024;
-            char **nu = realloc(t->users, ncap * sizeof *nu);
-            if (!nu)
-                return -ENOMEM;
-            t->users = nu;
-            double *ns = realloc(t->scores, ncap * t->n_models * sizeof *ns);
-            if (!ns)
-                return -ENOMEM;
-            t->scores = ns;
-            t->cap = ncap;
-        }
-        if (!(t->users[t->n] = strndup(res->user, res->user_len)))
-            return -ENOMEM;
-        for (size_t m = 0; m < t->n_models; m++)
-            t->scores[t->n * t->n_models + m] = NAN;
-        idx = t->n++;
-        t->map[j] = (uint32_t)(idx + 1);
-    }
+    size_t idx = scores_row(t, res->user, res->user_len);
+    if (idx == SIZE_MAX)
+        return -ENOMEM;
     for (size_t i = 0; i < res->n_scores; i++)
         t->scores[idx * t->n_models + (size_t)res->scores[i].model] = res->scores[i].value;
     return 0;
@@ -170,7 +149,7 @@ static int scores_write(const score_table *t, pd_engine *eng, const char *path)
 
 typedef struct model_export {
     const char *name;
-    pd_model_type type;
+    bool value; /* a regressor: the label is the value, not -1/1 */
     uint32_t mask;
 } model_export;
 
@@ -194,7 +173,7 @@ static void export_example(replay_ctx *rc, int model, const pd_feature *x, size_
 {
     const model_export *me = &rc->exports[model];
     FILE *out = rc->examples;
-    if (me->type == PD_MODEL_LINEAR)
+    if (me->value)
         fprintf(out, "%.9g", label);
     else
         fputs(label > 0.5 ? "1" : "-1", out);
@@ -302,24 +281,10 @@ static void json_num(const char *key, double v, bool comma)
         printf("\"%s\":null%s", key, comma ? "," : "");
 }
 
-/* What a model's table holds: entries in use, the distinct features that implies, and the
- * share of those that share their entry with another. */
-typedef struct table_use {
-    size_t occupied;
-    double distinct;
-    double collisions;
-    size_t bytes_per_weight;
-} table_use;
-
-static table_use table_use_of(pd_engine *eng, const pd_config *conf, size_t i)
+static pd_metrics_kind metrics_kind_of(pd_model_output o)
 {
-    table_use t = {0};
-    const pd_learner_conf *lc = &conf->models[i].learner;
-    t.occupied = pd_engine_model_occupied(eng, i);
-    t.distinct = pd_hash_distinct_estimate(t.occupied, lc->bits);
-    t.collisions = pd_hash_collision_rate(t.distinct, lc->bits);
-    t.bytes_per_weight = pd_learner_bytes_per_weight(lc);
-    return t;
+    return o == PD_OUTPUT_VALUE ? PD_METRICS_REGRESSOR
+                                : (o == PD_OUTPUT_MARGIN ? PD_METRICS_MARGIN : PD_METRICS_CLASSIFIER);
 }
 
 /* ---- what a run is judged and compared on ---- */
@@ -329,7 +294,7 @@ typedef struct figure {
     double value;
 } figure;
 
-#define MAX_FIGURES 16
+#define MAX_FIGURES (PD_MODEL_MAX_METRICS + 8)
 
 static double lost_share(const pd_model_info *mi)
 {
@@ -337,35 +302,34 @@ static double lost_share(const pd_model_info *mi)
     return taken ? (double)lost / (double)taken : 0.0;
 }
 
-/* Model i's figures in print order. The prior is the base-rate log loss (classifiers; the
- * normalised entropy is log loss over it) or the running mean's RMSE (regressors). */
+/* Model i's figures in print order: its counters, the model's own figures (progressive
+ * metrics; with full, also what needs a scan of its state), then the prior it is read against
+ * (base-rate log loss and normalised entropy for probabilities, the running mean's RMSE for
+ * values) and the share of examples lost to the pending bounds. */
 static size_t model_figures(const pd_model_info *mi, pd_learning_curve *c, figure *out)
 {
-    const pd_metrics_report *m = &mi->metrics;
     size_t k = 0;
     out[k++] = (figure){"examples", (double)mi->examples};
-    if (mi->type != PD_MODEL_LINEAR)
+    if (mi->output_kind != PD_OUTPUT_VALUE)
         out[k++] = (figure){"positives", (double)mi->positives};
-    if (mi->type == PD_MODEL_LINEAR) {
-        double prior = pd_learning_curve_prior(c);
-        out[k++] = (figure){"rmse", m->rmse};
-        out[k++] = (figure){"mae", m->mae};
-        out[k++] = (figure){"r2", m->r2};
+    for (size_t i = 0; i < mi->n_figures && k < MAX_FIGURES - 5; i++)
+        out[k++] = (figure){mi->figures[i].name, mi->figures[i].value};
+    double prior = pd_learning_curve_prior(c);
+    switch (mi->output_kind) {
+    case PD_OUTPUT_VALUE:
         out[k++] = (figure){"mean_rmse", prior};
-    } else {
-        if (mi->type == PD_MODEL_LOGISTIC) {
-            double prior = pd_learning_curve_prior(c);
-            out[k++] = (figure){"log_loss", m->log_loss};
-            out[k++] = (figure){"prior_log_loss", prior};
-            out[k++] = (figure){"normalized_entropy", prior > 0 ? m->log_loss / prior : NAN};
-        } else {
-            out[k++] = (figure){"hinge_loss", m->hinge_loss};
-        }
+        break;
+    case PD_OUTPUT_PROBABILITY: {
+        double ll = pd_model_info_figure(mi, "log_loss");
+        out[k++] = (figure){"prior_log_loss", prior};
+        out[k++] = (figure){"normalized_entropy", prior > 0 ? ll / prior : NAN};
         out[k++] = (figure){"base_rate", pd_learning_curve_base_rate(c)};
-        out[k++] = (figure){"auc", m->auc};
-        out[k++] = (figure){"auc_recent", m->recent_auc};
-        out[k++] = (figure){"calibration", m->calibration};
-        out[k++] = (figure){"accuracy", m->accuracy};
+        break;
+    }
+    case PD_OUTPUT_MARGIN:
+    default:
+        out[k++] = (figure){"base_rate", pd_learning_curve_base_rate(c)};
+        break;
     }
     out[k++] = (figure){"lost_share", lost_share(mi)};
     return k;
@@ -553,21 +517,19 @@ static void report_json(pd_engine *eng, const pd_config *conf, const pd_engine_s
     printf("],\"models\":[");
     for (size_t i = 0; i < pd_engine_model_count(eng); i++) {
         pd_model_info mi;
-        pd_engine_model_info(eng, i, &mi);
-        table_use t = table_use_of(eng, conf, i);
+        pd_engine_model_report(eng, i, &mi);
         figure fg[MAX_FIGURES];
         size_t nf = model_figures(&mi, rc->curves[i], fg);
         printf("%s{\"name\":", i ? "," : "");
         put_json_string(stdout, mi.name);
+        printf(",\"kind\":");
+        put_json_string(stdout, mi.kind);
         printf(",");
         for (size_t k = 0; k < nf; k++)
             json_num(fg[k].name, fg[k].value, true);
         printf("\"evicted\":{\"user_limit\":%" PRIu64 ",\"total_limit\":%" PRIu64 "},",
                mi.evicted_user, mi.evicted_total);
-        printf("\"memory\":%zu,\"bytes_per_weight\":%zu,\"weights_in_use\":%zu,", mi.memory,
-               t.bytes_per_weight, t.occupied);
-        json_num("distinct_features_estimate", t.distinct, true);
-        json_num("collision_rate_estimate", t.collisions, true);
+        printf("\"memory\":%zu,", mi.memory);
         json_curve(rc->curves[i]);
         printf("}");
     }
@@ -589,6 +551,60 @@ static void text_comparison(const figure *fg, size_t nf, json_t *bm, const char 
             printf(" %+14.6g\n", fg[k].value - b);
         else
             printf(" %14s\n", "-");
+    }
+}
+
+/* A figure as the text report writes it: "log loss 0.206700". */
+static void text_figure(const pd_model_info *mi, const char *name, const char *label)
+{
+    double v = pd_model_info_figure(mi, name);
+    if (isfinite(v))
+        printf(", %s %.6g", label, v);
+}
+
+/* One model: its figures, the prior to read them against, its table, the baseline. */
+static void text_model(const pd_model_info *mi, pd_learning_curve *c, const baseline *b)
+{
+    printf("model %s: %" PRIu64 " examples", mi->name, mi->examples);
+    if (mi->output_kind != PD_OUTPUT_VALUE)
+        printf(" (%" PRIu64 " positive)", mi->positives);
+    for (size_t k = 0; k < mi->n_figures; k++) {
+        const char *n = mi->figures[k].name;
+        /* the table figures get their own line */
+        if (strcmp(n, "bytes_per_weight") == 0)
+            break;
+        if (isfinite(mi->figures[k].value))
+            printf(", %s %.6g", n, mi->figures[k].value);
+    }
+    printf("\n");
+    double prior = pd_learning_curve_prior(c);
+    if (mi->output_kind == PD_OUTPUT_VALUE) {
+        double rmse = pd_model_info_figure(mi, "rmse");
+        printf("  prior: predicting the running mean, rmse %.6g (the model's rmse is %.1f%% "
+               "of it)\n",
+               prior, prior > 0 ? 100.0 * rmse / prior : NAN);
+    } else if (mi->output_kind == PD_OUTPUT_PROBABILITY) {
+        double ll = pd_model_info_figure(mi, "log_loss");
+        printf("  prior: base rate %.4f, log loss %.6f; normalised entropy %.4f\n",
+               pd_learning_curve_base_rate(c), prior, prior > 0 ? ll / prior : NAN);
+    } else {
+        printf("  prior: base rate %.4f\n", pd_learning_curve_base_rate(c));
+    }
+    double used = pd_model_info_figure(mi, "weights_in_use");
+    if (isfinite(used)) {
+        printf("  weights: %.0f of 2^%.0f in use (%.0f bytes each)", used,
+               pd_model_info_figure(mi, "weight_table_bits"),
+               pd_model_info_figure(mi, "bytes_per_weight"));
+        text_figure(mi, "distinct_features_estimate", "~distinct features");
+        printf("; ~%.2f%% of them share an entry\n",
+               100.0 * pd_model_info_figure(mi, "collision_rate_estimate"));
+    }
+    if (b->root) {
+        figure fg[MAX_FIGURES];
+        size_t nf = model_figures(mi, c, fg);
+        json_t *bm = baseline_model(b, mi->name);
+        if (bm)
+            text_comparison(fg, nf, bm, b->path);
     }
 }
 
@@ -628,42 +644,8 @@ static void report_text(pd_engine *eng, const pd_config *conf, const pd_engine_s
     }
     for (size_t i = 0; i < pd_engine_model_count(eng); i++) {
         pd_model_info mi;
-        pd_engine_model_info(eng, i, &mi);
-        const pd_metrics_report *m = &mi.metrics;
-        pd_learning_curve *c = rc->curves[i];
-        printf("model %s: %" PRIu64 " examples", mi.name, mi.examples);
-        if (mi.type == PD_MODEL_LINEAR) {
-            printf(", rmse %.6g, mae %.6g, r2 %.4f\n", m->rmse, m->mae, m->r2);
-            double prior = pd_learning_curve_prior(c);
-            printf("  prior: predicting the running mean, rmse %.6g (the model's rmse is %.1f%% "
-                   "of it)\n",
-                   prior, prior > 0 ? 100.0 * m->rmse / prior : NAN);
-        } else if (mi.type == PD_MODEL_HINGE) {
-            printf(" (%" PRIu64 " positive), hinge loss %.6f, auc %.4f (recent %.4f), "
-                   "accuracy %.4f\n",
-                   mi.positives, m->hinge_loss, m->auc, m->recent_auc, m->accuracy);
-            printf("  prior: base rate %.4f\n", pd_learning_curve_base_rate(c));
-        } else {
-            printf(" (%" PRIu64 " positive), log loss %.6f, auc %.4f (recent %.4f), "
-                   "calibration %.3f\n",
-                   mi.positives, m->log_loss, m->auc, m->recent_auc, m->calibration);
-            double prior = pd_learning_curve_prior(c);
-            printf("  prior: base rate %.4f, log loss %.6f; normalised entropy %.4f\n",
-                   pd_learning_curve_base_rate(c), prior,
-                   prior > 0 ? m->log_loss / prior : NAN);
-        }
-        table_use t = table_use_of(eng, conf, i);
-        printf("  weights: %zu of 2^%d in use (%zu bytes each); ~%.0f distinct features, "
-               "~%.2f%% of them share an entry\n",
-               t.occupied, conf->models[i].learner.bits, t.bytes_per_weight, t.distinct,
-               100.0 * t.collisions);
-        if (b->root) {
-            figure fg[MAX_FIGURES];
-            size_t nf = model_figures(&mi, c, fg);
-            json_t *bm = baseline_model(b, mi.name);
-            if (bm)
-                text_comparison(fg, nf, bm, b->path);
-        }
+        pd_engine_model_report(eng, i, &mi);
+        text_model(&mi, rc->curves[i], b);
     }
     printf("memory: users %zu B, pending examples %zu B, models %zu B\n", s->memory_users,
            s->memory_pending, s->memory_models);
@@ -683,7 +665,7 @@ static int fill_report(pd_replay_report *rep, pd_engine *eng, replay_ctx *rc, co
         r |= pd_replay_report_warn(rep, w->text[i]);
     for (size_t i = 0; i < pd_engine_model_count(eng); i++) {
         pd_model_info mi;
-        pd_engine_model_info(eng, i, &mi);
+        pd_engine_model_report(eng, i, &mi);
         figure fg[MAX_FIGURES];
         size_t nf = model_figures(&mi, rc->curves[i], fg);
         json_t *bm = baseline_model(b, mi.name);
@@ -692,9 +674,7 @@ static int fill_report(pd_replay_report *rep, pd_engine *eng, replay_ctx *rc, co
                                          baseline_value(bm, fg[k].name));
         const double *x, *y;
         size_t n = pd_learning_curve_points(rc->curves[i], &x, &y);
-        r |= pd_replay_report_curve(rep, i, x, y, n,
-                                    mi.type == PD_MODEL_HINGE ? NAN
-                                                              : pd_learning_curve_prior(rc->curves[i]));
+        r |= pd_replay_report_curve(rep, i, x, y, n, pd_learning_curve_prior(rc->curves[i]));
         if (bm) {
             double bx[1024], by[1024];
             size_t bn = baseline_curve(bm, bx, by, sizeof bx / sizeof bx[0]);
@@ -779,10 +759,7 @@ int pd_cmd_replay(int argc, char **argv)
     for (size_t i = 0; rc.curves && i < rc.n_curves; i++) {
         pd_model_info mi;
         pd_engine_model_info(eng, i, &mi);
-        if (!(rc.curves[i] = pd_learning_curve_new(
-                  mi.type == PD_MODEL_LINEAR
-                      ? PD_METRICS_REGRESSOR
-                      : (mi.type == PD_MODEL_HINGE ? PD_METRICS_MARGIN : PD_METRICS_CLASSIFIER))))
+        if (!(rc.curves[i] = pd_learning_curve_new(metrics_kind_of(mi.output_kind))))
             rc.err = -ENOMEM;
     }
     if (!rc.curves) {
@@ -802,10 +779,7 @@ int pd_cmd_replay(int argc, char **argv)
         for (size_t i = 0; rc.report && i < pd_engine_model_count(eng); i++) {
             pd_model_info mi;
             pd_engine_model_info(eng, i, &mi);
-            pd_metrics_kind kind =
-                mi.type == PD_MODEL_LINEAR
-                    ? PD_METRICS_REGRESSOR
-                    : (mi.type == PD_MODEL_HINGE ? PD_METRICS_MARGIN : PD_METRICS_CLASSIFIER);
+            pd_metrics_kind kind = metrics_kind_of(mi.output_kind);
             if (pd_replay_report_model(rc.report, i, mi.name, kind) < 0)
                 rc.err = -ENOMEM;
         }
@@ -823,7 +797,7 @@ int pd_cmd_replay(int argc, char **argv)
         for (size_t i = 0; rc.exports && i < conf->n_models; i++)
             rc.exports[i] = (model_export){
                 .name = conf->models[i].name,
-                .type = conf->models[i].learner.type,
+                .value = conf->models[i].learner.type == PD_MODEL_LINEAR,
                 .mask = (uint32_t)(((uint64_t)1 << conf->models[i].learner.bits) - 1)};
     }
     pd_engine_set_label_observer(eng, observe, &rc);

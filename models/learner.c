@@ -32,10 +32,11 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#include "common/error.h"
 
 /* Largest magnitude a state value may take. Below FLT_MAX and below bfloat16's largest finite
  * value (3.39e38) even after rounding up, so nothing stored can become infinite. */
@@ -86,19 +87,6 @@ struct pd_learner {
 
 /* ---- errors ---- */
 
-static void set_error(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- storage formats ---- */
 
@@ -614,7 +602,7 @@ static bool non_negative(double v)
 int pd_learner_check_conf(const pd_learner_conf *conf, char *errbuf, size_t errlen)
 {
     if (conf == NULL) {
-        set_error(errbuf, errlen, "no learner configuration");
+        pd_set_error(errbuf, errlen, "no learner configuration");
         return -EINVAL;
     }
     switch (conf->type) {
@@ -628,83 +616,83 @@ int pd_learner_check_conf(const pd_learner_conf *conf, char *errbuf, size_t errl
             goto bad_loss;
         break;
     default:
-        set_error(errbuf, errlen, "unknown model type %d", (int)conf->type);
+        pd_set_error(errbuf, errlen, "unknown model type %d", (int)conf->type);
         return -EINVAL;
     }
     if (conf->loss == PD_LOSS_HUBER && !positive(conf->huber_delta)) {
-        set_error(errbuf, errlen, "huber_delta must be > 0, not %g", conf->huber_delta);
+        pd_set_error(errbuf, errlen, "huber_delta must be > 0, not %g", conf->huber_delta);
         return -EINVAL;
     }
     switch (conf->optimizer) {
     case PD_OPT_FTRL:
         if (!positive(conf->alpha)) {
-            set_error(errbuf, errlen, "ftrl alpha must be > 0, not %g", conf->alpha);
+            pd_set_error(errbuf, errlen, "ftrl alpha must be > 0, not %g", conf->alpha);
             return -EINVAL;
         }
         /* beta = 0 would divide by sqrt(n) = 0 for a coordinate whose gradients underflowed */
         if (!positive(conf->beta)) {
-            set_error(errbuf, errlen, "ftrl beta must be > 0, not %g", conf->beta);
+            pd_set_error(errbuf, errlen, "ftrl beta must be > 0, not %g", conf->beta);
             return -EINVAL;
         }
         if (!non_negative(conf->l1)) {
-            set_error(errbuf, errlen, "l1 must be >= 0, not %g", conf->l1);
+            pd_set_error(errbuf, errlen, "l1 must be >= 0, not %g", conf->l1);
             return -EINVAL;
         }
         break;
     case PD_OPT_ADAGRAD:
     case PD_OPT_SGD:
         if (!positive(conf->learning_rate)) {
-            set_error(errbuf, errlen, "learning_rate must be > 0, not %g", conf->learning_rate);
+            pd_set_error(errbuf, errlen, "learning_rate must be > 0, not %g", conf->learning_rate);
             return -EINVAL;
         }
         break;
     default:
-        set_error(errbuf, errlen, "unknown optimizer %d", (int)conf->optimizer);
+        pd_set_error(errbuf, errlen, "unknown optimizer %d", (int)conf->optimizer);
         return -EINVAL;
     }
     if (!non_negative(conf->l2)) {
-        set_error(errbuf, errlen, "l2 must be >= 0, not %g", conf->l2);
+        pd_set_error(errbuf, errlen, "l2 must be >= 0, not %g", conf->l2);
         return -EINVAL;
     }
     if (conf->optimizer == PD_OPT_SGD) {
         if (!non_negative(conf->power_t) || !non_negative(conf->initial_t)) {
-            set_error(errbuf, errlen, "sgd power_t and initial_t must be >= 0");
+            pd_set_error(errbuf, errlen, "sgd power_t and initial_t must be >= 0");
             return -EINVAL;
         }
         if (conf->power_t > 0 && conf->initial_t == 0) {
-            set_error(errbuf, errlen, "sgd initial_t must be > 0 when power_t is > 0");
+            pd_set_error(errbuf, errlen, "sgd initial_t must be > 0 when power_t is > 0");
             return -EINVAL;
         }
         /* the L2 decay alone multiplies w by (1 - rate l2) each update */
         if (conf->learning_rate * conf->l2 > 1.0) {
-            set_error(errbuf, errlen, "sgd learning_rate * l2 must be <= 1 (is %g)",
+            pd_set_error(errbuf, errlen, "sgd learning_rate * l2 must be <= 1 (is %g)",
                       conf->learning_rate * conf->l2);
             return -EINVAL;
         }
     }
     if (conf->bits < PD_MIN_HASH_BITS || conf->bits > PD_MAX_HASH_BITS) {
-        set_error(errbuf, errlen, "bits must be between %d and %d, not %d", PD_MIN_HASH_BITS,
+        pd_set_error(errbuf, errlen, "bits must be between %d and %d, not %d", PD_MIN_HASH_BITS,
                   PD_MAX_HASH_BITS, conf->bits);
         return -EINVAL;
     }
     if (conf->weights != PD_WEIGHTS_F32 && conf->weights != PD_WEIGHTS_F16) {
-        set_error(errbuf, errlen, "unknown weight format %d", (int)conf->weights);
+        pd_set_error(errbuf, errlen, "unknown weight format %d", (int)conf->weights);
         return -EINVAL;
     }
     if (conf->admission_min_count < 0 || conf->admission_min_count > ADMIT_MAX) {
-        set_error(errbuf, errlen, "admission_min_count must be between 0 and %d, not %lld",
+        pd_set_error(errbuf, errlen, "admission_min_count must be between 0 and %d, not %lld",
                   ADMIT_MAX, (long long)conf->admission_min_count);
         return -EINVAL;
     }
     if (!positive(conf->max_abs_margin)) {
-        set_error(errbuf, errlen, "max_abs_margin must be > 0 and finite, not %g",
+        pd_set_error(errbuf, errlen, "max_abs_margin must be > 0 and finite, not %g",
                   conf->max_abs_margin);
         return -EINVAL;
     }
     return 0;
 
 bad_loss:
-    set_error(errbuf, errlen, "loss %s does not go with model type %s", loss_name(conf->loss),
+    pd_set_error(errbuf, errlen, "loss %s does not go with model type %s", loss_name(conf->loss),
               type_name(conf->type));
     return -EINVAL;
 }
@@ -766,7 +754,7 @@ pd_learner *pd_learner_new(const pd_learner_conf *conf, char *errbuf, size_t err
         return NULL;
     l = calloc(1, sizeof(*l));
     if (l == NULL) {
-        set_error(errbuf, errlen, "out of memory");
+        pd_set_error(errbuf, errlen, "out of memory");
         return NULL;
     }
     l->conf = *conf;
@@ -779,14 +767,14 @@ pd_learner *pd_learner_new(const pd_learner_conf *conf, char *errbuf, size_t err
 
     l->table = table_alloc(l->table_bytes, &l->table_map_bytes);
     if (l->table == NULL) {
-        set_error(errbuf, errlen, "cannot allocate a weight table of %zu bytes (bits %d)",
+        pd_set_error(errbuf, errlen, "cannot allocate a weight table of %zu bytes (bits %d)",
                   l->table_bytes, conf->bits);
         goto out_free_learner;
     }
     if (conf->admission_min_count > 0) {
         l->seen = calloc((size_t)1 << conf->bits, 1);
         if (l->seen == NULL) {
-            set_error(errbuf, errlen, "cannot allocate admission counters (bits %d)", conf->bits);
+            pd_set_error(errbuf, errlen, "cannot allocate admission counters (bits %d)", conf->bits);
             goto out_free_table;
         }
     }
@@ -1001,68 +989,6 @@ size_t pd_learner_memory(const pd_learner *learner)
 
 enum { ENC_NONE = 0, ENC_RAW = 1, ENC_SPARSE = 2 };
 
-static int write_bytes(FILE *out, const void *p, size_t n)
-{
-    return fwrite(p, 1, n, out) == n ? 0 : -EIO;
-}
-
-static int write_u32(FILE *out, uint32_t v)
-{
-    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-
-    return write_bytes(out, b, sizeof(b));
-}
-
-static int write_u64(FILE *out, uint64_t v)
-{
-    int r = write_u32(out, (uint32_t)v);
-
-    return r < 0 ? r : write_u32(out, (uint32_t)(v >> 32));
-}
-
-static int write_f64(FILE *out, double v)
-{
-    uint64_t u;
-
-    memcpy(&u, &v, sizeof(u));
-    return write_u64(out, u);
-}
-
-static int read_bytes(FILE *in, void *p, size_t n)
-{
-    return fread(p, 1, n, in) == n ? 0 : -EIO;
-}
-
-static int read_u32(FILE *in, uint32_t *ret)
-{
-    uint8_t b[4];
-
-    if (read_bytes(in, b, sizeof(b)) < 0)
-        return -EIO;
-    *ret = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-    return 0;
-}
-
-static int read_u64(FILE *in, uint64_t *ret)
-{
-    uint32_t lo, hi;
-
-    if (read_u32(in, &lo) < 0 || read_u32(in, &hi) < 0)
-        return -EIO;
-    *ret = (uint64_t)hi << 32 | lo;
-    return 0;
-}
-
-static int read_f64(FILE *in, double *ret)
-{
-    uint64_t u;
-
-    if (read_u64(in, &u) < 0)
-        return -EIO;
-    memcpy(ret, &u, sizeof(*ret));
-    return 0;
-}
-
 static bool host_little_endian(void)
 {
     return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
@@ -1111,104 +1037,91 @@ static bool entry_is_zero(const pd_learner *l, uint32_t idx)
     return true;
 }
 
-static int save_table(const pd_learner *l, FILE *out)
+static void save_table(const pd_learner *l, pd_bin_writer *w)
 {
     uint64_t size = (uint64_t)l->mask + 1, used = 0;
     uint8_t buf[FTRL_STRIDE_MAX * sizeof(float)];
-    int r;
 
     for (uint64_t i = 0; i < size; i++)
         used += !entry_is_zero(l, (uint32_t)i);
     if (used * (4 + l->entry_bytes) < size * l->entry_bytes) {
-        if ((r = write_u32(out, ENC_SPARSE)) < 0 || (r = write_u64(out, used)) < 0)
-            return r;
-        for (uint64_t i = 0; i < size; i++) {
+        pd_bin_put_u32(w, ENC_SPARSE);
+        pd_bin_put_u64(w, used);
+        for (uint64_t i = 0; i < size && !w->err; i++) {
             if (entry_is_zero(l, (uint32_t)i))
                 continue;
             entry_to_file(l, (uint32_t)i, buf);
-            if ((r = write_u32(out, (uint32_t)i)) < 0 ||
-                (r = write_bytes(out, buf, l->entry_bytes)) < 0)
-                return r;
+            pd_bin_put_u32(w, (uint32_t)i);
+            pd_bin_put_bytes(w, buf, l->entry_bytes);
         }
-        return 0;
+        return;
     }
-    if ((r = write_u32(out, ENC_RAW)) < 0 || (r = write_u64(out, size)) < 0)
-        return r;
-    if (host_little_endian())
-        return write_bytes(out, l->table, l->table_bytes);
-    for (uint64_t i = 0; i < size; i++) {
+    pd_bin_put_u32(w, ENC_RAW);
+    pd_bin_put_u64(w, size);
+    if (host_little_endian()) {
+        pd_bin_put_bytes(w, l->table, l->table_bytes);
+        return;
+    }
+    for (uint64_t i = 0; i < size && !w->err; i++) {
         entry_to_file(l, (uint32_t)i, buf);
-        if ((r = write_bytes(out, buf, l->entry_bytes)) < 0)
-            return r;
+        pd_bin_put_bytes(w, buf, l->entry_bytes);
     }
-    return 0;
 }
 
-static int save_counters(const pd_learner *l, FILE *out)
+static void save_counters(const pd_learner *l, pd_bin_writer *w)
 {
     uint64_t size = (uint64_t)l->mask + 1, used = 0;
-    int r;
 
     if (l->seen == NULL) {
-        if ((r = write_u32(out, ENC_NONE)) < 0)
-            return r;
-        return write_u64(out, 0);
+        pd_bin_put_u32(w, ENC_NONE);
+        pd_bin_put_u64(w, 0);
+        return;
     }
     for (uint64_t i = 0; i < size; i++)
         used += l->seen[i] != 0;
     if (used * 5 < size) {
-        if ((r = write_u32(out, ENC_SPARSE)) < 0 || (r = write_u64(out, used)) < 0)
-            return r;
-        for (uint64_t i = 0; i < size; i++) {
+        pd_bin_put_u32(w, ENC_SPARSE);
+        pd_bin_put_u64(w, used);
+        for (uint64_t i = 0; i < size && !w->err; i++) {
             if (l->seen[i] == 0)
                 continue;
-            if ((r = write_u32(out, (uint32_t)i)) < 0 || (r = write_bytes(out, &l->seen[i], 1)) < 0)
-                return r;
+            pd_bin_put_u32(w, (uint32_t)i);
+            pd_bin_put_u8(w, l->seen[i]);
         }
-        return 0;
+        return;
     }
-    if ((r = write_u32(out, ENC_RAW)) < 0 || (r = write_u64(out, size)) < 0)
-        return r;
-    return write_bytes(out, l->seen, size);
+    pd_bin_put_u32(w, ENC_RAW);
+    pd_bin_put_u64(w, size);
+    pd_bin_put_bytes(w, l->seen, size);
 }
 
-int pd_learner_save(const pd_learner *learner, FILE *out)
+int pd_learner_save(const pd_learner *learner, pd_bin_writer *w)
 {
     const pd_learner_conf *c = &learner->conf;
-    int r;
+    const double params[] = {c->huber_delta,   c->alpha,   c->beta,      c->l1,
+                             c->l2,            c->learning_rate, c->power_t, c->initial_t,
+                             c->max_abs_margin};
 
-    if ((r = write_bytes(out, SAVE_MAGIC, 8)) < 0 || (r = write_u32(out, SAVE_VERSION)) < 0 ||
-        (r = write_u32(out, (uint32_t)c->type)) < 0 ||
-        (r = write_u32(out, (uint32_t)c->loss)) < 0 ||
-        (r = write_u32(out, (uint32_t)c->optimizer)) < 0 ||
-        (r = write_u32(out, (uint32_t)c->weights)) < 0 ||
-        (r = write_u32(out, (uint32_t)c->bits)) < 0 ||
-        (r = write_u32(out, c->intercept ? 1u : 0u)) < 0)
-        return r;
-    if ((r = write_f64(out, c->huber_delta)) < 0 || (r = write_f64(out, c->alpha)) < 0 ||
-        (r = write_f64(out, c->beta)) < 0 || (r = write_f64(out, c->l1)) < 0 ||
-        (r = write_f64(out, c->l2)) < 0 || (r = write_f64(out, c->learning_rate)) < 0 ||
-        (r = write_f64(out, c->power_t)) < 0 || (r = write_f64(out, c->initial_t)) < 0 ||
-        (r = write_f64(out, c->max_abs_margin)) < 0 ||
-        (r = write_u64(out, (uint64_t)c->admission_min_count)) < 0)
-        return r;
-    if ((r = write_u64(out, learner->updates)) < 0 ||
-        (r = write_u64(out, learner->nonfinite)) < 0 ||
-        (r = write_u64(out, learner->clipped)) < 0 ||
-        (r = write_u64(out, learner->not_admitted)) < 0 ||
-        (r = write_u32(out, f32_bits(learner->icpt[0]))) < 0 ||
-        (r = write_u32(out, f32_bits(learner->icpt[1]))) < 0 ||
-        (r = write_u32(out, f32_bits(learner->icpt[2]))) < 0)
-        return r;
-    if ((r = save_table(learner, out)) < 0 || (r = save_counters(learner, out)) < 0)
-        return r;
-    return 0;
-}
-
-static int truncated(char *errbuf, size_t errlen)
-{
-    set_error(errbuf, errlen, "learner state is truncated");
-    return -EIO;
+    pd_bin_put_bytes(w, SAVE_MAGIC, 8);
+    pd_bin_put_version(w, SAVE_VERSION);
+    pd_bin_put_u32(w, (uint32_t)c->type);
+    pd_bin_put_u32(w, (uint32_t)c->loss);
+    pd_bin_put_u32(w, (uint32_t)c->optimizer);
+    pd_bin_put_u32(w, (uint32_t)c->weights);
+    pd_bin_put_u32(w, (uint32_t)c->bits);
+    pd_bin_put_u32(w, c->intercept ? 1u : 0u);
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        pd_bin_put_f64(w, params[i]);
+    pd_bin_put_u64(w, (uint64_t)c->admission_min_count);
+    pd_bin_put_u64(w, learner->updates);
+    pd_bin_put_u64(w, learner->nonfinite);
+    pd_bin_put_u64(w, learner->clipped);
+    pd_bin_put_u64(w, learner->not_admitted);
+    for (size_t k = 0; k < 3; k++)
+        pd_bin_put_f32(w, learner->icpt[k]);
+    save_table(learner, w);
+    save_counters(learner, w);
+    return w->err;
 }
 
 /* A state file is checked like any input: every value finite and in range, accumulators
@@ -1229,146 +1142,144 @@ static bool table_valid(const pd_learner *l)
     return true;
 }
 
-static int load_table(pd_learner *l, FILE *in, char *errbuf, size_t errlen)
+static void load_table(pd_learner *l, pd_bin_reader *r)
 {
-    uint64_t size = (uint64_t)l->mask + 1, count;
-    uint32_t enc, idx, prev = 0;
+    uint64_t size = (uint64_t)l->mask + 1;
+    uint32_t prev = 0;
     uint8_t buf[FTRL_STRIDE_MAX * sizeof(float)];
 
-    if (read_u32(in, &enc) < 0 || read_u64(in, &count) < 0)
-        goto out_truncated;
+    uint32_t enc = pd_bin_get_u32(r);
+    uint64_t count = pd_bin_get_u64(r);
+    if (r->err)
+        return;
     if (enc == ENC_RAW) {
         if (count != size) {
-            set_error(errbuf, errlen, "learner state has %llu entries, expected %llu",
-                      (unsigned long long)count, (unsigned long long)size);
-            return -EINVAL;
+            pd_bin_fail(r, "learner state has %llu entries, expected %llu",
+                        (unsigned long long)count, (unsigned long long)size);
+            return;
         }
         if (host_little_endian()) {
-            if (read_bytes(in, l->table, l->table_bytes) < 0)
-                goto out_truncated;
-        } else {
-            for (uint64_t i = 0; i < size; i++) {
-                if (read_bytes(in, buf, l->entry_bytes) < 0)
-                    goto out_truncated;
-                entry_from_file(l, (uint32_t)i, buf);
-            }
+            pd_bin_get_bytes(r, l->table, l->table_bytes);
+            return;
         }
-        return 0;
+        for (uint64_t i = 0; i < size && !r->err; i++) {
+            pd_bin_get_bytes(r, buf, l->entry_bytes);
+            entry_from_file(l, (uint32_t)i, buf);
+        }
+        return;
     }
     if (enc != ENC_SPARSE || count > size) {
-        set_error(errbuf, errlen, "learner state has a bad table encoding");
-        return -EINVAL;
+        pd_bin_fail(r, "learner state has a bad table encoding");
+        return;
     }
-    for (uint64_t i = 0; i < count; i++) {
-        if (read_u32(in, &idx) < 0 || read_bytes(in, buf, l->entry_bytes) < 0)
-            goto out_truncated;
+    for (uint64_t i = 0; i < count && !r->err; i++) {
+        uint32_t idx = pd_bin_get_u32(r);
+        pd_bin_get_bytes(r, buf, l->entry_bytes);
+        if (r->err)
+            return;
         if (idx > l->mask || (i > 0 && idx <= prev)) {
-            set_error(errbuf, errlen, "learner state has a bad entry index %u", idx);
-            return -EINVAL;
+            pd_bin_fail(r, "learner state has a bad entry index %u", idx);
+            return;
         }
         prev = idx;
         entry_from_file(l, idx, buf);
     }
-    return 0;
-
-out_truncated:
-    set_error(errbuf, errlen, "learner state is truncated");
-    return -EIO;
 }
 
 /* Reads the counters; into l->seen when it has them, else reads past them. */
-static int load_counters(pd_learner *l, FILE *in, char *errbuf, size_t errlen)
+static void load_counters(pd_learner *l, pd_bin_reader *r)
 {
-    uint64_t size = (uint64_t)l->mask + 1, count;
-    uint32_t enc, idx;
-    uint8_t c, chunk[4096];
+    uint64_t size = (uint64_t)l->mask + 1;
+    uint8_t chunk[4096];
 
-    if (read_u32(in, &enc) < 0 || read_u64(in, &count) < 0)
-        goto out_truncated;
-    if (enc == ENC_NONE)
-        return 0;
+    uint32_t enc = pd_bin_get_u32(r);
+    uint64_t count = pd_bin_get_u64(r);
+    if (r->err || enc == ENC_NONE)
+        return;
     if (enc == ENC_RAW && count == size) {
-        if (l->seen != NULL)
-            return read_bytes(in, l->seen, size) < 0 ? truncated(errbuf, errlen) : 0;
-        for (uint64_t left = size; left > 0;) {
+        if (l->seen != NULL) {
+            pd_bin_get_bytes(r, l->seen, size);
+            return;
+        }
+        for (uint64_t left = size; left > 0 && !r->err;) {
             size_t n = left < sizeof(chunk) ? (size_t)left : sizeof(chunk);
-            if (read_bytes(in, chunk, n) < 0)
-                goto out_truncated;
+            pd_bin_get_bytes(r, chunk, n);
             left -= n;
         }
-        return 0;
+        return;
     }
     if (enc != ENC_SPARSE || count > size) {
-        set_error(errbuf, errlen, "learner state has a bad counter encoding");
-        return -EINVAL;
+        pd_bin_fail(r, "learner state has a bad counter encoding");
+        return;
     }
-    for (uint64_t i = 0; i < count; i++) {
-        if (read_u32(in, &idx) < 0 || read_bytes(in, &c, 1) < 0)
-            goto out_truncated;
+    for (uint64_t i = 0; i < count && !r->err; i++) {
+        uint32_t idx = pd_bin_get_u32(r);
+        uint8_t c = pd_bin_get_u8(r);
+        if (r->err)
+            return;
         if (idx > l->mask) {
-            set_error(errbuf, errlen, "learner state has a bad counter index %u", idx);
-            return -EINVAL;
+            pd_bin_fail(r, "learner state has a bad counter index %u", idx);
+            return;
         }
         if (l->seen != NULL)
             l->seen[idx] = c;
     }
-    return 0;
-
-out_truncated:
-    set_error(errbuf, errlen, "learner state is truncated");
-    return -EIO;
 }
 
-pd_learner *pd_learner_load(const pd_learner_conf *conf, FILE *in, char *errbuf, size_t errlen)
+/* The reader's failure as this module words it. */
+static void reader_error(const pd_bin_reader *r, char *errbuf, size_t errlen)
+{
+    if (r->err == -EIO)
+        pd_set_error(errbuf, errlen, "learner state is truncated");
+    else
+        pd_set_error(errbuf, errlen, "%s", r->why);
+}
+
+pd_learner *pd_learner_load(const pd_learner_conf *conf, pd_bin_reader *r, char *errbuf,
+                            size_t errlen)
 {
     char magic[8];
-    uint32_t version, type, loss, optimizer, weights, bits, flags, icpt[3];
-    uint64_t admission, updates, nonfinite, clipped, not_admitted;
     pd_learner_conf saved;
     pd_learner *l = NULL;
 
     if (pd_learner_check_conf(conf, errbuf, errlen) < 0)
         return NULL;
-    if (read_bytes(in, magic, sizeof(magic)) < 0 || read_u32(in, &version) < 0)
-        goto out_truncated;
-    if (memcmp(magic, SAVE_MAGIC, sizeof(magic)) != 0) {
-        set_error(errbuf, errlen, "not a learner state");
-        return NULL;
-    }
-    if (version != SAVE_VERSION) {
-        set_error(errbuf, errlen, "learner state version %u is not supported", version);
-        return NULL;
-    }
-    if (read_u32(in, &type) < 0 || read_u32(in, &loss) < 0 || read_u32(in, &optimizer) < 0 ||
-        read_u32(in, &weights) < 0 || read_u32(in, &bits) < 0 || read_u32(in, &flags) < 0)
-        goto out_truncated;
-    if (type != (uint32_t)conf->type || loss != (uint32_t)conf->loss ||
-        optimizer != (uint32_t)conf->optimizer || weights != (uint32_t)conf->weights ||
-        bits != (uint32_t)conf->bits) {
-        set_error(errbuf, errlen,
-                  "learner state is for type %u loss %u optimizer %u weights %u bits %u; the "
-                  "configuration asks for type %d loss %d optimizer %d weights %d bits %d",
-                  type, loss, optimizer, weights, bits, (int)conf->type, (int)conf->loss,
-                  (int)conf->optimizer, (int)conf->weights, conf->bits);
-        return NULL;
-    }
+    pd_bin_get_bytes(r, magic, sizeof(magic));
+    if (!r->err && memcmp(magic, SAVE_MAGIC, sizeof(magic)) != 0)
+        pd_bin_fail(r, "not a learner state");
+    uint32_t version = pd_bin_get_u32(r);
+    if (!r->err && version != SAVE_VERSION)
+        pd_bin_fail(r, "learner state version %u is not supported", version);
+    uint32_t type = pd_bin_get_u32(r), loss = pd_bin_get_u32(r);
+    uint32_t optimizer = pd_bin_get_u32(r), weights = pd_bin_get_u32(r);
+    uint32_t bits = pd_bin_get_u32(r);
+    (void)pd_bin_get_u32(r); /* flags: the intercept is conf's to decide */
+    if (!r->err && (type != (uint32_t)conf->type || loss != (uint32_t)conf->loss ||
+                    optimizer != (uint32_t)conf->optimizer ||
+                    weights != (uint32_t)conf->weights || bits != (uint32_t)conf->bits))
+        pd_bin_fail(r,
+                    "learner state is for type %u loss %u optimizer %u weights %u bits %u; the "
+                    "configuration asks for type %d loss %d optimizer %d weights %d bits %d",
+                    type, loss, optimizer, weights, bits, (int)conf->type, (int)conf->loss,
+                    (int)conf->optimizer, (int)conf->weights, conf->bits);
 
     /* the learner is built under the saved hyper-parameters, then moved to conf's */
     saved = *conf;
-    if (read_f64(in, &saved.huber_delta) < 0 || read_f64(in, &saved.alpha) < 0 ||
-        read_f64(in, &saved.beta) < 0 || read_f64(in, &saved.l1) < 0 ||
-        read_f64(in, &saved.l2) < 0 || read_f64(in, &saved.learning_rate) < 0 ||
-        read_f64(in, &saved.power_t) < 0 || read_f64(in, &saved.initial_t) < 0 ||
-        read_f64(in, &saved.max_abs_margin) < 0 || read_u64(in, &admission) < 0)
-        goto out_truncated;
-    (void)admission; /* conf decides admission from now on */
-    saved.intercept = conf->intercept;
-    saved.admission_min_count = conf->admission_min_count;
-    if (read_u64(in, &updates) < 0 || read_u64(in, &nonfinite) < 0 || read_u64(in, &clipped) < 0 ||
-        read_u64(in, &not_admitted) < 0 || read_u32(in, &icpt[0]) < 0 ||
-        read_u32(in, &icpt[1]) < 0 || read_u32(in, &icpt[2]) < 0)
-        goto out_truncated;
-    (void)flags;
+    double *params[] = {&saved.huber_delta,   &saved.alpha,   &saved.beta,
+                        &saved.l1,            &saved.l2,      &saved.learning_rate,
+                        &saved.power_t,       &saved.initial_t, &saved.max_abs_margin};
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        *params[i] = pd_bin_get_f64(r);
+    (void)pd_bin_get_u64(r); /* admission: conf decides it from now on */
+    uint64_t updates = pd_bin_get_u64(r), nonfinite = pd_bin_get_u64(r);
+    uint64_t clipped = pd_bin_get_u64(r), not_admitted = pd_bin_get_u64(r);
+    float icpt[3];
+    for (size_t k = 0; k < 3; k++)
+        icpt[k] = pd_bin_get_f32(r);
+    if (r->err) {
+        reader_error(r, errbuf, errlen);
+        return NULL;
+    }
 
     l = pd_learner_new(&saved, errbuf, errlen);
     if (l == NULL)
@@ -1377,30 +1288,30 @@ pd_learner *pd_learner_load(const pd_learner_conf *conf, FILE *in, char *errbuf,
     l->nonfinite = nonfinite;
     l->clipped = clipped;
     l->not_admitted = not_admitted;
-    for (size_t k = 0; k < 3; k++)
-        l->icpt[k] = f32_from_bits(icpt[k]);
+    memcpy(l->icpt, icpt, sizeof icpt);
     /* FTRL (w, z, s): s >= 0; AdaGrad (w, G): G >= 0 */
     float acc = l->icpt[conf->optimizer == PD_OPT_FTRL ? 2 : 1];
     if (!(in_range(l->icpt[0]) && in_range(l->icpt[1]) && in_range(l->icpt[2]) && acc >= 0.0f)) {
-        set_error(errbuf, errlen, "learner state has a non-finite intercept");
+        pd_set_error(errbuf, errlen, "learner state has a non-finite intercept");
         goto out_free_learner;
     }
-    if (load_table(l, in, errbuf, errlen) < 0 || load_counters(l, in, errbuf, errlen) < 0)
+    load_table(l, r);
+    load_counters(l, r);
+    if (r->err) {
+        reader_error(r, errbuf, errlen);
         goto out_free_learner;
+    }
     if (!table_valid(l)) {
-        set_error(errbuf, errlen, "learner state has values out of range");
+        pd_set_error(errbuf, errlen, "learner state has values out of range");
         goto out_free_learner;
     }
     l->nonzero = count_nonzero(l);
     if (pd_learner_set_conf(l, conf) < 0) {
-        set_error(errbuf, errlen, "cannot apply the configuration to the loaded learner");
+        pd_set_error(errbuf, errlen, "cannot apply the configuration to the loaded learner");
         goto out_free_learner;
     }
     return l;
 
-out_truncated:
-    set_error(errbuf, errlen, "learner state is truncated");
-    return NULL;
 out_free_learner:
     pd_learner_free(l);
     return NULL;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/binio.h"
 #include "config/config.h"
 #include "models/sparse.h"
 
@@ -102,12 +103,13 @@ double pd_learner_intercept(const pd_learner *learner);
  * the stats and the hyper-parameters they were learned under, in a little-endian binary form
  * (the format is described in learner.c). Checksums and atomic files are the snapshot module's
  * job. Returns 0 or -errno (-EIO when a write fails). */
-int pd_learner_save(const pd_learner *learner, FILE *out);
+int pd_learner_save(const pd_learner *learner, pd_bin_writer *w);
 
 /* Reads what pd_learner_save() wrote into a new learner for conf. Type, loss, optimizer, bits
  * and weight format must match what was saved (else NULL and the reason in errbuf); differing
  * hyper-parameters are taken as pd_learner_set_conf() would take them, so predictions right
  * after loading are those of the saved learner. Reads exactly the saved bytes from in. */
-pd_learner *pd_learner_load(const pd_learner_conf *conf, FILE *in, char *errbuf, size_t errlen);
+pd_learner *pd_learner_load(const pd_learner_conf *conf, pd_bin_reader *r, char *errbuf,
+                            size_t errlen);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/binio.h"
 #include "common/error.h"
 
 /* sklearn's log_loss clip */
@@ -295,179 +296,109 @@ void pd_metrics_report_get(const pd_metrics *metrics, pd_metrics_report *ret_rep
 #define SAVE_MAGIC   "PDMETRC"
 #define SAVE_VERSION 1u
 
-static int write_u64(FILE *out, uint64_t v)
-{
-    uint8_t b[8];
-
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-    return fwrite(b, 1, sizeof(b), out) == sizeof(b) ? 0 : -EIO;
-}
-
-static int write_u32(FILE *out, uint32_t v)
-{
-    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-
-    return fwrite(b, 1, sizeof(b), out) == sizeof(b) ? 0 : -EIO;
-}
-
-static int write_f64(FILE *out, double v)
-{
-    uint64_t u;
-
-    memcpy(&u, &v, sizeof(u));
-    return write_u64(out, u);
-}
-
-static int read_u64(FILE *in, uint64_t *ret)
-{
-    uint8_t b[8];
-    uint64_t v = 0;
-
-    if (fread(b, 1, sizeof(b), in) != sizeof(b))
-        return -EIO;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | b[i];
-    *ret = v;
-    return 0;
-}
-
-static int read_u32(FILE *in, uint32_t *ret)
-{
-    uint8_t b[4];
-
-    if (fread(b, 1, sizeof(b), in) != sizeof(b))
-        return -EIO;
-    *ret = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-    return 0;
-}
-
-static int read_f64(FILE *in, double *ret)
-{
-    uint64_t u;
-
-    if (read_u64(in, &u) < 0)
-        return -EIO;
-    memcpy(ret, &u, sizeof(*ret));
-    return 0;
-}
-
-int pd_metrics_save(const pd_metrics *metrics, FILE *out)
+int pd_metrics_save(const pd_metrics *metrics, pd_bin_writer *w)
 {
     const pd_metrics *m = metrics;
     const double sums[] = {m->weight_sum, m->loss_sum,     m->correct_sum, m->pred_sum,
                            m->label_sum,  m->sq_sum,       m->abs_sum,     m->label_mean,
                            m->label_m2,   m->hist_neg_sum, m->hist_pos_sum};
-    int r;
 
-    if (fwrite(SAVE_MAGIC, 1, 8, out) != 8)
-        return -EIO;
-    if ((r = write_u32(out, SAVE_VERSION)) < 0 || (r = write_u32(out, (uint32_t)m->kind)) < 0 ||
-        (r = write_u64(out, m->window)) < 0 || (r = write_u64(out, m->examples)) < 0 ||
-        (r = write_u64(out, m->positives)) < 0)
-        return r;
+    pd_bin_put_bytes(w, SAVE_MAGIC, 8);
+    pd_bin_put_version(w, SAVE_VERSION);
+    pd_bin_put_u32(w, (uint32_t)m->kind);
+    pd_bin_put_u64(w, m->window);
+    pd_bin_put_u64(w, m->examples);
+    pd_bin_put_u64(w, m->positives);
     for (size_t i = 0; i < sizeof(sums) / sizeof(sums[0]); i++)
-        if ((r = write_f64(out, sums[i])) < 0)
-            return r;
+        pd_bin_put_f64(w, sums[i]);
     if (m->hist != NULL) {
         const double *neg = m->hist, *pos = m->hist + PD_METRICS_AUC_BINS;
         uint32_t used = 0;
         for (size_t b = 0; b < PD_METRICS_AUC_BINS; b++)
             used += neg[b] != 0.0 || pos[b] != 0.0;
-        if ((r = write_u32(out, used)) < 0)
-            return r;
+        pd_bin_put_u32(w, used);
         for (size_t b = 0; b < PD_METRICS_AUC_BINS; b++) {
             if (neg[b] == 0.0 && pos[b] == 0.0)
                 continue;
-            if ((r = write_u32(out, (uint32_t)b)) < 0 || (r = write_f64(out, neg[b])) < 0 ||
-                (r = write_f64(out, pos[b])) < 0)
-                return r;
+            pd_bin_put_u32(w, (uint32_t)b);
+            pd_bin_put_f64(w, neg[b]);
+            pd_bin_put_f64(w, pos[b]);
         }
     }
-    if ((r = write_u64(out, m->ring_len)) < 0)
-        return r;
+    pd_bin_put_u64(w, m->ring_len);
     size_t start = (m->ring_next + m->window - m->ring_len) % m->window;
     for (size_t i = 0; i < m->ring_len; i++) {
-        const pd_sample *s = &m->ring[(start + i) % m->window];
-        if ((r = write_f64(out, s->prediction)) < 0 || (r = write_f64(out, s->label)) < 0 ||
-            (r = write_f64(out, s->weight)) < 0)
-            return r;
+        const pd_sample *smp = &m->ring[(start + i) % m->window];
+        pd_bin_put_f64(w, smp->prediction);
+        pd_bin_put_f64(w, smp->label);
+        pd_bin_put_f64(w, smp->weight);
     }
-    return 0;
+    return w->err;
 }
 
-pd_metrics *pd_metrics_load(pd_metrics_kind kind, size_t window, FILE *in, char *errbuf,
+pd_metrics *pd_metrics_load(pd_metrics_kind kind, size_t window, pd_bin_reader *r, char *errbuf,
                             size_t errlen)
 {
     char magic[8];
-    uint32_t version, saved_kind, used;
-    uint64_t saved_window, n_samples;
     pd_metrics *m = pd_metrics_new(kind, window);
 
     if (m == NULL) {
-        pd_set_error(errbuf, errlen, "cannot create metrics (kind %d, window %zu)", (int)kind, window);
+        pd_set_error(errbuf, errlen, "cannot create metrics (kind %d, window %zu)", (int)kind,
+                     window);
         return NULL;
     }
-    if (fread(magic, 1, sizeof(magic), in) != sizeof(magic) || read_u32(in, &version) < 0)
-        goto out_truncated;
-    if (memcmp(magic, SAVE_MAGIC, sizeof(magic)) != 0 || version != SAVE_VERSION) {
-        pd_set_error(errbuf, errlen, "not a metrics state (or an unsupported version)");
-        goto out_free;
-    }
-    if (read_u32(in, &saved_kind) < 0 || read_u64(in, &saved_window) < 0 ||
-        read_u64(in, &m->examples) < 0 || read_u64(in, &m->positives) < 0)
-        goto out_truncated;
-    if (saved_kind != (uint32_t)kind) {
-        pd_set_error(errbuf, errlen, "metrics state is of kind %u, expected %d", saved_kind,
-                  (int)kind);
-        goto out_free;
-    }
+    pd_bin_get_bytes(r, magic, sizeof magic);
+    if (!r->err && memcmp(magic, SAVE_MAGIC, sizeof(magic)) != 0)
+        pd_bin_fail(r, "not a metrics state");
+    pd_bin_get_version(r, "metrics", SAVE_VERSION);
+    uint32_t saved_kind = pd_bin_get_u32(r);
+    uint64_t saved_window = pd_bin_get_u64(r);
+    m->examples = pd_bin_get_u64(r);
+    m->positives = pd_bin_get_u64(r);
+    if (!r->err && saved_kind != (uint32_t)kind)
+        pd_bin_fail(r, "metrics state is of kind %u, expected %d", saved_kind, (int)kind);
     double *sums[] = {&m->weight_sum, &m->loss_sum,     &m->correct_sum, &m->pred_sum,
                       &m->label_sum,  &m->sq_sum,       &m->abs_sum,     &m->label_mean,
                       &m->label_m2,   &m->hist_neg_sum, &m->hist_pos_sum};
     for (size_t i = 0; i < sizeof(sums) / sizeof(sums[0]); i++)
-        if (read_f64(in, sums[i]) < 0)
-            goto out_truncated;
+        *sums[i] = pd_bin_get_f64(r);
     if (m->hist != NULL) {
-        if (read_u32(in, &used) < 0)
-            goto out_truncated;
+        uint32_t used = pd_bin_get_u32(r);
         if (used > PD_METRICS_AUC_BINS)
-            goto out_damaged;
-        for (uint32_t i = 0; i < used; i++) {
-            uint32_t b;
-            double neg, pos;
-            if (read_u32(in, &b) < 0 || read_f64(in, &neg) < 0 || read_f64(in, &pos) < 0)
-                goto out_truncated;
+            pd_bin_fail(r, "metrics state is damaged (%u histogram bins)", used);
+        for (uint32_t i = 0; i < used && !r->err; i++) {
+            uint32_t b = pd_bin_get_u32(r);
+            double neg = pd_bin_get_f64(r), pos = pd_bin_get_f64(r);
+            if (r->err)
+                break;
             if (b >= PD_METRICS_AUC_BINS || !(neg >= 0.0) || !(pos >= 0.0) || !isfinite(neg) ||
-                !isfinite(pos))
-                goto out_damaged;
+                !isfinite(pos)) {
+                pd_bin_fail(r, "metrics state is damaged (histogram bin %u)", b);
+                break;
+            }
             m->hist[b] = neg;
             m->hist[PD_METRICS_AUC_BINS + b] = pos;
         }
     }
-    if (read_u64(in, &n_samples) < 0)
-        goto out_truncated;
-    if (n_samples > saved_window)
-        goto out_damaged;
-    for (uint64_t i = 0; i < n_samples; i++) {
-        pd_sample s;
-        if (read_f64(in, &s.prediction) < 0 || read_f64(in, &s.label) < 0 ||
-            read_f64(in, &s.weight) < 0)
-            goto out_truncated;
+    uint64_t n_samples = pd_bin_get_u64(r);
+    if (!r->err && n_samples > saved_window)
+        pd_bin_fail(r, "metrics state is damaged (%llu samples in a window of %llu)",
+                    (unsigned long long)n_samples, (unsigned long long)saved_window);
+    for (uint64_t i = 0; i < n_samples && !r->err; i++) {
+        pd_sample smp;
+        smp.prediction = pd_bin_get_f64(r);
+        smp.label = pd_bin_get_f64(r);
+        smp.weight = pd_bin_get_f64(r);
         /* oldest first: with a smaller window the ring simply overwrites the oldest */
-        m->ring[m->ring_next] = s;
+        m->ring[m->ring_next] = smp;
         m->ring_next = m->ring_next + 1 == m->window ? 0 : m->ring_next + 1;
         if (m->ring_len < m->window)
             m->ring_len++;
     }
+    if (r->err) {
+        pd_set_error(errbuf, errlen, "metrics state: %s", r->why[0] ? r->why : "truncated");
+        pd_metrics_free(m);
+        return NULL;
+    }
     return m;
-
-out_truncated:
-    pd_set_error(errbuf, errlen, "metrics state is truncated");
-    goto out_free;
-out_damaged:
-    pd_set_error(errbuf, errlen, "metrics state is damaged");
-out_free:
-    pd_metrics_free(m);
-    return NULL;
 }

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/binio.h"
+
 typedef struct pd_metrics pd_metrics;
 
 /* All-time AUC comes from a histogram of predictions per class: PD_METRICS_AUC_BINS bins
@@ -63,12 +65,12 @@ void pd_metrics_report_get(const pd_metrics *metrics, pd_metrics_report *ret_rep
 
 /* Serialises the all-time accumulators, the AUC histogram and the recent window
  * (little-endian, format in metrics.c). Returns 0 or -errno (-EIO when a write fails). */
-int pd_metrics_save(const pd_metrics *metrics, FILE *out);
+int pd_metrics_save(const pd_metrics *metrics, pd_bin_writer *w);
 
 /* Reads what pd_metrics_save() wrote into a new object of kind with the given window; NULL and
  * the reason in errbuf when the kind differs or the input is damaged. With a smaller window
  * than was saved, the most recent examples are kept. Reads exactly the saved bytes. */
-pd_metrics *pd_metrics_load(pd_metrics_kind kind, size_t window, FILE *in, char *errbuf,
+pd_metrics *pd_metrics_load(pd_metrics_kind kind, size_t window, pd_bin_reader *r, char *errbuf,
                             size_t errlen);
 
 #endif

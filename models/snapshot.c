@@ -407,9 +407,25 @@ void pd_snapshot_writer_abort(pd_snapshot_writer *w)
 
 /* ---- reading ---- */
 
+/* Why a file could not be used: damaged files are passed over for an older snapshot; one of
+ * another format version stops the search, since every older file has it too and starting
+ * fresh would silently drop what they hold. */
+typedef enum open_status { OPEN_OK, OPEN_DAMAGED, OPEN_VERSION, OPEN_FAILED } open_status;
+
+static pd_snapshot *snapshot_open(const char *path, open_status *ret_status, char *errbuf,
+                                  size_t errlen);
+
 pd_snapshot *pd_snapshot_open(const char *path, char *errbuf, size_t errlen)
 {
+    open_status st;
+    return snapshot_open(path, &st, errbuf, errlen);
+}
+
+static pd_snapshot *snapshot_open(const char *path, open_status *ret_status, char *errbuf,
+                                  size_t errlen)
+{
     const char *why = NULL;
+    *ret_status = OPEN_FAILED;
     pd_snapshot *s = calloc(1, sizeof *s);
     if (!s || !(s->path = strdup(path))) {
         free(s);
@@ -448,9 +464,20 @@ pd_snapshot *pd_snapshot_open(const char *path, char *errbuf, size_t errlen)
         why = "header checksum mismatch";
         goto out_bad;
     }
-    if (get_u32(h + 8) != PD_SNAPSHOT_VERSION) {
-        why = "unsupported format version";
-        goto out_bad;
+    uint32_t version = get_u32(h + 8);
+    if (version != PD_SNAPSHOT_VERSION) {
+        *ret_status = OPEN_VERSION;
+        snprintf(errbuf, errlen,
+                 "snapshot \"%s\" has format version %u; this propensityd reads version %u%s",
+                 path, version, PD_SNAPSHOT_VERSION,
+                 version < PD_SNAPSHOT_VERSION
+                     ? " (version 1 wrote sections as raw memory, which a newer build cannot "
+                       "read safely). To keep what it learned, run the propensityd that wrote it; "
+                       "to start fresh from the committed Kafka offsets, move the snapshot "
+                       "directory away"
+                     : ": it was written by a newer propensityd");
+        pd_snapshot_close(s);
+        return NULL;
     }
     uint32_t n_sections = get_u32(h + 12);
     uint64_t payload = get_u64(h + 32), index_offset = get_u64(h + 40);
@@ -498,9 +525,11 @@ pd_snapshot *pd_snapshot_open(const char *path, char *errbuf, size_t errlen)
         }
         p += 2 + nl + 16;
     }
+    *ret_status = OPEN_OK;
     return s;
 
 out_bad:
+    *ret_status = OPEN_DAMAGED;
     snprintf(errbuf, errlen, "snapshot \"%s\" is unusable: %s", path, why);
     pd_snapshot_close(s);
     return NULL;
@@ -534,13 +563,19 @@ pd_snapshot *pd_snapshot_open_latest(const char *dir, pd_snapshot_skip_fn skip, 
     char **names;
     size_t n = list_snapshots(dir, false, &names);
     pd_snapshot *found = NULL;
+    bool stop = false;
     for (size_t i = 0; i < n; i++) {
         char *path;
-        if (!found && asprintf(&path, "%s/%s", dir, names[i]) >= 0) {
+        if (!found && !stop && asprintf(&path, "%s/%s", dir, names[i]) >= 0) {
             char why[1024];
-            found = pd_snapshot_open(path, why, sizeof why);
-            if (!found && skip)
+            open_status status;
+            found = snapshot_open(path, &status, why, sizeof why);
+            if (status == OPEN_VERSION) {
+                snprintf(errbuf, errlen, "%s", why);
+                stop = true;
+            } else if (!found && skip) {
                 skip(ctx, path, why);
+            }
             free(path);
         }
         free(names[i]);
@@ -563,11 +598,6 @@ FILE *pd_snapshot_section(const pd_snapshot *s, const char *name)
     if (!sec)
         return NULL;
     return fmemopen((void *)(s->payload + sec->offset), sec->length, "r");
-}
-
-bool pd_snapshot_has_section(const pd_snapshot *s, const char *name)
-{
-    return find_section(s, name) != NULL;
 }
 
 size_t pd_snapshot_section_count(const pd_snapshot *s)
@@ -593,9 +623,4 @@ int64_t pd_snapshot_created_ms(const pd_snapshot *s)
 const char *pd_snapshot_path(const pd_snapshot *s)
 {
     return s->path;
-}
-
-uint64_t pd_snapshot_size(const pd_snapshot *s)
-{
-    return s->size;
 }

@@ -10,7 +10,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define PD_SNAPSHOT_VERSION 1
+/* 2: every section is written field by field through common/binio.h, with its own version;
+ * version 1 files (sections as raw memory) are refused with a message. */
+#define PD_SNAPSHOT_VERSION 2
 
 typedef struct pd_snapshot_writer pd_snapshot_writer;
 typedef struct pd_snapshot pd_snapshot;
@@ -35,8 +37,10 @@ void pd_snapshot_writer_abort(pd_snapshot_writer *w);
 /* Called for every snapshot that was passed over as damaged, newest first. */
 typedef void (*pd_snapshot_skip_fn)(void *ctx, const char *path, const char *why);
 
-/* Opens the newest snapshot in dir that passes every check. NULL with errbuf empty when dir
- * holds none (or does not exist); NULL with a message on other errors. */
+/* Opens the newest snapshot in dir that passes every check, passing over damaged ones (skip
+ * says which). NULL with errbuf empty when dir holds none (or does not exist); NULL with a
+ * message on other errors, among them a snapshot of another format version: then the search
+ * stops, as the older files have that version too. */
 pd_snapshot *pd_snapshot_open_latest(const char *dir, pd_snapshot_skip_fn skip, void *ctx,
                                      char *errbuf, size_t errlen);
 
@@ -46,13 +50,11 @@ void pd_snapshot_close(pd_snapshot *s);
 
 /* A read-only stream over a section (caller fcloses it), or NULL when absent. */
 FILE *pd_snapshot_section(const pd_snapshot *s, const char *name);
-bool pd_snapshot_has_section(const pd_snapshot *s, const char *name);
 size_t pd_snapshot_section_count(const pd_snapshot *s);
 const char *pd_snapshot_section_name(const pd_snapshot *s, size_t i);
 
 uint64_t pd_snapshot_fingerprint(const pd_snapshot *s);
 int64_t pd_snapshot_created_ms(const pd_snapshot *s);
 const char *pd_snapshot_path(const pd_snapshot *s);
-uint64_t pd_snapshot_size(const pd_snapshot *s);
 
 #endif

@@ -3,25 +3,30 @@
  * take examples -> bounds. */
 #include "pipeline/engine.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/model.h"
 #include "pipeline/featurizer.h"
 #include "pipeline/user_state.h"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+/* One configured model: its kind's table and state, and what the engine does for it (which
+ * features it reads, which events make its examples, how they are labelled). */
 typedef struct model {
+    const pd_model_ops *ops;
+    void *state;
     char *name;
     char *output;
     uint64_t fingerprint;
+    /* what a reload compares to tell whether the model's configuration changed */
     pd_learner_conf lconf;
-    pd_learner *learner;
-    pd_metrics *metrics;
-    size_t metrics_window;
+    pd_quality_gate gate;
     int *features;
     size_t n_features;
     uint32_t example_on;
@@ -30,12 +35,9 @@ typedef struct model {
     int value_slot;  /* -1: the event's value field */
     int weight_slot; /* -1: importance 1 */
     bool publish;
-    pd_quality_gate gate;
-    bool gate_open;
     uint64_t generation;
     uint64_t examples, positives, predictions;
     uint64_t evicted[PD_EVICTED__COUNT]; /* examples lost to the pending bounds, never learned */
-    uint64_t next_gate_check;
 } model;
 
 typedef struct source {
@@ -113,15 +115,9 @@ static void model_release(model *m)
     free(m->name);
     free(m->output);
     free(m->features);
-    pd_learner_free(m->learner);
-    pd_metrics_free(m->metrics);
+    if (m->ops)
+        m->ops->destroy(m->state);
     memset(m, 0, sizeof *m);
-}
-
-static pd_metrics_kind metrics_kind(pd_model_type t)
-{
-    return t == PD_MODEL_LINEAR ? PD_METRICS_REGRESSOR
-                                : (t == PD_MODEL_HINGE ? PD_METRICS_MARGIN : PD_METRICS_CLASSIFIER);
 }
 
 static void parts_release(parts *p)
@@ -168,7 +164,8 @@ static int parts_build(parts *p, const pd_config *conf, char *errbuf, size_t err
             goto out_nomem;
         memcpy(m->features, mc->features, mc->n_features * sizeof *m->features);
         m->n_features = mc->n_features;
-        m->fingerprint = pd_config_model_fingerprint(conf, i);
+        m->ops = pd_model_ops_for(mc);
+        m->fingerprint = pd_config_model_fingerprint(conf, i) ^ m->ops->fingerprint(mc);
         m->lconf = mc->learner;
         m->example_on = mc->example_on;
         m->label = mc->label;
@@ -187,7 +184,6 @@ static int parts_build(parts *p, const pd_config *conf, char *errbuf, size_t err
             goto out_nomem;
         m->publish = mc->publish;
         m->gate = mc->gate;
-        m->gate_open = true;
         m->generation = 1;
         if (mc->label == PD_LABEL_POSITIVE_WITHIN && mc->positive_on >= 0 && mc->positive_on < 32)
             p->label_types |= UINT32_C(1) << mc->positive_on;
@@ -233,17 +229,10 @@ out_release:
 static int model_start(model *m, const pd_config *conf, size_t i, char *errbuf, size_t errlen)
 {
     char err[256];
-    m->learner = pd_learner_new(&m->lconf, err, sizeof err);
-    if (!m->learner) {
+    m->state = m->ops->create(&conf->models[i], err, sizeof err);
+    if (!m->state) {
         snprintf(errbuf, errlen, "model \"%s\": %s", m->name, err);
         return -EINVAL;
-    }
-    int64_t window = conf->models[i].metrics_window > 0 ? conf->models[i].metrics_window : 10000;
-    m->metrics_window = (size_t)window;
-    m->metrics = pd_metrics_new(metrics_kind(m->lconf.type), m->metrics_window);
-    if (!m->metrics) {
-        snprintf(errbuf, errlen, "out of memory for model \"%s\" metrics", m->name);
-        return -ENOMEM;
     }
     return 0;
 }
@@ -270,7 +259,9 @@ static void engine_settings(pd_engine *eng, const pd_config *conf)
 static void on_prefetch(void *ctx, int mi, const pd_feature *x, size_t n)
 {
     pd_engine *eng = ctx;
-    pd_learner_prefetch(eng->cur.models[mi].learner, x, n);
+    const model *m = &eng->cur.models[mi];
+    if (m->ops->prefetch)
+        m->ops->prefetch(m->state, x, n);
 }
 
 static void on_evict(void *ctx, int mi, pd_label_eviction why)
@@ -341,45 +332,17 @@ pd_decode_error pd_engine_decode(pd_engine *eng, const char *buf, size_t len,
     return err;
 }
 
-static void gate_check(model *m)
-{
-    if (!m->gate.enabled || m->examples < m->next_gate_check)
-        return;
-    pd_metrics_report rep;
-    pd_metrics_report_get(m->metrics, &rep);
-    /* judge at most every tenth of the recent window, so the check stays cheap */
-    uint64_t step = rep.recent_examples / 10 > 100 ? rep.recent_examples / 10 : 100;
-    m->next_gate_check = m->examples + step;
-    if ((int64_t)m->examples < m->gate.min_examples) {
-        m->gate_open = true;
-        return;
-    }
-    bool ok = true;
-    if (m->lconf.type == PD_MODEL_LINEAR) {
-        if (m->gate.max_rmse > 0 && !(rep.recent_rmse <= m->gate.max_rmse))
-            ok = false;
-    } else {
-        if (m->gate.min_auc > 0 && isfinite(rep.recent_auc) && rep.recent_auc < m->gate.min_auc)
-            ok = false;
-        if (m->gate.max_log_loss > 0 && m->lconf.type == PD_MODEL_LOGISTIC &&
-            !(rep.recent_log_loss <= m->gate.max_log_loss))
-            ok = false;
-    }
-    m->gate_open = ok;
-}
-
 static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double label, double weight)
 {
     pd_engine *eng = ctx;
+    assert(mi >= 0 && (size_t)mi < eng->cur.n_models); /* remapped on every reload */
     model *m = &eng->cur.models[mi];
-    double pred = pd_learner_learn(m->learner, x, n, label, weight);
-    pd_metrics_add(m->metrics, pred, label, weight);
+    double pred = m->ops->learn(m->state, x, n, label, weight);
     if (eng->observer)
         eng->observer(eng->observer_ctx, mi, x, n, pred, label, weight);
     m->examples++;
     if (label > 0.5)
         m->positives++;
-    gate_check(m);
 }
 
 static uint32_t item_hash32(const pd_event *ev)
@@ -487,6 +450,9 @@ void pd_engine_source_remove(pd_engine *eng, uint32_t id)
 int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_result)
 {
     int r = 0;
+    pd_engine_result res = {
+        .ts_ms = ev->ts_ms, .scores = eng->cur.scores, .user = ev->user, .user_len = ev->user_len};
+    *ret_result = res; /* a caller may read it whatever happens: no scores, not forgotten */
     eng->stats.events++;
     if (ev->type >= 0 && ev->type < PD_MAX_EVENT_TYPES)
         eng->stats.events_by_type[ev->type]++;
@@ -505,8 +471,6 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
         watermark_update(eng);
     }
 
-    pd_engine_result res = {
-        .ts_ms = ev->ts_ms, .scores = eng->cur.scores, .user = ev->user, .user_len = ev->user_len};
     pd_user *u = NULL;
     if (eng->track_users) {
         u = pd_user_state_get(eng->users, ev->user, ev->user_len, ev->ts_ms, NULL);
@@ -542,7 +506,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
         size_t n = pd_featurizer_gather(eng->cur.features, m->features, m->n_features, eng->cur.x);
         double p = 0;
         if (eng->scoring) {
-            p = pd_learner_predict(m->learner, eng->cur.x, n);
+            p = m->ops->predict(m->state, eng->cur.x, n);
             m->predictions++;
         }
         if (m->example_on & (UINT32_C(1) << ev->type)) {
@@ -560,7 +524,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
                 r = -ENOMEM;
             }
         }
-        if (eng->scoring && m->publish && m->gate_open)
+        if (eng->scoring && m->publish && m->ops->publishing(m->state))
             eng->cur.scores[res.n_scores++] = (pd_score){.model = (int)i, .value = p};
     }
     if (u)
@@ -620,10 +584,11 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
         if (old_to_new[j] < 0)
             continue;
         model *m = &p.models[old_to_new[j]];
-        if (pd_learner_set_conf(om->learner, &m->lconf) < 0) {
-            /* only running out of memory gets here (the config was validated): keep the
-             * learner as it was and say so, so the engine's view matches the learner's */
+        if (om->ops->reconfigure(om->state, &conf->models[old_to_new[j]]) < 0) {
+            /* only running out of memory gets here (the config was validated): the model
+             * keeps its previous hyper-parameters; say so, so the engine's view matches */
             m->lconf = om->lconf;
+            m->gate = om->gate;
             if (ret_fresh && fresh_len > fresh_used) {
                 int w = snprintf(ret_fresh + fresh_used, fresh_len - fresh_used,
                                  "%s\"%s\" (kept its previous hyper-parameters: out of memory)",
@@ -640,17 +605,12 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
         } else {
             m->generation = om->generation;
         }
-        m->learner = om->learner;
-        m->metrics = om->metrics;
-        m->metrics_window = om->metrics_window;
+        m->state = om->state;
         m->examples = om->examples;
         m->positives = om->positives;
         m->predictions = om->predictions;
         memcpy(m->evicted, om->evicted, sizeof m->evicted);
-        m->gate_open = om->gate_open;
-        m->next_gate_check = 0;
-        om->learner = NULL;
-        om->metrics = NULL;
+        om->state = NULL;
     }
     pd_labels_remap_models(eng->labels, old_to_new, eng->cur.n_models);
     pd_labels_set_bounds(eng->labels, conf->state.max_pending_per_user,
@@ -686,11 +646,6 @@ bool pd_engine_feature_coverage(const pd_engine *eng, size_t i, pd_feature_cover
     return pd_featurizer_coverage(eng->cur.features, i, ret_cov);
 }
 
-size_t pd_engine_model_occupied(const pd_engine *eng, size_t i)
-{
-    return pd_learner_occupied(eng->cur.models[i].learner);
-}
-
 void pd_engine_set_scoring(pd_engine *eng, bool scoring)
 {
     eng->scoring = scoring;
@@ -716,7 +671,7 @@ void pd_engine_get_stats(const pd_engine *eng, pd_engine_stats *ret_stats)
     s.memory_pending = pd_labels_memory(eng->labels);
     s.memory_models = 0;
     for (size_t i = 0; i < eng->cur.n_models; i++)
-        s.memory_models += pd_learner_memory(eng->cur.models[i].learner);
+        s.memory_models += eng->cur.models[i].ops->memory(eng->cur.models[i].state);
     *ret_stats = s;
 }
 
@@ -725,25 +680,59 @@ size_t pd_engine_model_count(const pd_engine *eng)
     return eng->cur.n_models;
 }
 
-void pd_engine_model_info(const pd_engine *eng, size_t i, pd_model_info *ret_info)
+static void model_info(const pd_engine *eng, size_t i, bool full, pd_model_info *ret_info)
 {
     const model *m = &eng->cur.models[i];
     pd_model_info info = {
         .name = m->name,
         .output = m->output,
-        .type = m->lconf.type,
+        .kind = m->ops->kind,
+        .output_kind = m->ops->output(m->state),
         .generation = m->generation,
         .examples = m->examples,
         .positives = m->positives,
         .predictions = m->predictions,
         .evicted_user = m->evicted[PD_EVICTED_USER_LIMIT],
         .evicted_total = m->evicted[PD_EVICTED_TOTAL_LIMIT],
-        .gate_open = m->gate_open,
-        .memory = pd_learner_memory(m->learner),
+        .gate_open = m->ops->publishing(m->state),
+        .memory = m->ops->memory(m->state),
     };
-    pd_metrics_report_get(m->metrics, &info.metrics);
-    pd_learner_get_stats(m->learner, &info.learner);
+    info.n_figures = m->ops->metrics(m->state, full, info.figures, PD_MODEL_MAX_METRICS);
+    info.type = info.output_kind == PD_OUTPUT_VALUE
+                    ? PD_MODEL_LINEAR
+                    : (info.output_kind == PD_OUTPUT_MARGIN ? PD_MODEL_HINGE : PD_MODEL_LOGISTIC);
+    info.metrics = (pd_metrics_report){
+        .log_loss = pd_model_info_figure(&info, "log_loss"),
+        .auc = pd_model_info_figure(&info, "auc"),
+        .calibration = pd_model_info_figure(&info, "calibration"),
+        .accuracy = pd_model_info_figure(&info, "accuracy"),
+        .hinge_loss = pd_model_info_figure(&info, "hinge_loss"),
+        .rmse = pd_model_info_figure(&info, "rmse"),
+        .mae = pd_model_info_figure(&info, "mae"),
+        .r2 = pd_model_info_figure(&info, "r2"),
+        .recent_log_loss = pd_model_info_figure(&info, "log_loss_recent"),
+        .recent_auc = pd_model_info_figure(&info, "auc_recent"),
+        .recent_rmse = pd_model_info_figure(&info, "rmse_recent"),
+    };
     *ret_info = info;
+}
+
+void pd_engine_model_info(const pd_engine *eng, size_t i, pd_model_info *ret_info)
+{
+    model_info(eng, i, false, ret_info);
+}
+
+void pd_engine_model_report(const pd_engine *eng, size_t i, pd_model_info *ret_info)
+{
+    model_info(eng, i, true, ret_info);
+}
+
+double pd_model_info_figure(const pd_model_info *info, const char *name)
+{
+    for (size_t k = 0; k < info->n_figures; k++)
+        if (strcmp(info->figures[k].name, name) == 0)
+            return info->figures[k].value;
+    return NAN;
 }
 
 int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score *scores, size_t max)
@@ -768,106 +757,112 @@ int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score 
     for (size_t i = 0; i < eng->cur.n_models && k < max; i++) {
         model *m = &eng->cur.models[i];
         size_t n = pd_featurizer_gather(eng->cur.features, m->features, m->n_features, eng->cur.x);
-        scores[k++] =
-            (pd_score){.model = (int)i, .value = pd_learner_predict(m->learner, eng->cur.x, n)};
+        scores[k++] = (pd_score){.model = (int)i, .value = m->ops->predict(m->state, eng->cur.x, n)};
     }
     return (int)k;
 }
 
-/* ---- snapshots ---- */
+/* ---- snapshots ----
+ *
+ * Sections (each little-endian, field by field, version first):
+ *   engine     u32 version; u64 generation, events; u32 n + n x u64 events by type; u32 n +
+ *              n x u64 decode errors by reason; u64 users evicted, forgotten; i64 highest
+ *              event time, watermark; u32 models, each str name, u64 fingerprint
+ *   features   the featurizer's (pipeline/featurizer.c)
+ *   users      the user store's (pipeline/user_state.c)
+ *   pending    the label join's (pipeline/labels.c)
+ *   model/NAME u32 version; u64 fingerprint; str kind; u64 generation, examples, positives,
+ *              predictions, evicted by the per-user bound, by the total bound; then the
+ *              kind's own body (its save()). */
 
-/* 2: model sections carry the examples each model lost to the pending bounds */
-#define ENGINE_SECTION_VERSION 2
+#define ENGINE_VERSION 1
+#define MODEL_VERSION  1
+#define MAX_NAME       255
 
-static int put_bytes(FILE *f, const void *p, size_t n)
+/* A section's writer; NULL when the snapshot cannot take another section. */
+static FILE *section(pd_snapshot_writer *w, const char *name, pd_bin_writer *bw)
 {
-    return n == 0 || fwrite(p, 1, n, f) == n ? 0 : -EIO;
+    FILE *f = pd_snapshot_writer_section(w, name);
+    pd_bin_writer_init(bw, f);
+    return f;
 }
 
-static int get_bytes(FILE *f, void *p, size_t n)
+static int save_engine_section(const pd_engine *eng, pd_bin_writer *w)
 {
-    return n == 0 || fread(p, 1, n, f) == n ? 0 : -EIO;
+    const pd_engine_stats *st = &eng->stats;
+    pd_bin_put_version(w, ENGINE_VERSION);
+    pd_bin_put_u64(w, eng->generation);
+    pd_bin_put_u64(w, st->events);
+    pd_bin_put_u32(w, PD_MAX_EVENT_TYPES);
+    pd_bin_put_u64_array(w, st->events_by_type, PD_MAX_EVENT_TYPES);
+    pd_bin_put_u32(w, PD_DECODE__COUNT);
+    pd_bin_put_u64_array(w, st->decode_errors, PD_DECODE__COUNT);
+    pd_bin_put_u64(w, st->users_evicted);
+    pd_bin_put_u64(w, st->forgotten);
+    pd_bin_put_i64(w, st->max_event_ts_ms);
+    pd_bin_put_i64(w, st->watermark_ms);
+    pd_bin_put_u32(w, (uint32_t)eng->cur.n_models);
+    for (size_t i = 0; i < eng->cur.n_models; i++) {
+        pd_bin_put_str(w, eng->cur.models[i].name, strlen(eng->cur.models[i].name));
+        pd_bin_put_u64(w, eng->cur.models[i].fingerprint);
+    }
+    return w->err;
 }
 
-static int put_str(FILE *f, const char *s)
-{
-    uint16_t n = (uint16_t)strlen(s);
-    return put_bytes(f, &n, sizeof n) | put_bytes(f, s, n);
-}
-
-static int get_str(FILE *f, char *buf, size_t cap)
-{
-    uint16_t n;
-    if (get_bytes(f, &n, sizeof n) || n >= cap || get_bytes(f, buf, n))
-        return -EIO;
-    buf[n] = '\0';
-    return 0;
-}
-
-static int save_model(const model *m, pd_snapshot_writer *w)
+static int save_model(const model *m, pd_snapshot_writer *sw)
 {
     char name[300];
+    pd_bin_writer w;
     snprintf(name, sizeof name, "model/%s", m->name);
-    FILE *f = pd_snapshot_writer_section(w, name);
-    if (!f)
+    if (!section(sw, name, &w))
         return -EIO;
-    uint8_t gate = m->gate_open;
-    int r = put_bytes(f, &m->fingerprint, sizeof m->fingerprint) |
-            put_bytes(f, &m->generation, sizeof m->generation) |
-            put_bytes(f, &m->examples, sizeof m->examples) |
-            put_bytes(f, &m->positives, sizeof m->positives) |
-            put_bytes(f, &m->predictions, sizeof m->predictions) | put_bytes(f, &gate, 1) |
-            put_bytes(f, m->evicted, sizeof m->evicted);
-    if (r)
-        return -EIO;
-    if ((r = pd_learner_save(m->learner, f)) < 0)
-        return r;
-    return pd_metrics_save(m->metrics, f);
+    pd_bin_put_version(&w, MODEL_VERSION);
+    pd_bin_put_u64(&w, m->fingerprint);
+    pd_bin_put_str(&w, m->ops->kind, strlen(m->ops->kind));
+    pd_bin_put_u64(&w, m->generation);
+    pd_bin_put_u64(&w, m->examples);
+    pd_bin_put_u64(&w, m->positives);
+    pd_bin_put_u64(&w, m->predictions);
+    pd_bin_put_u64(&w, m->evicted[PD_EVICTED_USER_LIMIT]);
+    pd_bin_put_u64(&w, m->evicted[PD_EVICTED_TOTAL_LIMIT]);
+    if (w.err)
+        return w.err;
+    return m->ops->save(m->state, &w);
 }
 
-int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, size_t errlen)
+int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *sw, char *errbuf, size_t errlen)
 {
-    const char *what = "engine";
-    FILE *f = pd_snapshot_writer_section(w, "engine");
-    if (!f)
-        goto out_io;
-    uint32_t version = ENGINE_SECTION_VERSION, n_models = (uint32_t)eng->cur.n_models;
-    const pd_engine_stats *st = &eng->stats;
-    int r = put_bytes(f, &version, sizeof version) |
-            put_bytes(f, &eng->generation, sizeof eng->generation) |
-            put_bytes(f, &st->events, sizeof st->events) |
-            put_bytes(f, st->events_by_type, sizeof st->events_by_type) |
-            put_bytes(f, st->decode_errors, sizeof st->decode_errors) |
-            put_bytes(f, &st->users_evicted, sizeof st->users_evicted) |
-            put_bytes(f, &st->forgotten, sizeof st->forgotten) |
-            put_bytes(f, &st->max_event_ts_ms, sizeof st->max_event_ts_ms) |
-            put_bytes(f, &st->watermark_ms, sizeof st->watermark_ms) |
-            put_bytes(f, &n_models, sizeof n_models);
-    for (size_t i = 0; i < eng->cur.n_models && !r; i++)
-        r |= put_str(f, eng->cur.models[i].name) |
-             put_bytes(f, &eng->cur.models[i].fingerprint, sizeof(uint64_t));
-    if (r)
-        goto out_io;
+    pd_bin_writer w;
+    const char *what = "engine counters";
+    int r = -EIO;
+    if (section(sw, "engine", &w) && (r = save_engine_section(eng, &w)) < 0)
+        goto out_err;
+    if (r < 0)
+        goto out_err;
     what = "feature state";
-    if (!(f = pd_snapshot_writer_section(w, "features")) ||
-        pd_featurizer_save(eng->cur.features, f))
-        goto out_io;
+    r = section(sw, "features", &w) ? pd_featurizer_save(eng->cur.features, &w) : -EIO;
+    if (r < 0)
+        goto out_err;
     what = "user state";
-    if (!(f = pd_snapshot_writer_section(w, "users")) || pd_user_state_save(eng->users, f))
-        goto out_io;
+    r = section(sw, "users", &w) ? pd_user_state_save(eng->users, &w) : -EIO;
+    if (r < 0)
+        goto out_err;
     what = "pending examples";
-    if (!(f = pd_snapshot_writer_section(w, "pending")) || pd_labels_save(eng->labels, f))
-        goto out_io;
+    r = section(sw, "pending", &w) ? pd_labels_save(eng->labels, &w) : -EIO;
+    if (r < 0)
+        goto out_err;
     for (size_t i = 0; i < eng->cur.n_models; i++) {
         what = eng->cur.models[i].name;
-        if (save_model(&eng->cur.models[i], w) < 0)
-            goto out_io;
+        if ((r = save_model(&eng->cur.models[i], sw)) < 0)
+            goto out_err;
     }
     return 0;
 
-out_io:
-    snprintf(errbuf, errlen, "cannot write the %s to the snapshot", what);
-    return -EIO;
+out_err:
+    /* a section stream that failed keeps the system's reason in errno (ENOSPC, EDQUOT) */
+    snprintf(errbuf, errlen, "cannot write the %s to the snapshot: %s", what,
+             r == -EIO && errno ? strerror(errno) : strerror(-r));
+    return r < 0 ? r : -EIO;
 }
 
 static void note_fresh(char *buf, size_t len, size_t *used, const char *name, const char *why)
@@ -879,142 +874,180 @@ static void note_fresh(char *buf, size_t len, size_t *used, const char *name, co
         *used += (size_t)w;
 }
 
-/* Restores one model from its section if the saved weights still mean the same thing. */
-static int load_model(pd_engine *eng, model *m, const pd_snapshot *s, uint32_t version,
-                      const char **ret_why, char *errbuf, size_t errlen)
+/* Restores one model from its section if the saved state still means the same thing; *ret_why
+ * says why it starts fresh otherwise. */
+static int load_model(model *m, const pd_snapshot *s, const char **ret_why, char *errbuf,
+                      size_t errlen)
 {
-    char name[300], err[256];
+    char name[300], kind[64], err[512];
     snprintf(name, sizeof name, "model/%s", m->name);
     FILE *f = pd_snapshot_section(s, name);
     if (!f) {
         *ret_why = "not in the snapshot";
         return 0;
     }
-    uint64_t fp, gen, examples, positives, predictions, evicted[PD_EVICTED__COUNT] = {0};
-    uint8_t gate;
-    int r = -EINVAL;
-    if (get_bytes(f, &fp, sizeof fp) || get_bytes(f, &gen, sizeof gen) ||
-        get_bytes(f, &examples, sizeof examples) || get_bytes(f, &positives, sizeof positives) ||
-        get_bytes(f, &predictions, sizeof predictions) || get_bytes(f, &gate, 1) ||
-        (version >= 2 && get_bytes(f, evicted, sizeof evicted))) {
-        snprintf(errbuf, errlen, "model \"%s\" section is truncated", m->name);
+    pd_bin_reader r;
+    pd_bin_reader_init(&r, f);
+    pd_bin_get_version(&r, name, MODEL_VERSION);
+    uint64_t fp = pd_bin_get_u64(&r);
+    pd_bin_get_str(&r, kind, sizeof kind);
+    uint64_t gen = pd_bin_get_u64(&r), examples = pd_bin_get_u64(&r);
+    uint64_t positives = pd_bin_get_u64(&r), predictions = pd_bin_get_u64(&r);
+    uint64_t ev_user = pd_bin_get_u64(&r), ev_total = pd_bin_get_u64(&r);
+    int ret = -EINVAL;
+    if (r.err) {
+        snprintf(errbuf, errlen, "model \"%s\" section: %s", m->name, r.why);
         goto out_close;
     }
-    if (fp != m->fingerprint) {
+    if (fp != m->fingerprint || strcmp(kind, m->ops->kind) != 0) {
         *ret_why = "features, bits, type or optimizer changed";
-        r = 0;
+        ret = 0;
         goto out_close;
     }
-    pd_learner *l = pd_learner_load(&m->lconf, f, err, sizeof err);
-    if (!l) {
+    if (m->ops->load(m->state, &r, err, sizeof err) < 0) {
         snprintf(errbuf, errlen, "model \"%s\": %s", m->name, err);
         goto out_close;
     }
-    pd_metrics *mt =
-        pd_metrics_load(metrics_kind(m->lconf.type), m->metrics_window, f, err, sizeof err);
-    if (!mt) {
-        pd_learner_free(l);
-        snprintf(errbuf, errlen, "model \"%s\" metrics: %s", m->name, err);
-        goto out_close;
-    }
-    pd_learner_free(m->learner);
-    pd_metrics_free(m->metrics);
-    m->learner = l;
-    m->metrics = mt;
     m->generation = gen;
     m->examples = examples;
     m->positives = positives;
     m->predictions = predictions;
-    memcpy(m->evicted, evicted, sizeof m->evicted);
-    m->gate_open = gate != 0;
+    m->evicted[PD_EVICTED_USER_LIMIT] = ev_user;
+    m->evicted[PD_EVICTED_TOTAL_LIMIT] = ev_total;
     *ret_why = NULL;
-    (void)eng;
-    r = 0;
+    ret = 0;
 out_close:
     fclose(f);
-    return r;
+    return ret;
 }
 
-int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
-                   char *errbuf, size_t errlen)
-{
-    char saved_names[64][256];
-    uint64_t saved_fp[64];
-    int old_to_new[64];
-    uint32_t version, n_saved = 0;
-    size_t fresh_used = 0;
-    int r = -EINVAL;
-    if (ret_fresh && fresh_len)
-        ret_fresh[0] = '\0';
+typedef struct saved_engine {
+    uint64_t generation;
+    pd_engine_stats stats;
+    uint32_t n_models;
+    char names[PD_MAX_MODELS][MAX_NAME + 1];
+    uint64_t fingerprints[PD_MAX_MODELS];
+} saved_engine;
 
+static int load_engine_section(const pd_snapshot *s, saved_engine *se, char *errbuf,
+                               size_t errlen)
+{
     FILE *f = pd_snapshot_section(s, "engine");
     if (!f) {
         snprintf(errbuf, errlen, "snapshot has no engine section");
         return -EINVAL;
     }
-    pd_engine_stats st = eng->stats;
-    uint64_t generation;
-    if (get_bytes(f, &version, sizeof version) || version < 1 || version > ENGINE_SECTION_VERSION ||
-        get_bytes(f, &generation, sizeof generation) ||
-        get_bytes(f, &st.events, sizeof st.events) ||
-        get_bytes(f, st.events_by_type, sizeof st.events_by_type) ||
-        get_bytes(f, st.decode_errors, sizeof st.decode_errors) ||
-        get_bytes(f, &st.users_evicted, sizeof st.users_evicted) ||
-        get_bytes(f, &st.forgotten, sizeof st.forgotten) ||
-        get_bytes(f, &st.max_event_ts_ms, sizeof st.max_event_ts_ms) ||
-        get_bytes(f, &st.watermark_ms, sizeof st.watermark_ms) ||
-        get_bytes(f, &n_saved, sizeof n_saved) || n_saved > 64) {
-        fclose(f);
-        snprintf(errbuf, errlen, "engine section is malformed");
-        return -EINVAL;
+    pd_bin_reader r;
+    pd_bin_reader_init(&r, f);
+    pd_engine_stats *st = &se->stats;
+    pd_bin_get_version(&r, "engine", ENGINE_VERSION);
+    se->generation = pd_bin_get_u64(&r);
+    st->events = pd_bin_get_u64(&r);
+    uint32_t n = pd_bin_get_u32(&r);
+    for (uint32_t i = 0; i < n && !r.err; i++) {
+        uint64_t v = pd_bin_get_u64(&r);
+        if (i < PD_MAX_EVENT_TYPES)
+            st->events_by_type[i] = v;
     }
-    for (uint32_t i = 0; i < n_saved; i++) {
-        if (get_str(f, saved_names[i], sizeof saved_names[i]) ||
-            get_bytes(f, &saved_fp[i], sizeof saved_fp[i])) {
-            fclose(f);
-            snprintf(errbuf, errlen, "engine section is malformed");
-            return -EINVAL;
-        }
+    n = pd_bin_get_u32(&r);
+    for (uint32_t i = 0; i < n && !r.err; i++) {
+        uint64_t v = pd_bin_get_u64(&r);
+        if (i < PD_DECODE__COUNT)
+            st->decode_errors[i] = v;
+    }
+    st->users_evicted = pd_bin_get_u64(&r);
+    st->forgotten = pd_bin_get_u64(&r);
+    st->max_event_ts_ms = pd_bin_get_i64(&r);
+    st->watermark_ms = pd_bin_get_i64(&r);
+    se->n_models = pd_bin_get_u32(&r);
+    if (!r.err && se->n_models > PD_MAX_MODELS)
+        pd_bin_fail(&r, "%u models", se->n_models);
+    for (uint32_t i = 0; i < se->n_models && !r.err; i++) {
+        pd_bin_get_str(&r, se->names[i], sizeof se->names[i]);
+        se->fingerprints[i] = pd_bin_get_u64(&r);
     }
     fclose(f);
+    if (r.err) {
+        snprintf(errbuf, errlen, "engine section: %s", r.why);
+        return -EINVAL;
+    }
+    return 0;
+}
 
-    if ((f = pd_snapshot_section(s, "features"))) {
-        r = pd_featurizer_load(eng->cur.features, f, errbuf, errlen);
-        fclose(f);
-        if (r < 0)
-            return r;
+/* Runs a section through load (a module's reader); an absent section loads nothing. */
+static int load_section(const pd_snapshot *s, const char *name,
+                        int (*load)(void *ctx, pd_bin_reader *r, char *errbuf, size_t errlen),
+                        void *ctx, char *errbuf, size_t errlen)
+{
+    FILE *f = pd_snapshot_section(s, name);
+    if (!f)
+        return 0;
+    pd_bin_reader r;
+    pd_bin_reader_init(&r, f);
+    int ret = load(ctx, &r, errbuf, errlen);
+    fclose(f);
+    return ret;
+}
+
+static int load_features(void *ctx, pd_bin_reader *r, char *errbuf, size_t errlen)
+{
+    pd_engine *eng = ctx;
+    return pd_featurizer_load(eng->cur.features, r, errbuf, errlen);
+}
+
+static int load_users(void *ctx, pd_bin_reader *r, char *errbuf, size_t errlen)
+{
+    pd_engine *eng = ctx;
+    return pd_user_state_load(eng->users, r, errbuf, errlen);
+}
+
+static int load_pending(void *ctx, pd_bin_reader *r, char *errbuf, size_t errlen)
+{
+    pd_engine *eng = ctx;
+    return pd_labels_load(eng->labels, eng->users, r, errbuf, errlen);
+}
+
+int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
+                   char *errbuf, size_t errlen)
+{
+    int old_to_new[PD_MAX_MODELS];
+    size_t fresh_used = 0;
+    int r;
+    if (ret_fresh && fresh_len)
+        ret_fresh[0] = '\0';
+    saved_engine *se = calloc(1, sizeof *se);
+    if (!se) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -ENOMEM;
     }
-    if ((f = pd_snapshot_section(s, "users"))) {
-        r = pd_user_state_load(eng->users, f, errbuf, errlen);
-        fclose(f);
-        if (r < 0)
-            return r;
-    }
+    se->stats = eng->stats;
+    if ((r = load_engine_section(s, se, errbuf, errlen)) < 0 ||
+        (r = load_section(s, "features", load_features, eng, errbuf, errlen)) < 0 ||
+        (r = load_section(s, "users", load_users, eng, errbuf, errlen)) < 0)
+        goto out_free;
     for (size_t i = 0; i < eng->cur.n_models; i++) {
         const char *why = NULL;
-        if ((r = load_model(eng, &eng->cur.models[i], s, version, &why, errbuf, errlen)) < 0)
-            return r;
+        if ((r = load_model(&eng->cur.models[i], s, &why, errbuf, errlen)) < 0)
+            goto out_free;
         if (why)
             note_fresh(ret_fresh, fresh_len, &fresh_used, eng->cur.models[i].name, why);
     }
-    /* pending examples follow their model by name, if it kept its weights */
-    for (uint32_t i = 0; i < n_saved; i++) {
+    /* pending examples follow their model by name, if it kept its state */
+    for (uint32_t i = 0; i < se->n_models; i++) {
         old_to_new[i] = -1;
         for (size_t j = 0; j < eng->cur.n_models; j++)
-            if (strcmp(eng->cur.models[j].name, saved_names[i]) == 0 &&
-                eng->cur.models[j].fingerprint == saved_fp[i])
+            if (strcmp(eng->cur.models[j].name, se->names[i]) == 0 &&
+                eng->cur.models[j].fingerprint == se->fingerprints[i])
                 old_to_new[i] = (int)j;
     }
-    if ((f = pd_snapshot_section(s, "pending"))) {
-        r = pd_labels_load(eng->labels, eng->users, f, errbuf, errlen);
-        fclose(f);
-        if (r < 0)
-            return r;
-        pd_labels_remap_models(eng->labels, old_to_new, n_saved);
-    }
-    eng->generation = generation;
-    eng->stats = st;
-    return 0;
+    if ((r = load_section(s, "pending", load_pending, eng, errbuf, errlen)) < 0)
+        goto out_free;
+    pd_labels_remap_models(eng->labels, old_to_new, se->n_models);
+    eng->generation = se->generation;
+    eng->stats = se->stats;
+out_free:
+    free(se);
+    return r;
 }
 
 /* ---- for the control plane (daemon/ops) ---- */
@@ -1030,7 +1063,7 @@ int pd_engine_user_info(pd_engine *eng, const char *user, size_t len, pd_user_in
         .last_ts_ms = u->last_ts_ms,
         .last_ts_by_type = u->last_ts_by_type,
         .n_types = eng->n_types,
-        .pending = u->n_pending,
+        .pending = pd_labels_user_pending(u),
         .recent_items = u->ring_len,
     };
     return 0;

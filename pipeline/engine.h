@@ -11,8 +11,8 @@
 #include <stdio.h>
 
 #include "config/config.h"
-#include "models/learner.h"
 #include "models/metrics.h"
+#include "models/model.h"
 #include "models/snapshot.h"
 #include "pipeline/event.h"
 #include "pipeline/featurizer.h"
@@ -53,19 +53,27 @@ typedef struct pd_engine_stats {
 typedef struct pd_model_info {
     const char *name;
     const char *output;
-    pd_model_type type;
-    uint64_t generation; /* bumps when the model's configuration changes */
-    uint64_t examples;   /* labelled examples learned */
+    const char *kind;            /* the model kind's name ("glm") */
+    pd_model_output output_kind; /* what the published value is */
+    uint64_t generation;         /* bumps when the model's configuration changes */
+    uint64_t examples;           /* labelled examples learned */
     uint64_t positives;
     uint64_t predictions; /* scores computed */
     /* examples dropped by watermark.max_pending_per_user / max_pending_total before their
      * label resolved: never learned */
     uint64_t evicted_user, evicted_total;
-    bool gate_open;       /* publishing (quality gate passed or off) */
-    pd_metrics_report metrics;
-    pd_learner_stats learner;
+    bool gate_open; /* publishing (quality gate passed or off) */
     size_t memory;
+    /* the model's own figures (progressive metrics), in a fixed order per model */
+    pd_model_metric figures[PD_MODEL_MAX_METRICS];
+    size_t n_figures;
+    /* (transitional, while the daemon moves to figures: the same read by name) */
+    pd_model_type type;
+    pd_metrics_report metrics;
 } pd_model_info;
+
+/* A figure of info by name, NaN when the model has none of that name. */
+double pd_model_info_figure(const pd_model_info *info, const char *name);
 
 pd_engine *pd_engine_new(const pd_config *conf, char *errbuf, size_t errlen);
 void pd_engine_free(pd_engine *eng);
@@ -76,7 +84,8 @@ pd_decode_error pd_engine_decode(pd_engine *eng, const char *buf, size_t len,
                                  size_t detail_len);
 
 /* Runs one decoded event through the pipeline. Returns 0, or -ENOMEM (the event's effects may
- * be partial; counters say so). */
+ * be partial; counters say so). *ret_result is filled either way; after a failure it holds
+ * the event's user and time and no scores. */
 int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_result);
 
 /* Applies a new configuration without losing learned state: models whose fingerprint is
@@ -105,9 +114,6 @@ bool pd_engine_forget(pd_engine *eng, const char *user, size_t len);
 /* Field coverage of feature i (config order): false for features that read no field. */
 bool pd_engine_feature_coverage(const pd_engine *eng, size_t i, pd_feature_coverage *ret_cov);
 
-/* Weight-table entries of model i that hold state (a full table scan: for reports). */
-size_t pd_engine_model_occupied(const pd_engine *eng, size_t i);
-
 /* Whether every event is scored by every model (on by default). Scoring changes no learned
  * state, so an offline replay that needs no scores turns it off and learns the same. */
 void pd_engine_set_scoring(pd_engine *eng, bool scoring);
@@ -122,6 +128,9 @@ uint64_t pd_engine_generation(const pd_engine *eng);
 void pd_engine_get_stats(const pd_engine *eng, pd_engine_stats *ret_stats);
 size_t pd_engine_model_count(const pd_engine *eng);
 void pd_engine_model_info(const pd_engine *eng, size_t i, pd_model_info *ret_info);
+/* The same with the figures that need a scan of the model's state (table use, collision
+ * estimates): for reports, not for every metrics render. */
+void pd_engine_model_report(const pd_engine *eng, size_t i, pd_model_info *ret_info);
 
 /* Scores a known user from its state alone (no event fields), for the control plane's
  * `score USER`; fills up to max scores and returns how many, or -ENOENT for an unknown user. */

@@ -3,6 +3,7 @@
 #include "pipeline/featurizer.h"
 
 #include <ctype.h>
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -12,6 +13,8 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "common/hashtab.h"
+
 #define MAX_CROSS_NNZ 256
 
 /* Running mean and variance (Welford) of a standardised feature. */
@@ -19,10 +22,10 @@ typedef struct pd_norm {
     double n, mean, m2;
 } pd_norm;
 
-/* A capped set of admitted categorical values. */
+/* A capped set of admitted categorical values (their 64-bit hashes). */
 typedef struct pd_vocab {
-    uint64_t *slots; /* 0 = empty; values are stored with their top bit set */
-    size_t cap, count, limit;
+    pd_hashtab set; /* value hash -> 1; sized for the limit, so it never grows */
+    size_t limit;
 } pd_vocab;
 
 typedef struct feat {
@@ -93,31 +96,20 @@ static int vocab_init(pd_vocab *v, int64_t limit)
 {
     if (limit <= 0)
         return 0;
-    size_t cap = 16;
-    while (cap < (size_t)limit * 2)
-        cap *= 2;
-    v->slots = calloc(cap, sizeof *v->slots);
-    if (!v->slots)
-        return -ENOMEM;
-    v->cap = cap;
     v->limit = (size_t)limit;
-    return 0;
+    return pd_hashtab_init(&v->set, (size_t)limit * 2 + 2);
 }
 
 /* Whether value hash h is in the vocabulary, admitting it while there is room. */
 static bool vocab_admit(pd_vocab *v, uint64_t h, bool learn)
 {
-    h |= UINT64_C(1) << 63;
-    size_t i = (size_t)h & (v->cap - 1);
-    while (v->slots[i]) {
-        if (v->slots[i] == h)
+    const pd_hashtab *t = &v->set;
+    for (size_t i = pd_hashtab_first(t, h); t->slots[i].value; i = pd_hashtab_next(t, i))
+        if (t->slots[i].hash == h)
             return true;
-        i = (i + 1) & (v->cap - 1);
-    }
-    if (v->count >= v->limit || !learn)
+    if (t->count >= v->limit || !learn || pd_hashtab_reserve(&v->set) < 0)
         return false;
-    v->slots[i] = h;
-    v->count++;
+    pd_hashtab_insert(&v->set, h, 1);
     return true;
 }
 
@@ -267,7 +259,7 @@ void pd_featurizer_free(pd_featurizer *fz)
         free(fz->f[i].field);
         free(fz->f[i].transforms);
         free(fz->f[i].buckets);
-        free(fz->f[i].vocab.slots);
+        pd_hashtab_release(&fz->f[i].vocab.set);
     }
     free(fz->f);
     free(fz->layout.acc);
@@ -547,6 +539,7 @@ size_t pd_featurizer_gather(const pd_featurizer *fz, const int *idx, size_t n, p
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const feat *f = &fz->f[idx[i]];
+        assert(f->nnz <= f->max_nnz); /* out was sized by pd_featurizer_max_nnz */
         memcpy(out + k, fz->buf + f->offset, f->nnz * sizeof *out);
         k += f->nnz;
     }
@@ -570,11 +563,11 @@ const pd_feature *pd_featurizer_get(const pd_featurizer *fz, int feature, size_t
 
 static void vocab_copy(pd_vocab *dst, const pd_vocab *src)
 {
-    if (!dst->slots || !src->slots)
+    if (!dst->limit || !src->limit)
         return;
-    for (size_t i = 0; i < src->cap; i++)
-        if (src->slots[i] && dst->count < dst->limit)
-            vocab_admit(dst, src->slots[i], true);
+    for (size_t i = 0; i < src->set.cap; i++)
+        if (src->set.slots[i].value && dst->set.count < dst->limit)
+            vocab_admit(dst, src->set.slots[i].hash, true);
 }
 
 void pd_featurizer_adopt(pd_featurizer *fz, const pd_featurizer *old)
@@ -590,70 +583,62 @@ void pd_featurizer_adopt(pd_featurizer *fz, const pd_featurizer *old)
     }
 }
 
-/* ---- snapshots: per feature, its definition id, normaliser and vocabulary ---- */
+/* ---- snapshots ---- */
 
-#define FEAT_MAGIC UINT32_C(0x50444654) /* "PDFT" */
+/* The features section, version 1 (little-endian, field by field): u32 version, u32 features;
+ * per feature: u64 state id (which definition learned it), the normaliser (f64 n, mean, m2),
+ * u64 vocabulary size and the admitted values' hashes (u64 each). */
+#define FEATURES_VERSION 1
 
-int pd_featurizer_save(const pd_featurizer *fz, FILE *out)
+int pd_featurizer_save(const pd_featurizer *fz, pd_bin_writer *w)
 {
-    uint32_t magic = FEAT_MAGIC;
-    uint64_t n = fz->n;
-    if (fwrite(&magic, sizeof magic, 1, out) != 1 || fwrite(&n, sizeof n, 1, out) != 1)
-        return -EIO;
+    pd_bin_put_version(w, FEATURES_VERSION);
+    pd_bin_put_u32(w, (uint32_t)fz->n);
     for (size_t i = 0; i < fz->n; i++) {
         const feat *f = &fz->f[i];
-        uint64_t nv = f->vocab.count;
-        if (fwrite(&f->state_id, sizeof f->state_id, 1, out) != 1 ||
-            fwrite(&f->norm, sizeof f->norm, 1, out) != 1 || fwrite(&nv, sizeof nv, 1, out) != 1)
-            return -EIO;
-        for (size_t s = 0; s < f->vocab.cap; s++)
-            if (f->vocab.slots[s] && fwrite(&f->vocab.slots[s], sizeof(uint64_t), 1, out) != 1)
-                return -EIO;
+        pd_bin_put_u64(w, f->state_id);
+        pd_bin_put_f64(w, f->norm.n);
+        pd_bin_put_f64(w, f->norm.mean);
+        pd_bin_put_f64(w, f->norm.m2);
+        pd_bin_put_u64(w, f->vocab.set.count);
+        for (size_t k = 0; k < f->vocab.set.cap; k++)
+            if (f->vocab.set.slots[k].value)
+                pd_bin_put_u64(w, f->vocab.set.slots[k].hash);
     }
-    return 0;
+    return w->err;
 }
 
-int pd_featurizer_load(pd_featurizer *fz, FILE *in, char *errbuf, size_t errlen)
+int pd_featurizer_load(pd_featurizer *fz, pd_bin_reader *r, char *errbuf, size_t errlen)
 {
-    uint32_t magic;
-    uint64_t n;
-    if (fread(&magic, sizeof magic, 1, in) != 1 || magic != FEAT_MAGIC ||
-        fread(&n, sizeof n, 1, in) != 1 || n > 100000)
-        goto out_malformed;
-    for (uint64_t k = 0; k < n; k++) {
-        uint64_t id, nv;
-        pd_norm norm;
-        if (fread(&id, sizeof id, 1, in) != 1 || fread(&norm, sizeof norm, 1, in) != 1 ||
-            fread(&nv, sizeof nv, 1, in) != 1 || nv > (UINT64_C(1) << 32))
-            goto out_malformed;
+    pd_bin_get_version(r, "features", FEATURES_VERSION);
+    uint32_t n = pd_bin_get_u32(r);
+    if (!r->err && n > 100000)
+        pd_bin_fail(r, "%u features", n);
+    for (uint32_t k = 0; k < n && !r->err; k++) {
+        uint64_t id = pd_bin_get_u64(r);
+        pd_norm norm = {.n = pd_bin_get_f64(r)};
+        norm.mean = pd_bin_get_f64(r);
+        norm.m2 = pd_bin_get_f64(r);
+        uint64_t nv = pd_bin_get_u64(r);
+        if (!r->err && nv > (UINT64_C(1) << 32))
+            pd_bin_fail(r, "a vocabulary of %llu values", (unsigned long long)nv);
         feat *f = NULL;
         for (size_t i = 0; i < fz->n; i++)
             if (fz->f[i].state_id == id)
                 f = &fz->f[i];
-        if (f)
+        if (f && !r->err)
             f->norm = norm;
-        for (uint64_t v = 0; v < nv; v++) {
-            uint64_t h;
-            if (fread(&h, sizeof h, 1, in) != 1)
-                goto out_malformed;
-            if (f && f->vocab.limit)
+        for (uint64_t v = 0; v < nv && !r->err; v++) {
+            uint64_t h = pd_bin_get_u64(r);
+            if (f && f->vocab.limit && !r->err)
                 vocab_admit(&f->vocab, h, true);
         }
     }
+    if (r->err) {
+        snprintf(errbuf, errlen, "feature state section: %s", r->why[0] ? r->why : "truncated");
+        return -EINVAL;
+    }
     return 0;
-
-out_malformed:
-    snprintf(errbuf, errlen, "feature state section is truncated or malformed");
-    return -EINVAL;
-}
-
-size_t pd_featurizer_memory(const pd_featurizer *fz)
-{
-    size_t bytes =
-        sizeof *fz + fz->n * sizeof *fz->f + fz->buf_len * sizeof *fz->buf + fz->lower_cap;
-    for (size_t i = 0; i < fz->n; i++)
-        bytes += fz->f[i].vocab.cap * sizeof(uint64_t);
-    return bytes;
 }
 
 bool pd_featurizer_coverage(const pd_featurizer *fz, size_t i, pd_feature_coverage *ret_cov)

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/binio.h"
 #include "config/config.h"
 #include "models/sparse.h"
 #include "pipeline/event.h"
@@ -58,10 +59,8 @@ uint32_t pd_feature_hash(const char *feature, const char *value, size_t len);
  * unchanged from old into f; used on reload. */
 void pd_featurizer_adopt(pd_featurizer *f, const pd_featurizer *old);
 
-int pd_featurizer_save(const pd_featurizer *f, FILE *out);
-int pd_featurizer_load(pd_featurizer *f, FILE *in, char *errbuf, size_t errlen);
-
-size_t pd_featurizer_memory(const pd_featurizer *f);
+int pd_featurizer_save(const pd_featurizer *f, pd_bin_writer *w);
+int pd_featurizer_load(pd_featurizer *f, pd_bin_reader *r, char *errbuf, size_t errlen);
 
 /* How often a field-based feature (categorical, numeric, text) found nothing usable in its
  * JSON path, over the events built with learn since the featurizer was made. */

@@ -10,6 +10,7 @@
  * watermark has passed entirely resolves in arrival order, as deterministic as the events. */
 #include "pipeline/labels.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,8 +115,7 @@ static void free_list(pd_pending *p, bool timing)
 {
     while (p) {
         pd_pending *next = timing ? p->tnext : p->next;
-        p->user->pending_first = p->user->pending_last = NULL;
-        p->user->n_pending = 0;
+        p->user->pending = (pd_user_pending){0};
         free(p);
         p = next;
     }
@@ -299,6 +299,7 @@ static void timing_remove(pd_labels *lb, pd_pending *p)
         p->tnext->tprev = p->tprev;
     else if (wheel)
         lb->tails[slot] = p->tprev;
+    assert(wheel ? lb->in_wheel > 0 : lb->in_overflow > 0);
     if (p->bucket == INT64_MIN)
         lb->in_overflow--;
     else
@@ -344,16 +345,17 @@ static void user_unlink(pd_pending *p)
     if (p->prev)
         p->prev->next = p->next;
     else
-        u->pending_first = p->next;
+        u->pending.first = p->next;
     if (p->next)
         p->next->prev = p->prev;
     else
-        u->pending_last = p->prev;
-    u->n_pending--;
+        u->pending.last = p->prev;
+    u->pending.count--;
 }
 
 static void release(pd_labels *lb, pd_pending *p)
 {
+    assert(p->user->pending.count > 0 && lb->stats.pending > 0);
     timing_remove(lb, p);
     user_unlink(p);
     lb->bytes -= sizeof *p + p->cap * sizeof(pd_feature);
@@ -387,6 +389,10 @@ static bool seen_positive(const pd_user *u, const pd_label_rule *rule, int64_t t
     return false;
 }
 
+static int insert_pending(pd_labels *lb, pd_user *u, int model, const pd_label_rule *rule,
+                          int64_t ts_ms, uint32_t item_hash, const pd_feature *x, size_t n,
+                          double weight, uint64_t seq);
+
 int pd_labels_add(pd_labels *lb, pd_user *u, int model, const pd_label_rule *rule, int64_t ts_ms,
                   uint32_t item_hash, const pd_feature *x, size_t n, double weight,
                   int64_t watermark_ms, bool skip_newest, pd_label_fn cb, void *ctx)
@@ -403,11 +409,19 @@ int pd_labels_add(pd_labels *lb, pd_user *u, int model, const pd_label_rule *rul
         cb(ctx, model, x, n, 0.0, weight);
         return 0;
     }
-    if ((int64_t)u->n_pending >= lb->max_per_user) {
+    return insert_pending(lb, u, model, rule, ts_ms, item_hash, x, n, weight, lb->seq);
+}
+
+/* Puts an example behind u's others, evicting by the bounds first. */
+static int insert_pending(pd_labels *lb, pd_user *u, int model, const pd_label_rule *rule,
+                          int64_t ts_ms, uint32_t item_hash, const pd_feature *x, size_t n,
+                          double weight, uint64_t seq)
+{
+    if ((int64_t)u->pending.count >= lb->max_per_user) {
         lb->stats.evicted_user++;
         if (lb->evict)
-            lb->evict(lb->evict_ctx, u->pending_first->model, PD_EVICTED_USER_LIMIT);
-        release(lb, u->pending_first);
+            lb->evict(lb->evict_ctx, u->pending.first->model, PD_EVICTED_USER_LIMIT);
+        release(lb, u->pending.first);
     }
     if ((int64_t)lb->stats.pending >= lb->max_total) {
         pd_pending *victim = timing_earliest(lb);
@@ -421,6 +435,7 @@ int pd_labels_add(pd_labels *lb, pd_user *u, int model, const pd_label_rule *rul
     pd_pending *p = block_get(lb, n);
     if (!p)
         goto out_nomem;
+    assert(n <= p->cap);
     p->user = u;
     p->model = model;
     p->rule = *rule;
@@ -429,16 +444,18 @@ int pd_labels_add(pd_labels *lb, pd_user *u, int model, const pd_label_rule *rul
     p->item_hash = item_hash;
     p->weight = (float)weight;
     p->n = (uint32_t)n;
-    p->seq = lb->seq++;
+    p->seq = seq;
+    if (seq >= lb->seq)
+        lb->seq = seq + 1;
     memcpy(p->x, x, n * sizeof(pd_feature));
     p->next = NULL;
-    p->prev = u->pending_last;
-    if (u->pending_last)
-        u->pending_last->next = p;
+    p->prev = u->pending.last;
+    if (u->pending.last)
+        u->pending.last->next = p;
     else
-        u->pending_first = p;
-    u->pending_last = p;
-    u->n_pending++;
+        u->pending.first = p;
+    u->pending.last = p;
+    u->pending.count++;
     timing_insert(lb, p);
     lb->stats.pending++;
     lb->bytes += sizeof *p + p->cap * sizeof(pd_feature);
@@ -449,11 +466,16 @@ out_nomem:
     return -ENOMEM;
 }
 
+uint32_t pd_labels_user_pending(const pd_user *u)
+{
+    return u->pending.count;
+}
+
 size_t pd_labels_positive(pd_labels *lb, pd_user *u, int type, int64_t ts_ms, uint32_t item_hash,
                           pd_label_fn cb, void *ctx)
 {
     size_t n = 0;
-    pd_pending *p = u->pending_first;
+    pd_pending *p = u->pending.first;
     while (p) {
         pd_pending *next = p->next;
         if (matches(p, type, ts_ms, item_hash)) {
@@ -527,9 +549,9 @@ size_t pd_labels_advance(pd_labels *lb, int64_t watermark_ms, pd_label_fn cb, vo
 
 void pd_labels_forget_user(pd_labels *lb, pd_user *u)
 {
-    while (u->pending_first) {
+    while (u->pending.first) {
         lb->stats.dropped++;
-        release(lb, u->pending_first);
+        release(lb, u->pending.first);
     }
 }
 
@@ -586,127 +608,155 @@ size_t pd_labels_memory(const pd_labels *lb)
            lb->pooled_bytes + lb->scratch_cap * sizeof(pd_pending *);
 }
 
-/* ---- snapshots ---- */
+/* ---- snapshots ----
+ *
+ * The pending section, version 1 (little-endian, field by field):
+ *   u32 version; the stats (u64 added, positives, negatives, early_positives, late,
+ *   evicted_user, evicted_total, dropped); u64 count; then every waiting example in arrival
+ *   order: u64 arrival number, str user id, i32 model, i32 positive_on, i64 window, bool match
+ *   item, i64 ts, u32 item hash, f32 weight, u32 n, n x (u32 hash, f32 value).
+ * Arrival order and numbers come back as they were, so the restored join resolves its
+ * examples in the same order as the uninterrupted one: bit-identical learning. */
 
-#define LABELS_MAGIC UINT32_C(0x50444c42) /* "PDLB" */
+#define PENDING_VERSION 1
 
-typedef struct saved_pending {
-    int32_t model;
-    int32_t positive_on;
-    int64_t window_ms;
-    int64_t ts_ms;
-    uint32_t item_hash;
-    uint32_t match_item;
-    float weight;
-    uint32_t n;
-    uint32_t id_len;
-    uint32_t pad;
-} saved_pending;
+static int cmp_seq(const void *a, const void *b)
+{
+    const pd_pending *x = *(pd_pending *const *)a, *y = *(pd_pending *const *)b;
+    return x->seq < y->seq ? -1 : (x->seq > y->seq ? 1 : 0);
+}
 
-typedef struct save_ctx {
-    FILE *out;
-    int err;
-} save_ctx;
+typedef struct collect_ctx {
+    pd_pending **all;
+    size_t n;
+} collect_ctx;
 
-/* Writes the whole list of the user of p when p is its first: restores rebuild identical
- * user lists. */
-static void save_user_list(pd_labels *lb, pd_pending *first, void *ctx)
+static void collect(pd_labels *lb, pd_pending *p, void *ctx)
 {
     (void)lb;
-    save_ctx *sc = ctx;
-    if (first->prev || sc->err)
-        return;
-    for (const pd_pending *p = first; p; p = p->next) {
-        saved_pending s = {.model = p->model,
-                           .positive_on = p->rule.positive_on,
-                           .window_ms = p->rule.window_ms,
-                           .ts_ms = p->ts_ms,
-                           .item_hash = p->item_hash,
-                           .match_item = p->rule.match_item,
-                           .weight = p->weight,
-                           .n = p->n,
-                           .id_len = p->user->id_len};
-        if (fwrite(&s, sizeof s, 1, sc->out) != 1 ||
-            fwrite(p->user->id, 1, s.id_len, sc->out) != s.id_len ||
-            fwrite(p->x, sizeof(pd_feature), p->n, sc->out) != p->n) {
-            sc->err = -EIO;
-            return;
-        }
+    collect_ctx *cc = ctx;
+    cc->all[cc->n++] = p;
+}
+
+static void put_stats(pd_bin_writer *w, const pd_labels_stats *st)
+{
+    const uint64_t v[] = {st->added,     st->positives,     st->negatives,
+                          st->early_positives, st->late,    st->evicted_user,
+                          st->evicted_total,   st->dropped};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        pd_bin_put_u64(w, v[i]);
+}
+
+static void get_stats(pd_bin_reader *r, pd_labels_stats *st)
+{
+    uint64_t *v[] = {&st->added,          &st->positives, &st->negatives,
+                     &st->early_positives, &st->late,     &st->evicted_user,
+                     &st->evicted_total,   &st->dropped};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        *v[i] = pd_bin_get_u64(r);
+}
+
+static void put_pending(pd_bin_writer *w, const pd_pending *p)
+{
+    pd_bin_put_u64(w, p->seq);
+    pd_bin_put_str(w, p->user->id, p->user->id_len);
+    pd_bin_put_i32(w, p->model);
+    pd_bin_put_i32(w, p->rule.positive_on);
+    pd_bin_put_i64(w, p->rule.window_ms);
+    pd_bin_put_bool(w, p->rule.match_item);
+    pd_bin_put_i64(w, p->ts_ms);
+    pd_bin_put_u32(w, p->item_hash);
+    pd_bin_put_f32(w, p->weight);
+    pd_bin_put_u32(w, p->n);
+    for (uint32_t i = 0; i < p->n; i++) {
+        pd_bin_put_u32(w, p->x[i].hash);
+        pd_bin_put_f32(w, p->x[i].value);
     }
 }
 
-int pd_labels_save(const pd_labels *lb, FILE *out)
+int pd_labels_save(const pd_labels *lb, pd_bin_writer *w)
 {
-    uint32_t magic = LABELS_MAGIC;
-    uint64_t count = lb->stats.pending;
-    if (fwrite(&magic, sizeof magic, 1, out) != 1 || fwrite(&count, sizeof count, 1, out) != 1 ||
-        fwrite(&lb->stats, sizeof lb->stats, 1, out) != 1)
-        return -EIO;
-    save_ctx sc = {.out = out};
-    each_pending((pd_labels *)lb, save_user_list, &sc);
-    return sc.err;
+    collect_ctx cc = {.all = malloc((lb->stats.pending ? lb->stats.pending : 1) * sizeof *cc.all)};
+    if (!cc.all)
+        return w->err = -ENOMEM;
+    each_pending((pd_labels *)lb, collect, &cc);
+    qsort(cc.all, cc.n, sizeof *cc.all, cmp_seq);
+    pd_bin_put_version(w, PENDING_VERSION);
+    put_stats(w, &lb->stats);
+    pd_bin_put_u64(w, cc.n);
+    for (size_t i = 0; i < cc.n && !w->err; i++)
+        put_pending(w, cc.all[i]);
+    free(cc.all);
+    return w->err;
 }
 
-/* Restored examples skip the checks that resolve at once, so this is never reached. */
-static void never_called(void *ctx, int model, const pd_feature *x, size_t n, double label,
-                         double weight)
+#define MAX_SAVED_FEATURES 65536
+
+/* Reads one example and puts it back behind its user (if the user is still known). */
+static int load_one(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *id, pd_feature *x)
 {
-    (void)ctx, (void)model, (void)x, (void)n, (void)label, (void)weight;
+    uint64_t seq = pd_bin_get_u64(r);
+    size_t id_len = pd_bin_get_str(r, id, 65536 + 1);
+    int32_t model = pd_bin_get_i32(r);
+    pd_label_rule rule = {.positive_on = pd_bin_get_i32(r)};
+    rule.window_ms = pd_bin_get_i64(r);
+    rule.match_item = pd_bin_get_bool(r);
+    int64_t ts_ms = pd_bin_get_i64(r);
+    uint32_t item_hash = pd_bin_get_u32(r);
+    float weight = pd_bin_get_f32(r);
+    uint32_t n = pd_bin_get_u32(r);
+    if (!r->err && n > MAX_SAVED_FEATURES)
+        pd_bin_fail(r, "an example of %u features", n);
+    for (uint32_t i = 0; i < n && !r->err; i++) {
+        x[i].hash = pd_bin_get_u32(r);
+        x[i].value = pd_bin_get_f32(r);
+    }
+    if (r->err)
+        return -EINVAL;
+    pd_user *u = pd_user_state_find(st, id, id_len);
+    if (!u) {
+        lb->stats.dropped++;
+        return 0;
+    }
+    /* no watermark and no ring check: the example was waiting when it was saved */
+    lb->stats.added++;
+    return insert_pending(lb, u, model, &rule, ts_ms, item_hash, x, n, weight, seq);
 }
 
-int pd_labels_load(pd_labels *lb, pd_user_state *st, FILE *in, char *errbuf, size_t errlen)
+int pd_labels_load(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *errbuf,
+                   size_t errlen)
 {
-    uint32_t magic;
-    uint64_t count;
-    pd_labels_stats stats;
-    char *id = NULL;
-    pd_feature *x = NULL;
-    int r = -EINVAL;
-    if (fread(&magic, sizeof magic, 1, in) != 1 || magic != LABELS_MAGIC ||
-        fread(&count, sizeof count, 1, in) != 1 || fread(&stats, sizeof stats, 1, in) != 1)
-        goto out_malformed;
-    id = malloc(65537);
-    x = malloc(65536 * sizeof *x);
+    pd_labels_stats stats = {0};
+    char *id = malloc(65536 + 1);
+    pd_feature *x = malloc(MAX_SAVED_FEATURES * sizeof *x);
+    int ret = -EINVAL;
     if (!id || !x) {
-        r = -ENOMEM;
+        ret = -ENOMEM;
         snprintf(errbuf, errlen, "out of memory loading pending examples");
         goto out_free;
     }
-    for (uint64_t k = 0; k < count; k++) {
-        saved_pending s;
-        if (fread(&s, sizeof s, 1, in) != 1 || s.id_len > 65536 || s.n > 65536 ||
-            fread(id, 1, s.id_len, in) != s.id_len || fread(x, sizeof *x, s.n, in) != s.n)
-            goto out_malformed;
-        pd_user *u = pd_user_state_find(st, id, s.id_len);
-        if (!u) {
-            lb->stats.dropped++;
-            continue;
-        }
-        pd_label_rule rule = {.positive_on = s.positive_on,
-                              .window_ms = s.window_ms,
-                              .match_item = s.match_item != 0};
-        /* no watermark and no ring check: the example was waiting when it was saved */
-        uint32_t saved_len = u->labels_len;
-        u->labels_len = 0;
-        int rr = pd_labels_add(lb, u, s.model, &rule, s.ts_ms, s.item_hash, x, s.n, s.weight,
-                               INT64_MIN, false, never_called, NULL);
-        u->labels_len = saved_len;
-        if (rr < 0) {
-            r = rr;
+    pd_bin_get_version(r, "pending", PENDING_VERSION);
+    get_stats(r, &stats);
+    uint64_t count = pd_bin_get_u64(r);
+    for (uint64_t k = 0; k < count && !r->err; k++) {
+        int rr = load_one(lb, st, r, id, x);
+        if (rr == -ENOMEM) {
+            ret = rr;
             snprintf(errbuf, errlen, "out of memory loading pending examples");
             goto out_free;
         }
     }
+    if (r->err) {
+        snprintf(errbuf, errlen, "pending examples section: %s",
+                 r->why[0] ? r->why : "truncated");
+        goto out_free;
+    }
     stats.pending = lb->stats.pending;
     stats.dropped += lb->stats.dropped;
     lb->stats = stats;
-    r = 0;
-    goto out_free;
-
-out_malformed:
-    snprintf(errbuf, errlen, "pending examples section is truncated or malformed");
+    ret = 0;
 out_free:
     free(id);
     free(x);
-    return r;
+    return ret;
 }

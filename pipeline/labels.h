@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/binio.h"
 #include "config/config.h"
 #include "models/sparse.h"
 #include "pipeline/user_state.h"
@@ -74,6 +75,9 @@ size_t pd_labels_positive(pd_labels *lb, pd_user *u, int type, int64_t ts_ms, ui
 /* Labels 0 every example whose window ends before watermark_ms. Returns how many. */
 size_t pd_labels_advance(pd_labels *lb, int64_t watermark_ms, pd_label_fn cb, void *ctx);
 
+/* How many examples of u are waiting. */
+uint32_t pd_labels_user_pending(const pd_user *u);
+
 /* Drops every waiting example of u without learning from it. */
 void pd_labels_forget_user(pd_labels *lb, pd_user *u);
 
@@ -88,7 +92,8 @@ void pd_labels_get_stats(const pd_labels *lb, pd_labels_stats *ret_stats);
 size_t pd_labels_memory(const pd_labels *lb);
 
 /* Snapshot support. Users must be in st before loading. */
-int pd_labels_save(const pd_labels *lb, FILE *out);
-int pd_labels_load(pd_labels *lb, pd_user_state *st, FILE *in, char *errbuf, size_t errlen);
+int pd_labels_save(const pd_labels *lb, pd_bin_writer *w);
+int pd_labels_load(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *errbuf,
+                   size_t errlen);
 
 #endif

@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "common/clock.h"
+#include "common/hashtab.h"
 
 #define N_BUCKETS 12
 
@@ -49,8 +50,7 @@ struct pd_publisher {
     entry *entries;
     double *scores; /* [entries][n_fields] */
     size_t n_entries, cap_entries;
-    uint32_t *map; /* open addressing: entry index + 1, 0 = empty */
-    size_t map_cap;
+    pd_hashtab map; /* user id hash -> entry index + 1 */
 
     char **forgets;
     size_t n_forgets, cap_forgets;
@@ -141,9 +141,7 @@ pd_publisher *pd_publisher_new(const pd_redis_conf *conf, const char *const *fie
     pub->conf.url = NULL;
     if (pd_publisher_set_fields(pub, fields, n_fields) < 0)
         goto out_free;
-    pub->map_cap = 1024;
-    pub->map = calloc(pub->map_cap, sizeof *pub->map);
-    if (!pub->map || scratch_reserve(pub, 64, 4096) < 0)
+    if (pd_hashtab_init(&pub->map, 1024) < 0 || scratch_reserve(pub, 64, 4096) < 0)
         goto out_free;
     return pub;
 
@@ -184,7 +182,7 @@ void pd_publisher_free(pd_publisher *pub)
         free(pub->entries[i].id);
     free(pub->entries);
     free(pub->scores);
-    free(pub->map);
+    pd_hashtab_release(&pub->map);
     free_fields(pub->forgets, pub->n_forgets);
     models_clear(pub);
     free(pub->models);
@@ -310,44 +308,22 @@ static uint64_t user_hash(const char *user, size_t len)
     return XXH3_64bits(user, len);
 }
 
-static int map_grow(pd_publisher *pub)
+/* The dirty entry of a user, or NULL. */
+static entry *map_find(pd_publisher *pub, const char *user, size_t len)
 {
-    size_t ncap = pub->map_cap * 2;
-    uint32_t *nm = calloc(ncap, sizeof *nm);
-    if (!nm)
-        return -ENOMEM;
-    for (size_t i = 0; i < pub->n_entries; i++) {
-        const entry *e = &pub->entries[i];
-        size_t j = (size_t)user_hash(e->id, e->len) & (ncap - 1);
-        while (nm[j])
-            j = (j + 1) & (ncap - 1);
-        nm[j] = (uint32_t)(i + 1);
-    }
-    free(pub->map);
-    pub->map = nm;
-    pub->map_cap = ncap;
-    return 0;
-}
-
-/* Finds the dirty entry of a user, or the map slot where it would go. */
-static entry *map_find(pd_publisher *pub, const char *user, size_t len, size_t *ret_slot)
-{
-    size_t i = (size_t)user_hash(user, len) & (pub->map_cap - 1);
-    while (pub->map[i]) {
-        entry *e = &pub->entries[pub->map[i] - 1];
-        if (e->len == len && memcmp(e->id, user, len) == 0) {
-            *ret_slot = i;
+    const pd_hashtab *t = &pub->map;
+    uint64_t h = user_hash(user, len);
+    for (size_t i = pd_hashtab_first(t, h); t->slots[i].value; i = pd_hashtab_next(t, i)) {
+        entry *e = &pub->entries[t->slots[i].value - 1];
+        if (t->slots[i].hash == h && e->len == len && memcmp(e->id, user, len) == 0)
             return e;
-        }
-        i = (i + 1) & (pub->map_cap - 1);
     }
-    *ret_slot = i;
     return NULL;
 }
 
 static entry *entry_add(pd_publisher *pub, const char *user, size_t len)
 {
-    if ((pub->n_entries + 1) * 2 > pub->map_cap && map_grow(pub) < 0)
+    if (pd_hashtab_reserve(&pub->map) < 0)
         return NULL;
     if (pub->n_entries == pub->cap_entries) {
         size_t ncap = pub->cap_entries ? pub->cap_entries * 2 : 256;
@@ -374,17 +350,14 @@ static entry *entry_add(pd_publisher *pub, const char *user, size_t len)
     e->id[len] = '\0';
     e->len = len;
     e->mask = 0;
-    size_t slot;
-    map_find(pub, user, len, &slot);
-    pub->map[slot] = (uint32_t)(++pub->n_entries);
+    pd_hashtab_insert(&pub->map, user_hash(user, len), ++pub->n_entries);
     return e;
 }
 
 int pd_publisher_update(pd_publisher *pub, const char *user, size_t len, int64_t ts_ms,
                         uint64_t generation, const pd_publish_score *scores, size_t n)
 {
-    size_t slot;
-    entry *e = map_find(pub, user, len, &slot);
+    entry *e = map_find(pub, user, len);
     if (e)
         pub->stats.coalesced++;
     else if (!(e = entry_add(pub, user, len)))
@@ -404,8 +377,7 @@ int pd_publisher_update(pd_publisher *pub, const char *user, size_t len, int64_t
 
 int pd_publisher_forget(pd_publisher *pub, const char *user, size_t len)
 {
-    size_t slot;
-    entry *e = map_find(pub, user, len, &slot);
+    entry *e = map_find(pub, user, len);
     if (e)
         e->mask = 0; /* stays in the map; written as nothing */
     if (pub->n_forgets == pub->cap_forgets) {
@@ -603,7 +575,6 @@ static int write_forget(pd_publisher *pub, flush_state *fs, const char *user)
     size_t pos = 0;
     arg_raw(pub, &argc, "DEL", 3);
     arg_text(pub, &argc, &pos, "%s:u:%s", pub->prefix, user);
-    arg_text(pub, &argc, &pos, "%s:rec:%s", pub->prefix, user);
     return send_argv(pub, fs, argc);
 }
 
@@ -676,7 +647,7 @@ int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
     pub->hist[b]++;
     pub->hist_sum += dt;
 
-    memset(pub->map, 0, pub->map_cap * sizeof *pub->map);
+    pd_hashtab_clear(&pub->map);
     pub->n_entries = 0;
     for (size_t i = 0; i < pub->n_forgets; i++)
         free(pub->forgets[i]);

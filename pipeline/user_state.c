@@ -1,7 +1,8 @@
-/* Per-user state store: open addressing with linear probing (backward-shift deletion, so no
- * tombstones build up) over pd_user pointers, and an intrusive LRU list. */
+/* Per-user state store: the common hash table (common/hashtab.h) over pd_user pointers, keyed
+ * by the id's 64-bit hash and confirmed on the id, and an intrusive LRU list. */
 #include "pipeline/user_state.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -10,19 +11,13 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#define SKETCH_WORDS (PD_SKETCH_BITS / 64)
+#include "common/hashtab.h"
 
-/* A table slot keeps the hash beside the pointer, so probing compares hashes without touching
- * (and cache-missing on) the users it passes. */
-typedef struct slot {
-    uint64_t hash;
-    pd_user *u; /* NULL = empty */
-} slot;
+#define SKETCH_WORDS (PD_SKETCH_BITS / 64)
 
 struct pd_user_state {
     pd_user_layout layout;
-    slot *slots;
-    size_t cap; /* power of two */
+    pd_hashtab table; /* user id hash -> pd_user * */
     size_t count;
     pd_user *lru_first, *lru_last;
     size_t body_bytes;
@@ -49,7 +44,7 @@ static size_t body_size(const pd_user_layout *l)
 size_t pd_user_state_bytes_per_user(const pd_user_layout *layout)
 {
     /* record + body + a table slot at the table's worst load factor (1/2) */
-    return sizeof(pd_user) + body_size(layout) + 2 * sizeof(slot);
+    return sizeof(pd_user) + body_size(layout) + 2 * sizeof(pd_hslot);
 }
 
 static int layout_copy(pd_user_layout *dst, const pd_user_layout *src)
@@ -91,9 +86,7 @@ pd_user_state *pd_user_state_new(const pd_user_layout *layout, char *errbuf, siz
         goto out_nomem;
     if (layout_copy(&st->layout, layout) < 0)
         goto out_free_st;
-    st->cap = 1024;
-    st->slots = calloc(st->cap, sizeof *st->slots);
-    if (!st->slots)
+    if (pd_hashtab_init(&st->table, 1024) < 0)
         goto out_free_layout;
     st->body_bytes = body_size(layout);
     return st;
@@ -126,7 +119,7 @@ void pd_user_state_free(pd_user_state *st)
         user_free(u);
         u = next;
     }
-    free(st->slots);
+    pd_hashtab_release(&st->table);
     layout_release(&st->layout);
     free(st);
 }
@@ -162,41 +155,27 @@ static void body_init(pd_user *u, const pd_user_layout *l)
     u->ring_len = 0;
 }
 
-static size_t slot_of(const pd_user_state *st, uint64_t hash)
+static pd_user *slot_user(const pd_user_state *st, size_t i)
 {
-    return (size_t)hash & (st->cap - 1);
+    return (pd_user *)(uintptr_t)st->table.slots[i].value;
+}
+
+/* The slot holding the user of this id and hash, or the empty slot ending its chain. */
+static size_t find_slot(const pd_user_state *st, const char *id, size_t len, uint64_t h)
+{
+    const pd_hashtab *t = &st->table;
+    size_t i = pd_hashtab_first(t, h);
+    for (; t->slots[i].value; i = pd_hashtab_next(t, i)) {
+        const pd_user *u = slot_user(st, i);
+        if (t->slots[i].hash == h && u->id_len == len && memcmp(u->id, id, len) == 0)
+            break;
+    }
+    return i;
 }
 
 pd_user *pd_user_state_find(pd_user_state *st, const char *id, size_t len)
 {
-    uint64_t h = pd_user_hash(id, len);
-    for (size_t i = slot_of(st, h);; i = (i + 1) & (st->cap - 1)) {
-        const slot *sl = &st->slots[i];
-        if (!sl->u)
-            return NULL;
-        if (sl->hash == h && sl->u->id_len == len && memcmp(sl->u->id, id, len) == 0)
-            return sl->u;
-    }
-}
-
-static int table_grow(pd_user_state *st)
-{
-    size_t ncap = st->cap * 2;
-    slot *ns = calloc(ncap, sizeof *ns);
-    if (!ns)
-        return -ENOMEM;
-    for (size_t i = 0; i < st->cap; i++) {
-        if (!st->slots[i].u)
-            continue;
-        size_t j = (size_t)st->slots[i].hash & (ncap - 1);
-        while (ns[j].u)
-            j = (j + 1) & (ncap - 1);
-        ns[j] = st->slots[i];
-    }
-    free(st->slots);
-    st->slots = ns;
-    st->cap = ncap;
-    return 0;
+    return slot_user(st, find_slot(st, id, len, pd_user_hash(id, len)));
 }
 
 static void lru_unlink(pd_user_state *st, pd_user *u)
@@ -227,27 +206,20 @@ pd_user *pd_user_state_get(pd_user_state *st, const char *id, size_t len, int64_
                            bool *ret_created)
 {
     uint64_t h = pd_user_hash(id, len);
-    size_t i;
-    for (i = slot_of(st, h); st->slots[i].u; i = (i + 1) & (st->cap - 1)) {
-        pd_user *u = st->slots[i].u;
-        if (st->slots[i].hash == h && u->id_len == len && memcmp(u->id, id, len) == 0) {
-            if (ts_ms > u->seen_ts_ms)
-                u->seen_ts_ms = ts_ms;
-            if (st->lru_first != u) {
-                lru_unlink(st, u);
-                lru_push_front(st, u);
-            }
-            if (ret_created)
-                *ret_created = false;
-            return u;
+    pd_user *found = slot_user(st, find_slot(st, id, len, h));
+    if (found) {
+        if (ts_ms > found->seen_ts_ms)
+            found->seen_ts_ms = ts_ms;
+        if (st->lru_first != found) {
+            lru_unlink(st, found);
+            lru_push_front(st, found);
         }
+        if (ret_created)
+            *ret_created = false;
+        return found;
     }
-    if ((st->count + 1) * 2 > st->cap) {
-        if (table_grow(st) < 0)
-            return NULL;
-        for (i = slot_of(st, h); st->slots[i].u; i = (i + 1) & (st->cap - 1))
-            ;
-    }
+    if (pd_hashtab_reserve(&st->table) < 0)
+        return NULL;
     /* id and arrays share the record's block: one allocation, and an event touches one
      * region of memory per user instead of three */
     size_t id_room = (len + 1 + 7) & ~(size_t)7;
@@ -266,7 +238,7 @@ pd_user *pd_user_state_get(pd_user_state *st, const char *id, size_t len, int64_
     u->seen_ts_ms = ts_ms;
     body_attach(u, body, &st->layout);
     body_init(u, &st->layout);
-    st->slots[i] = (slot){.hash = h, .u = u};
+    pd_hashtab_insert(&st->table, h, (uint64_t)(uintptr_t)u);
     st->count++;
     u->bytes = (uint32_t)user_size(st, len);
     st->user_bytes += u->bytes;
@@ -371,23 +343,9 @@ double pd_user_sketch_estimate(const pd_user *u, size_t i)
 
 void pd_user_state_remove(pd_user_state *st, pd_user *u)
 {
-    size_t i = slot_of(st, u->hash);
-    while (st->slots[i].u != u)
-        i = (i + 1) & (st->cap - 1);
-    /* backward-shift deletion keeps every probe chain unbroken */
-    size_t j = i;
-    for (;;) {
-        j = (j + 1) & (st->cap - 1);
-        if (!st->slots[j].u)
-            break;
-        size_t home = slot_of(st, st->slots[j].hash);
-        bool between = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
-        if (between)
-            continue;
-        st->slots[i] = st->slots[j];
-        i = j;
-    }
-    st->slots[i] = (slot){0};
+    size_t i = pd_hashtab_slot_of(&st->table, u->hash, (uint64_t)(uintptr_t)u);
+    assert(slot_user(st, i) == u && u->pending.first == NULL); /* pending released first */
+    pd_hashtab_remove_at(&st->table, i);
     st->count--;
     st->user_bytes -= u->bytes;
     lru_unlink(st, u);
@@ -406,7 +364,7 @@ size_t pd_user_state_count(const pd_user_state *st)
 
 size_t pd_user_state_memory(const pd_user_state *st)
 {
-    return sizeof *st + st->cap * sizeof(slot) + st->user_bytes;
+    return sizeof *st + pd_hashtab_memory(&st->table) + st->user_bytes;
 }
 
 int pd_user_state_each(pd_user_state *st, pd_user_visit_fn fn, void *ctx)
@@ -511,196 +469,213 @@ out_nomem:
 
 /* ---- snapshots ---- */
 
-#define USER_MAGIC UINT32_C(0x50445553) /* "PDUS" */
+/* The users section, version 1 (little-endian, field by field):
+ *   u32 version; u64 users; layout: u32 types, u32 accumulators (each i32 type, i64 half-life,
+ *   bool sum), u32 sketches (each i32 type), u32 ring items;
+ *   per user, least recently seen first (loading in this order recreates the LRU list):
+ *   str id, u64 events, i64 first, last, seen; i64 last per type; per accumulator f64 value,
+ *   i64 its time; sketches as u64 words; u32 ring head, u32 ring length, u32 ring items;
+ *   label ring: PD_LABEL_RING x (i64 ts, u32 item, i32 type), u32 head, u32 length. */
+#define USERS_VERSION 1
+#define MAX_LAYOUT    4096
 
-static int put(FILE *out, const void *p, size_t n)
+static void put_layout(pd_bin_writer *w, const pd_user_layout *l)
 {
-    if (n == 0)
-        return 0; /* p may be NULL for an empty array */
-    return fwrite(p, 1, n, out) == n ? 0 : -EIO;
-}
-
-static int get(FILE *in, void *p, size_t n)
-{
-    if (n == 0)
-        return 0;
-    return fread(p, 1, n, in) == n ? 0 : -EIO;
-}
-
-/* Field by field, so struct padding never reaches the file. */
-static int put_acc_defs(FILE *out, const pd_acc_def *defs, size_t n)
-{
-    int r = 0;
-    for (size_t i = 0; i < n; i++) {
-        int32_t type = defs[i].event_type;
-        uint8_t sum = defs[i].sum_value;
-        r |= put(out, &type, sizeof type);
-        r |= put(out, &defs[i].half_life_ms, sizeof defs[i].half_life_ms);
-        r |= put(out, &sum, sizeof sum);
+    pd_bin_put_u32(w, (uint32_t)l->n_types);
+    pd_bin_put_u32(w, (uint32_t)l->n_acc);
+    for (size_t i = 0; i < l->n_acc; i++) {
+        pd_bin_put_i32(w, l->acc[i].event_type);
+        pd_bin_put_i64(w, l->acc[i].half_life_ms);
+        pd_bin_put_bool(w, l->acc[i].sum_value);
     }
-    return r;
+    pd_bin_put_u32(w, (uint32_t)l->n_sketch);
+    for (size_t i = 0; i < l->n_sketch; i++)
+        pd_bin_put_i32(w, l->sketch_type[i]);
+    pd_bin_put_u32(w, (uint32_t)l->ring_items);
 }
 
-static int get_acc_defs(FILE *in, pd_acc_def *defs, size_t n)
+/* Reads a saved layout into *l (arrays allocated; layout_release frees them). */
+static void get_layout(pd_bin_reader *r, pd_user_layout *l)
 {
-    for (size_t i = 0; i < n; i++) {
-        int32_t type;
-        uint8_t sum;
-        if (get(in, &type, sizeof type) || get(in, &defs[i].half_life_ms, sizeof(int64_t)) ||
-            get(in, &sum, sizeof sum))
-            return -EIO;
-        defs[i].event_type = type;
-        defs[i].sum_value = sum != 0;
+    memset(l, 0, sizeof *l);
+    l->n_types = pd_bin_get_u32(r);
+    l->n_acc = pd_bin_get_u32(r);
+    if (!r->err && (l->n_types > PD_MAX_EVENT_TYPES || l->n_acc > MAX_LAYOUT))
+        pd_bin_fail(r, "user state layout of %zu types, %zu accumulators", l->n_types, l->n_acc);
+    if (r->err)
+        return;
+    if (!(l->acc = calloc(l->n_acc ? l->n_acc : 1, sizeof *l->acc))) {
+        pd_bin_fail(r, "out of memory");
+        return;
     }
-    return 0;
+    for (size_t i = 0; i < l->n_acc && !r->err; i++) {
+        l->acc[i].event_type = pd_bin_get_i32(r);
+        l->acc[i].half_life_ms = pd_bin_get_i64(r);
+        l->acc[i].sum_value = pd_bin_get_bool(r);
+    }
+    l->n_sketch = pd_bin_get_u32(r);
+    if (!r->err && l->n_sketch > MAX_LAYOUT)
+        pd_bin_fail(r, "user state layout of %zu sketches", l->n_sketch);
+    if (r->err)
+        return;
+    if (!(l->sketch_type = calloc(l->n_sketch ? l->n_sketch : 1, sizeof *l->sketch_type))) {
+        pd_bin_fail(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < l->n_sketch; i++)
+        l->sketch_type[i] = pd_bin_get_i32(r);
+    l->ring_items = pd_bin_get_u32(r);
+    if (!r->err && l->ring_items > MAX_LAYOUT)
+        pd_bin_fail(r, "user state layout of %zu ring items", l->ring_items);
 }
 
-int pd_user_state_save(const pd_user_state *st, FILE *out)
+static void put_user(pd_bin_writer *w, const pd_user_layout *l, const pd_user *u)
+{
+    pd_bin_put_str(w, u->id, u->id_len);
+    pd_bin_put_u64(w, u->events);
+    pd_bin_put_i64(w, u->first_ts_ms);
+    pd_bin_put_i64(w, u->last_ts_ms);
+    pd_bin_put_i64(w, u->seen_ts_ms);
+    for (size_t i = 0; i < l->n_types; i++)
+        pd_bin_put_i64(w, u->last_ts_by_type[i]);
+    for (size_t i = 0; i < l->n_acc; i++) {
+        pd_bin_put_f64(w, u->acc[i].value);
+        pd_bin_put_i64(w, u->acc[i].ts_ms);
+    }
+    pd_bin_put_u64_array(w, u->sketch, l->n_sketch * SKETCH_WORDS);
+    pd_bin_put_u32(w, u->ring_head);
+    pd_bin_put_u32(w, u->ring_len);
+    pd_bin_put_u32_array(w, u->ring, l->ring_items);
+    for (size_t i = 0; i < PD_LABEL_RING; i++) {
+        pd_bin_put_i64(w, u->labels[i].ts_ms);
+        pd_bin_put_u32(w, u->labels[i].item_hash);
+        pd_bin_put_i32(w, u->labels[i].type);
+    }
+    pd_bin_put_u32(w, u->labels_head);
+    pd_bin_put_u32(w, u->labels_len);
+}
+
+int pd_user_state_save(const pd_user_state *st, pd_bin_writer *w)
 {
     const pd_user_layout *l = &st->layout;
-    uint32_t magic = USER_MAGIC;
-    uint64_t count = st->count, n_types = l->n_types, n_acc = l->n_acc, n_sketch = l->n_sketch,
-             ring = l->ring_items;
-    int r = 0;
-    r |= put(out, &magic, sizeof magic);
-    r |= put(out, &count, sizeof count);
-    r |= put(out, &n_types, sizeof n_types);
-    r |= put(out, &n_acc, sizeof n_acc);
-    r |= put_acc_defs(out, l->acc, n_acc);
-    r |= put(out, &n_sketch, sizeof n_sketch);
-    r |= put(out, l->sketch_type, n_sketch * sizeof *l->sketch_type);
-    r |= put(out, &ring, sizeof ring);
-    /* least recently seen first: loading in this order recreates the LRU list */
-    for (const pd_user *u = st->lru_last; u && !r; u = u->lru_prev) {
-        r |= put(out, &u->id_len, sizeof u->id_len);
-        r |= put(out, u->id, u->id_len);
-        r |= put(out, &u->events, sizeof u->events);
-        r |= put(out, &u->first_ts_ms, sizeof u->first_ts_ms);
-        r |= put(out, &u->last_ts_ms, sizeof u->last_ts_ms);
-        r |= put(out, &u->seen_ts_ms, sizeof u->seen_ts_ms);
-        r |= put(out, u->last_ts_by_type, n_types * sizeof(int64_t));
-        r |= put(out, u->acc, n_acc * sizeof(pd_acc));
-        r |= put(out, u->sketch, n_sketch * SKETCH_WORDS * sizeof(uint64_t));
-        r |= put(out, &u->ring_head, sizeof u->ring_head);
-        r |= put(out, &u->ring_len, sizeof u->ring_len);
-        r |= put(out, u->ring, ring * sizeof(uint32_t));
-        r |= put(out, u->labels, sizeof u->labels);
-        r |= put(out, &u->labels_head, sizeof u->labels_head);
-        r |= put(out, &u->labels_len, sizeof u->labels_len);
-    }
-    return r ? -EIO : 0;
+    pd_bin_put_version(w, USERS_VERSION);
+    pd_bin_put_u64(w, st->count);
+    put_layout(w, l);
+    for (const pd_user *u = st->lru_last; u && !w->err; u = u->lru_prev)
+        put_user(w, l, u);
+    return w->err;
 }
 
-int pd_user_state_load(pd_user_state *st, FILE *in, char *errbuf, size_t errlen)
+/* Reads one user in the saved layout into old (its body at tmp); the id goes to id. */
+static void get_user(pd_bin_reader *r, const pd_user_layout *saved, pd_user *old, void *tmp,
+                     char *id, size_t id_cap)
 {
-    uint32_t magic;
-    uint64_t count, n_types, n_acc, n_sketch, ring;
+    memset(old, 0, sizeof *old);
+    old->id_len = (uint32_t)pd_bin_get_str(r, id, id_cap);
+    body_attach(old, tmp, saved);
+    old->events = pd_bin_get_u64(r);
+    old->first_ts_ms = pd_bin_get_i64(r);
+    old->last_ts_ms = pd_bin_get_i64(r);
+    old->seen_ts_ms = pd_bin_get_i64(r);
+    for (size_t i = 0; i < saved->n_types; i++)
+        old->last_ts_by_type[i] = pd_bin_get_i64(r);
+    for (size_t i = 0; i < saved->n_acc; i++) {
+        old->acc[i].value = pd_bin_get_f64(r);
+        old->acc[i].ts_ms = pd_bin_get_i64(r);
+    }
+    pd_bin_get_u64_array(r, old->sketch, saved->n_sketch * SKETCH_WORDS);
+    old->ring_head = pd_bin_get_u32(r);
+    old->ring_len = pd_bin_get_u32(r);
+    pd_bin_get_u32_array(r, old->ring, saved->ring_items);
+    for (size_t i = 0; i < PD_LABEL_RING; i++) {
+        old->labels[i].ts_ms = pd_bin_get_i64(r);
+        old->labels[i].item_hash = pd_bin_get_u32(r);
+        old->labels[i].type = pd_bin_get_i32(r);
+    }
+    old->labels_head = pd_bin_get_u32(r);
+    old->labels_len = pd_bin_get_u32(r);
+    size_t ring = saved->ring_items;
+    if (!r->err && (old->id_len == 0 || old->ring_head >= (ring ? ring : 1) ||
+                    old->ring_len > ring || old->labels_head >= PD_LABEL_RING ||
+                    old->labels_len > PD_LABEL_RING))
+        pd_bin_fail(r, "a user record is inconsistent");
+}
+
+/* Maps a user read in the saved layout onto the store's own layout. */
+static void adopt_user(const pd_user_layout *l, const pd_user_layout *saved, pd_user *u,
+                       const pd_user *old)
+{
+    u->events = old->events;
+    u->first_ts_ms = old->first_ts_ms;
+    u->last_ts_ms = old->last_ts_ms;
+    u->seen_ts_ms = old->seen_ts_ms;
+    for (size_t i = 0; i < l->n_types && i < saved->n_types; i++)
+        u->last_ts_by_type[i] = old->last_ts_by_type[i];
+    for (size_t i = 0; i < l->n_acc; i++) {
+        int j = acc_find(saved, &l->acc[i]);
+        if (j >= 0)
+            u->acc[i] = old->acc[j];
+    }
+    for (size_t i = 0; i < l->n_sketch; i++) {
+        int j = sketch_find(saved, l->sketch_type[i]);
+        if (j >= 0)
+            memcpy(u->sketch + i * SKETCH_WORDS, old->sketch + (size_t)j * SKETCH_WORDS,
+                   SKETCH_WORDS * sizeof(uint64_t));
+    }
+    size_t ring = saved->ring_items;
+    uint32_t keep = old->ring_len < l->ring_items ? old->ring_len : (uint32_t)l->ring_items;
+    u->ring_head = u->ring_len = 0;
+    for (uint32_t k = keep; k > 0; k--) {
+        uint32_t idx = (uint32_t)((old->ring_head + ring - k) % ring);
+        u->ring[u->ring_head] = old->ring[idx];
+        u->ring_head = (uint32_t)((u->ring_head + 1) % l->ring_items);
+        u->ring_len++;
+    }
+    memcpy(u->labels, old->labels, sizeof u->labels);
+    u->labels_head = old->labels_head;
+    u->labels_len = old->labels_len;
+}
+
+int pd_user_state_load(pd_user_state *st, pd_bin_reader *r, char *errbuf, size_t errlen)
+{
     pd_user_layout saved;
-    memset(&saved, 0, sizeof saved);
-    int r = -EIO;
-    if (get(in, &magic, sizeof magic) || magic != USER_MAGIC || get(in, &count, sizeof count) ||
-        get(in, &n_types, sizeof n_types) || get(in, &n_acc, sizeof n_acc) || n_acc > 4096 ||
-        n_types > PD_MAX_EVENT_TYPES) {
-        snprintf(errbuf, errlen, "user state section is malformed");
-        return -EINVAL;
-    }
-    saved.n_types = n_types;
-    saved.n_acc = n_acc;
-    saved.acc = calloc(n_acc ? n_acc : 1, sizeof *saved.acc);
-    if (!saved.acc || get_acc_defs(in, saved.acc, n_acc) || get(in, &n_sketch, sizeof n_sketch) ||
-        n_sketch > 4096)
-        goto out_malformed;
-    saved.n_sketch = n_sketch;
-    saved.sketch_type = calloc(n_sketch ? n_sketch : 1, sizeof *saved.sketch_type);
-    if (!saved.sketch_type || get(in, saved.sketch_type, n_sketch * sizeof *saved.sketch_type) ||
-        get(in, &ring, sizeof ring) || ring > 4096)
-        goto out_malformed;
-    saved.ring_items = ring;
-
-    /* Read each user in the saved layout, then map it onto the store's own layout. */
-    size_t saved_bytes = body_size(&saved);
-    void *tmp = malloc(saved_bytes ? saved_bytes : 1);
-    char *id = malloc(65536 + 1);
-    if (!tmp || !id) {
-        free(tmp);
-        free(id);
-        r = -ENOMEM;
-        snprintf(errbuf, errlen, "out of memory loading user state");
+    void *tmp = NULL;
+    char *id = NULL;
+    int ret = -EINVAL;
+    pd_bin_get_version(r, "users", USERS_VERSION);
+    uint64_t count = pd_bin_get_u64(r);
+    get_layout(r, &saved);
+    if (r->err)
         goto out_release;
+    size_t saved_bytes = body_size(&saved);
+    tmp = malloc(saved_bytes ? saved_bytes : 1);
+    id = malloc(65536 + 1);
+    if (!tmp || !id) {
+        ret = -ENOMEM;
+        snprintf(errbuf, errlen, "out of memory loading user state");
+        goto out_free;
     }
-    const pd_user_layout *l = &st->layout;
     for (uint64_t n = 0; n < count; n++) {
         pd_user old;
-        memset(&old, 0, sizeof old);
-        if (get(in, &old.id_len, sizeof old.id_len) || old.id_len > 65536 ||
-            get(in, id, old.id_len))
-            goto out_malformed_tmp;
-        body_attach(&old, tmp, &saved);
-        if (get(in, &old.events, sizeof old.events) ||
-            get(in, &old.first_ts_ms, sizeof old.first_ts_ms) ||
-            get(in, &old.last_ts_ms, sizeof old.last_ts_ms) ||
-            get(in, &old.seen_ts_ms, sizeof old.seen_ts_ms) ||
-            get(in, old.last_ts_by_type, n_types * sizeof(int64_t)) ||
-            get(in, old.acc, n_acc * sizeof(pd_acc)) ||
-            get(in, old.sketch, n_sketch * SKETCH_WORDS * sizeof(uint64_t)) ||
-            get(in, &old.ring_head, sizeof old.ring_head) ||
-            get(in, &old.ring_len, sizeof old.ring_len) ||
-            get(in, old.ring, ring * sizeof(uint32_t)) || get(in, old.labels, sizeof old.labels) ||
-            get(in, &old.labels_head, sizeof old.labels_head) ||
-            get(in, &old.labels_len, sizeof old.labels_len))
-            goto out_malformed_tmp;
-        if (old.ring_head >= (ring ? ring : 1) || old.ring_len > ring ||
-            old.labels_head >= PD_LABEL_RING || old.labels_len > PD_LABEL_RING)
-            goto out_malformed_tmp;
+        get_user(r, &saved, &old, tmp, id, 65536 + 1);
+        if (r->err)
+            goto out_release;
         pd_user *u = pd_user_state_get(st, id, old.id_len, old.seen_ts_ms, NULL);
         if (!u) {
-            r = -ENOMEM;
+            ret = -ENOMEM;
             snprintf(errbuf, errlen, "out of memory loading user state");
-            goto out_free_tmp;
+            goto out_free;
         }
-        u->events = old.events;
-        u->first_ts_ms = old.first_ts_ms;
-        u->last_ts_ms = old.last_ts_ms;
-        u->seen_ts_ms = old.seen_ts_ms;
-        for (size_t i = 0; i < l->n_types && i < n_types; i++)
-            u->last_ts_by_type[i] = old.last_ts_by_type[i];
-        for (size_t i = 0; i < l->n_acc; i++) {
-            int j = acc_find(&saved, &l->acc[i]);
-            if (j >= 0)
-                u->acc[i] = old.acc[j];
-        }
-        for (size_t i = 0; i < l->n_sketch; i++) {
-            int j = sketch_find(&saved, l->sketch_type[i]);
-            if (j >= 0)
-                memcpy(u->sketch + i * SKETCH_WORDS, old.sketch + (size_t)j * SKETCH_WORDS,
-                       SKETCH_WORDS * sizeof(uint64_t));
-        }
-        uint32_t keep = old.ring_len < l->ring_items ? old.ring_len : (uint32_t)l->ring_items;
-        u->ring_head = u->ring_len = 0;
-        for (uint32_t k = keep; k > 0; k--) {
-            uint32_t idx = (uint32_t)((old.ring_head + ring - k) % ring);
-            u->ring[u->ring_head] = old.ring[idx];
-            u->ring_head = (uint32_t)((u->ring_head + 1) % l->ring_items);
-            u->ring_len++;
-        }
-        memcpy(u->labels, old.labels, sizeof u->labels);
-        u->labels_head = old.labels_head;
-        u->labels_len = old.labels_len;
+        adopt_user(&st->layout, &saved, u, &old);
     }
-    r = 0;
-    goto out_free_tmp;
+    ret = 0;
+    goto out_free;
 
-out_malformed_tmp:
-    snprintf(errbuf, errlen, "user state section is truncated or malformed");
-    r = -EINVAL;
-out_free_tmp:
+out_release:
+    snprintf(errbuf, errlen, "user state section: %s", r->why[0] ? r->why : "truncated");
+out_free:
     free(tmp);
     free(id);
-    goto out_release;
-out_malformed:
-    snprintf(errbuf, errlen, "user state section is truncated or malformed");
-    r = -EINVAL;
-out_release:
     layout_release(&saved);
-    return r;
+    return ret;
 }

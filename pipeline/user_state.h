@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/binio.h"
 #include "config/config.h"
 
 #define PD_SKETCH_BITS 512 /* linear-counting bitmap per distinct-items sketch */
@@ -47,11 +48,18 @@ typedef struct pd_label_event {
 
 struct pd_pending;
 
+/* A user's waiting examples. The label join (pipeline/labels.c) is the only reader and writer;
+ * the store zeroes it when it makes a user and never looks at it. */
+typedef struct pd_user_pending {
+    struct pd_pending *first; /* oldest first */
+    struct pd_pending *last;
+    uint32_t count;
+} pd_user_pending;
+
 typedef struct pd_user {
     uint64_t hash;
     char *id; /* NUL-terminated, id_len bytes */
     uint32_t id_len;
-    uint32_t n_pending;
     uint64_t events;
     int64_t first_ts_ms;
     int64_t last_ts_ms;       /* any type; INT64_MIN before the first event */
@@ -62,8 +70,7 @@ typedef struct pd_user {
     uint32_t ring_head, ring_len;
     pd_label_event labels[PD_LABEL_RING];
     uint32_t labels_head, labels_len;
-    struct pd_pending *pending_first; /* owned by the label join; oldest first */
-    struct pd_pending *pending_last;
+    pd_user_pending pending; /* the label join's */
     /* LRU list of the store, most recently seen first */
     struct pd_user *lru_prev, *lru_next;
     int64_t seen_ts_ms; /* event time of the last event that touched the user */
@@ -122,7 +129,7 @@ int pd_user_state_relayout(pd_user_state *st, const pd_user_layout *layout, char
 
 /* Snapshot support: the users' records in a compact binary form (pending examples are
  * written by the label join). */
-int pd_user_state_save(const pd_user_state *st, FILE *out);
-int pd_user_state_load(pd_user_state *st, FILE *in, char *errbuf, size_t errlen);
+int pd_user_state_save(const pd_user_state *st, pd_bin_writer *w);
+int pd_user_state_load(pd_user_state *st, pd_bin_reader *r, char *errbuf, size_t errlen);
 
 #endif

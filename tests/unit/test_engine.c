@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -170,9 +172,12 @@ static void test_value_labels_and_scores(void **state)
     assert_int_equal(examples(eng, 1), 1);
     pd_model_info mi;
     pd_engine_model_info(eng, 1, &mi);
-    assert_int_equal(mi.metrics.examples, 1);
+    assert_int_equal(mi.examples, 1);
+    assert_int_equal(mi.output_kind, PD_OUTPUT_VALUE);
+    assert_string_equal(mi.kind, "glm");
     /* the first prediction is made before learning: 0, so the absolute error is 42 */
-    assert_true(fabs(mi.metrics.mae - 42.0) < 1e-9);
+    assert_true(fabs(pd_model_info_figure(&mi, "mae") - 42.0) < 1e-9);
+    assert_true(isnan(pd_model_info_figure(&mi, "log_loss"))); /* no such figure */
     event(buf, sizeof buf, "purchase", "a", 1001, ""); /* no price: no example */
     feed(eng, 0, buf);
     assert_int_equal(examples(eng, 1), 1);
@@ -201,7 +206,7 @@ static void test_reload_and_forget(void **state)
     char *alpha = strstr(yaml, "    type: logistic\n");
     assert_non_null(alpha);
     char *changed = NULL;
-    assert_true(asprintf(&changed, "%.*s    type: logistic\n    alpha: 0.3\n%s",
+    assert_true(asprintf(&changed, "%.*s    type: logistic\n    alpha: 0.5\n%s",
                          (int)(alpha - yaml), yaml, alpha + strlen("    type: logistic\n")) > 0);
     pd_config *conf2 = load(changed);
     char fresh[256], err[256];
@@ -339,6 +344,129 @@ static void test_evictions_counted_and_kept(void **state)
     pd_config_free(conf);
 }
 
+/* Snapshots written by earlier builds (tests/unit/fixtures/README.md): the current format's
+ * fixture restores with every counter and waiting example; format 1 (raw memory sections) is
+ * refused with a message that says what to do, and the search for an older snapshot stops at
+ * it instead of starting fresh. */
+static const char *const fixture_yaml = "kafka: {brokers: b, topics: [t], group: g}\n"
+                                        "events: {types: [view, click, purchase]}\n"
+                                        "features:\n"
+                                        "  device: {categorical: context.device}\n"
+                                        "  views: {decayed_count: view, half_life: 1h}\n"
+                                        "models:\n"
+                                        "  buy:\n"
+                                        "    type: logistic\n"
+                                        "    bits: 6\n"
+                                        "    features: [device, views]\n"
+                                        "    example_on: [view]\n"
+                                        "    label: {positive_on: purchase, within: 5m}\n";
+
+static void test_snapshot_fixtures(void **state)
+{
+    (void)state;
+    char err[1024], fresh[256];
+    pd_config *conf = load(fixture_yaml);
+    pd_engine *eng = engine_from(conf);
+    pd_snapshot *s = pd_snapshot_open("fixtures/snapshot-v2.pds", err, sizeof err);
+    if (!s)
+        fail_msg("%s", err);
+    if (pd_engine_load(eng, s, fresh, sizeof fresh, err, sizeof err) < 0)
+        fail_msg("%s", err);
+    pd_snapshot_close(s);
+    assert_string_equal(fresh, "");
+    pd_engine_stats st;
+    pd_engine_get_stats(eng, &st);
+    assert_int_equal(st.events, 40);
+    assert_int_equal(st.users, 3);
+    assert_int_equal(st.labels.pending, 5);
+    pd_model_info mi;
+    pd_engine_model_info(eng, 0, &mi);
+    assert_int_equal(mi.examples, 31);
+    assert_int_equal(mi.positives, 4);
+    /* the waiting examples come back with their users: a late purchase of u1 labels its
+     * views of the last five minutes, the rest go negative as event time moves on */
+    char buf[256];
+    event(buf, sizeof buf, "purchase", "u1", 1764000000 + 40 * 60, NULL);
+    feed(eng, 0, buf);
+    event(buf, sizeof buf, "click", "u9", 1764000000 + 3 * 3600, NULL);
+    feed(eng, 0, buf);
+    pd_engine_model_info(eng, 0, &mi);
+    pd_engine_get_stats(eng, &st);
+    assert_int_equal(mi.examples, 36);
+    assert_true(mi.positives > 4);
+    assert_int_equal(st.labels.pending, 0);
+    pd_engine_free(eng);
+
+    assert_null(pd_snapshot_open("fixtures/snapshot-v1.pds", err, sizeof err));
+    assert_non_null(strstr(err, "format version 1"));
+    assert_non_null(strstr(err, "move the snapshot directory away"));
+    char dir[] = "/tmp/pd-engine-v1-XXXXXX", path[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/snapshot-00000000000000000001.pds", dir);
+    FILE *in = fopen("fixtures/snapshot-v1.pds", "rb"), *out = fopen(path, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char bytes[8192];
+    size_t n = fread(bytes, 1, sizeof bytes, in);
+    assert_int_equal(fwrite(bytes, 1, n, out), n);
+    fclose(in);
+    fclose(out);
+    err[0] = '\0';
+    assert_null(pd_snapshot_open_latest(dir, NULL, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "format version 1"));
+    unlink(path);
+    rmdir(dir);
+    pd_config_free(conf);
+}
+
+/* When the engine runs out of memory mid-event, the result is still filled (no scores, not a
+ * forget): the daemon reads it either way. Memory is made to run out in a child process by
+ * lowering its address-space limit (not under AddressSanitizer, which needs its reservations). */
+static void test_out_of_memory_fills_the_result(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    skip();
+#else
+    pd_config *conf = load(base_yaml);
+    pd_engine *eng = engine_from(conf);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit lim;
+        FILE *f = fopen("/proc/self/statm", "r");
+        unsigned long pages = 0;
+        if (!f || fscanf(f, "%lu", &pages) != 1)
+            _exit(3);
+        fclose(f);
+        lim.rlim_cur = lim.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (8u << 20);
+        if (setrlimit(RLIMIT_AS, &lim) < 0)
+            _exit(4);
+        char buf[256];
+        for (int i = 0; i < 10000000; i++) {
+            char user[32];
+            snprintf(user, sizeof user, "user-%d", i);
+            event(buf, sizeof buf, "view", user, 1000 + i, NULL);
+            pd_event ev;
+            if (pd_engine_decode(eng, buf, strlen(buf), 0, &ev, NULL, 0) != PD_DECODE_OK)
+                _exit(5);
+            pd_engine_result res;
+            memset(&res, 0xa5, sizeof res);
+            if (pd_engine_process(eng, &ev, &res) < 0)
+                _exit(res.user == ev.user && res.n_scores == 0 && !res.forgotten ? 0 : 1);
+        }
+        _exit(2); /* never ran out */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    pd_engine_free(eng);
+    pd_config_free(conf);
+#endif
+}
+
 /* The quality gate stops publishing while recent AUC is below the floor and publishes again
  * once the model recovers; learning never stops. */
 static void test_quality_gate(void **state)
@@ -376,7 +504,7 @@ static void test_quality_gate(void **state)
     }
     pd_engine_model_info(eng, 0, &mi);
     assert_false(mi.gate_open);
-    assert_true(mi.metrics.recent_auc < 0.7);
+    assert_true(pd_model_info_figure(&mi, "auc_recent") < 0.7);
     snprintf(buf, sizeof buf,
              "{\"type\":\"view\",\"user_id\":\"u1\",\"ts\":5000,\"label\":0,"
              "\"context\":{\"device\":\"d1\"}}");
@@ -395,7 +523,7 @@ static void test_quality_gate(void **state)
         feed(eng, 0, buf);
     }
     pd_engine_model_info(eng, 0, &mi);
-    assert_true(mi.metrics.recent_auc > 0.9);
+    assert_true(pd_model_info_figure(&mi, "auc_recent") > 0.9);
     assert_true(mi.gate_open);
     pd_engine_free(eng);
     pd_config_free(conf);
@@ -409,6 +537,8 @@ int main(void)
         cmocka_unit_test(test_value_labels_and_scores),
         cmocka_unit_test(test_reload_and_forget),
         cmocka_unit_test(test_evictions_counted_and_kept),
+        cmocka_unit_test(test_snapshot_fixtures),
+        cmocka_unit_test(test_out_of_memory_fills_the_result),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_quality_gate),
     };

@@ -14,6 +14,35 @@
 
 #include "pipeline/labels.h"
 
+/* The stores read and write sections through the binary encoding. */
+static int save_users(const pd_user_state *st, FILE *f)
+{
+    pd_bin_writer w;
+    pd_bin_writer_init(&w, f);
+    return pd_user_state_save(st, &w);
+}
+
+static int load_users(pd_user_state *st, FILE *f, char *err, size_t len)
+{
+    pd_bin_reader r;
+    pd_bin_reader_init(&r, f);
+    return pd_user_state_load(st, &r, err, len);
+}
+
+static int save_labels(const pd_labels *lb, FILE *f)
+{
+    pd_bin_writer w;
+    pd_bin_writer_init(&w, f);
+    return pd_labels_save(lb, &w);
+}
+
+static int load_labels(pd_labels *lb, pd_user_state *st, FILE *f, char *err, size_t len)
+{
+    pd_bin_reader r;
+    pd_bin_reader_init(&r, f);
+    return pd_labels_load(lb, st, &r, err, len);
+}
+
 #define ERRLEN       256
 #define MAX_RESOLVED 512
 #define NO_WATERMARK INT64_MIN
@@ -183,7 +212,7 @@ static void test_positive_within_window(void **state)
     add_ex(f, u, 0, &purchase_30m, 1000, 0, 1, NO_WATERMARK, false);
     add_ex(f, u, 1, &purchase_30m, 2000, 0, 2, NO_WATERMARK, false);
     assert_int_equal(f->rec.n, 0);
-    assert_int_equal(u->n_pending, 2);
+    assert_int_equal(pd_labels_user_pending(u), 2);
     /* a view or a click does not resolve a purchase rule */
     assert_int_equal(positive(f, u, VIEW, 5000, 0), 0);
     assert_int_equal(positive(f, u, CLICK, 5000, 0), 0);
@@ -205,7 +234,7 @@ static void test_positive_within_window(void **state)
     assert_true(s.added == 2);
     assert_true(s.positives == 2);
     assert_true(s.pending == 0);
-    assert_int_equal(u->n_pending, 0);
+    assert_int_equal(pd_labels_user_pending(u), 0);
     fx_free(f);
 }
 
@@ -276,7 +305,7 @@ static void test_advance(void **state)
     pd_labels_stats s = stats(f);
     assert_true(s.negatives == 3);
     assert_true(s.pending == 0);
-    assert_int_equal(u->n_pending, 0);
+    assert_int_equal(pd_labels_user_pending(u), 0);
     fx_free(f);
 }
 
@@ -332,7 +361,7 @@ static void test_late(void **state)
     /* a window ending at the watermark is still open */
     add_ex(f, u, 0, &rule, 9000, 0, 2, 10000, false);
     assert_int_equal(f->rec.n, 1);
-    assert_int_equal(u->n_pending, 1);
+    assert_int_equal(pd_labels_user_pending(u), 1);
     pd_labels_stats s = stats(f);
     assert_true(s.late == 1);
     assert_true(s.negatives == 1);
@@ -409,8 +438,8 @@ static void test_per_user_bound(void **state)
         add_ex(f, u, 0, &purchase_30m, (int64_t)i * 1000, 0, i, NO_WATERMARK, false);
     add_ex(f, w, 0, &purchase_30m, 500, 0, 100, NO_WATERMARK, false);
     /* u keeps its newest three; the evicted are never resolved */
-    assert_int_equal(u->n_pending, 3);
-    assert_int_equal(w->n_pending, 1);
+    assert_int_equal(pd_labels_user_pending(u), 3);
+    assert_int_equal(pd_labels_user_pending(w), 1);
     pd_labels_stats s = stats(f);
     assert_true(s.evicted_user == 2);
     assert_true(s.pending == 4);
@@ -438,7 +467,7 @@ static void test_total_bound(void **state)
     pd_labels_stats s = stats(f);
     assert_true(s.evicted_total == 1);
     assert_true(s.pending == 3);
-    assert_int_equal(b->n_pending, 1);
+    assert_int_equal(pd_labels_user_pending(b), 1);
     assert_int_equal(positive(f, b, PURCHASE, 50, 0), 0); /* example 1 is gone */
     assert_int_equal(pd_labels_advance(f->lb, INT64_MAX, record, &f->rec), 3);
     assert_true(label_of(&f->rec, 1) == -1);
@@ -503,8 +532,8 @@ static void test_forget_user(void **state)
     add_ex(f, b, 0, &purchase_30m, 1500, 0, 2, NO_WATERMARK, false);
     add_ex(f, a, 1, &purchase_30m, 2000, 0, 3, NO_WATERMARK, false);
     pd_labels_forget_user(f->lb, a);
-    assert_int_equal(a->n_pending, 0);
-    assert_null(a->pending_first);
+    assert_int_equal(pd_labels_user_pending(a), 0);
+    assert_null(a->pending.first);
     pd_labels_stats s = stats(f);
     assert_true(s.dropped == 2);
     assert_true(s.pending == 1);
@@ -648,14 +677,14 @@ static void test_save_load(void **state)
     assert_true(saved.pending == 5);
     FILE *file = tmpfile();
     assert_non_null(file);
-    assert_int_equal(pd_user_state_save(f->st, file), 0);
-    assert_int_equal(pd_labels_save(f->lb, file), 0);
+    assert_int_equal(save_users(f->st, file), 0);
+    assert_int_equal(save_labels(f->lb, file), 0);
     rewind(file);
 
     fx *g = fx_new(100, 1000);
-    if (pd_user_state_load(g->st, file, err, sizeof err) < 0)
+    if (load_users(g->st, file, err, sizeof err) < 0)
         fail_msg("user state load: %s", err);
-    if (pd_labels_load(g->lb, g->st, file, err, sizeof err) < 0)
+    if (load_labels(g->lb, g->st, file, err, sizeof err) < 0)
         fail_msg("labels load: %s", err);
     fclose(file);
 
@@ -663,8 +692,8 @@ static void test_save_load(void **state)
     assert_int_equal(g->rec.n, 0);
     pd_labels_stats loaded = stats(g);
     assert_memory_equal(&loaded, &saved, sizeof saved);
-    assert_int_equal(pd_user_state_find(g->st, "alice", 5)->n_pending, 3);
-    assert_int_equal(pd_user_state_find(g->st, "bob", 3)->n_pending, 2);
+    assert_int_equal(pd_labels_user_pending(pd_user_state_find(g->st, "alice", 5)), 3);
+    assert_int_equal(pd_labels_user_pending(pd_user_state_find(g->st, "bob", 3)), 2);
 
     f->rec.n = 0;
     finish(f);
@@ -699,7 +728,7 @@ static void test_load_malformed(void **state)
 
     assert_non_null(file);
     populate(f);
-    assert_int_equal(pd_labels_save(f->lb, file), 0);
+    assert_int_equal(save_labels(f->lb, file), 0);
     long size = ftell(file);
     rewind(file);
     char *bytes = malloc((size_t)size);
@@ -714,7 +743,7 @@ static void test_load_malformed(void **state)
     fx *g = fx_new(100, 1000);
     user(g, "alice");
     user(g, "bob");
-    assert_true(pd_labels_load(g->lb, g->st, file, err, sizeof err) < 0);
+    assert_true(load_labels(g->lb, g->st, file, err, sizeof err) < 0);
     assert_true(err[0] != '\0');
     fclose(file);
     free(bytes);

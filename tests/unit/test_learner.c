@@ -16,6 +16,21 @@
 #include "models/learner.h"
 #include "reference/learner_fixtures.h"
 
+/* The learner reads and writes its state through the binary encoding. */
+static int save_learner(const pd_learner *l, FILE *f)
+{
+    pd_bin_writer w;
+    pd_bin_writer_init(&w, f);
+    return pd_learner_save(l, &w);
+}
+
+static pd_learner *load_learner(const pd_learner_conf *c, FILE *f, char *err, size_t len)
+{
+    pd_bin_reader r;
+    pd_bin_reader_init(&r, f);
+    return pd_learner_load(c, &r, err, len);
+}
+
 #define ERRLEN 256
 
 /* ---- a deterministic synthetic stream ---- */
@@ -545,10 +560,10 @@ static pd_learner *round_trip(const pd_learner *l, const pd_learner_conf *conf, 
     FILE *f = tmpfile();
 
     assert_non_null(f);
-    assert_int_equal(pd_learner_save(l, f), 0);
+    assert_int_equal(save_learner(l, f), 0);
     *ret_size = ftell(f);
     rewind(f);
-    pd_learner *copy = pd_learner_load(conf, f, err, sizeof(err));
+    pd_learner *copy = load_learner(conf, f, err, sizeof(err));
     if (copy == NULL)
         fail_msg("pd_learner_load: %s", err);
     /* exactly the saved bytes were read */
@@ -630,7 +645,7 @@ static void test_load_errors(void **state)
     assert_non_null(f);
     pd_learner *l = new_learner(&c);
     learn_stream(l, 3, 300);
-    assert_int_equal(pd_learner_save(l, f), 0);
+    assert_int_equal(save_learner(l, f), 0);
     size = ftell(f);
 
     /* structure must match */
@@ -638,12 +653,12 @@ static void test_load_errors(void **state)
     d.bits = 20;
     rewind(f);
     err[0] = '\0';
-    assert_null(pd_learner_load(&d, f, err, sizeof(err)));
+    assert_null(load_learner(&d, f, err, sizeof(err)));
     assert_non_null(strstr(err, "bits"));
     d = c;
     d.optimizer = PD_OPT_ADAGRAD;
     rewind(f);
-    assert_null(pd_learner_load(&d, f, err, sizeof(err)));
+    assert_null(load_learner(&d, f, err, sizeof(err)));
 
     /* truncated anywhere */
     const long cuts[] = {0, 5, 20, 100, size / 2, size - 1};
@@ -657,7 +672,7 @@ static void test_load_errors(void **state)
         assert_int_equal(fwrite(buf, 1, (size_t)cuts[k], t), (size_t)cuts[k]);
         rewind(t);
         err[0] = '\0';
-        assert_null(pd_learner_load(&c, t, err, sizeof(err)));
+        assert_null(load_learner(&c, t, err, sizeof(err)));
         assert_true(err[0] != '\0');
         free(buf);
         fclose(t);
@@ -671,7 +686,7 @@ static void test_load_errors(void **state)
     d.l1 = 1.0;
     d.l2 = 0.1;
     rewind(f);
-    pd_learner *m = pd_learner_load(&d, f, err, sizeof(err));
+    pd_learner *m = load_learner(&d, f, err, sizeof(err));
     assert_non_null(m);
     probe_predictions(m, pb);
     for (int i = 0; i < N_PROBES; i++)

@@ -263,10 +263,14 @@ static void test_save_load(void **state)
         assert_non_null(a);
         assert_non_null(f);
         run_stream(rc, 0, rc->examples / 2, a, NULL);
-        assert_int_equal(pd_metrics_save(a, f), 0);
+        pd_bin_writer w;
+        pd_bin_writer_init(&w, f);
+        assert_int_equal(pd_metrics_save(a, &w), 0);
         long size = ftell(f);
         rewind(f);
-        pd_metrics *b = pd_metrics_load(rc->kind, rc->window, f, err, sizeof(err));
+        pd_bin_reader r;
+        pd_bin_reader_init(&r, f);
+        pd_metrics *b = pd_metrics_load(rc->kind, rc->window, &r, err, sizeof(err));
         if (b == NULL)
             fail_msg("pd_metrics_load: %s", err);
         assert_int_equal(ftell(f), size);
@@ -281,7 +285,8 @@ static void test_save_load(void **state)
 
         /* a smaller window keeps the most recent examples */
         rewind(f);
-        pd_metrics *s = pd_metrics_load(rc->kind, 3, f, err, sizeof(err));
+        pd_bin_reader_init(&r, f);
+        pd_metrics *s = pd_metrics_load(rc->kind, 3, &r, err, sizeof(err));
         assert_non_null(s);
         pd_metrics_report_get(s, &rb);
         assert_int_equal(rb.recent_examples, 3);
@@ -291,7 +296,8 @@ static void test_save_load(void **state)
         rewind(f);
         pd_metrics_kind other =
             rc->kind == PD_METRICS_REGRESSOR ? PD_METRICS_CLASSIFIER : PD_METRICS_REGRESSOR;
-        assert_null(pd_metrics_load(other, rc->window, f, err, sizeof(err)));
+        pd_bin_reader_init(&r, f);
+        assert_null(pd_metrics_load(other, rc->window, &r, err, sizeof(err)));
         FILE *t = tmpfile();
         char *buf = malloc((size_t)size);
         assert_non_null(t);
@@ -301,7 +307,8 @@ static void test_save_load(void **state)
         assert_int_equal(fwrite(buf, 1, (size_t)size - 1, t), (size_t)size - 1);
         rewind(t);
         err[0] = '\0';
-        assert_null(pd_metrics_load(rc->kind, rc->window, t, err, sizeof(err)));
+        pd_bin_reader_init(&r, t);
+        assert_null(pd_metrics_load(rc->kind, rc->window, &r, err, sizeof(err)));
         assert_non_null(strstr(err, "truncated"));
         free(buf);
         fclose(t);

@@ -15,6 +15,21 @@
 #include "pipeline/user_state.h"
 #include "reference/pipeline_fixtures.h"
 
+/* The stores read and write sections through the binary encoding. */
+static int save_users(const pd_user_state *st, FILE *f)
+{
+    pd_bin_writer w;
+    pd_bin_writer_init(&w, f);
+    return pd_user_state_save(st, &w);
+}
+
+static int load_users(pd_user_state *st, FILE *f, char *err, size_t len)
+{
+    pd_bin_reader r;
+    pd_bin_reader_init(&r, f);
+    return pd_user_state_load(st, &r, err, len);
+}
+
 #define ERRLEN 256
 #define HOUR   INT64_C(3600000)
 
@@ -524,11 +539,11 @@ static void test_save_load(void **state)
 
     FILE *f = tmpfile();
     assert_non_null(f);
-    assert_int_equal(pd_user_state_save(st, f), 0);
+    assert_int_equal(save_users(st, f), 0);
     rewind(f);
     pd_user_state *st2 = new_store(&l);
     char err[ERRLEN] = "";
-    if (pd_user_state_load(st2, f, err, sizeof err) < 0)
+    if (load_users(st2, f, err, sizeof err) < 0)
         fail_msg("load: %s", err);
     fclose(f);
 
@@ -553,7 +568,7 @@ static void test_save_load(void **state)
     /* a truncated section is refused */
     f = tmpfile();
     assert_non_null(f);
-    assert_int_equal(pd_user_state_save(st, f), 0);
+    assert_int_equal(save_users(st, f), 0);
     long size = ftell(f);
     assert_true(size > 100);
     rewind(f);
@@ -566,7 +581,7 @@ static void test_save_load(void **state)
     assert_int_equal(fwrite(bytes, 1, (size_t)size - 10, f), (size_t)size - 10);
     rewind(f);
     pd_user_state *st3 = new_store(&l);
-    assert_true(pd_user_state_load(st3, f, err, sizeof err) < 0);
+    assert_true(load_users(st3, f, err, sizeof err) < 0);
     fclose(f);
     free(bytes);
 
@@ -594,10 +609,10 @@ static void test_save_load_minimal_layout(void **state)
 
     FILE *f = tmpfile();
     assert_non_null(f);
-    assert_int_equal(pd_user_state_save(st, f), 0);
+    assert_int_equal(save_users(st, f), 0);
     rewind(f);
     pd_user_state *st2 = new_store(&l);
-    if (pd_user_state_load(st2, f, err, sizeof err) < 0)
+    if (load_users(st2, f, err, sizeof err) < 0)
         fail_msg("load: %s", err);
     fclose(f);
     assert_int_equal(pd_user_state_count(st2), 2);
