@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/log_level.h"
+
 #define PD_MAX_EVENT_TYPES 32
 #define PD_MAX_MODELS      64 /* checked by the loader; every layer may size tables by it */
 #define PD_MAX_CROSS       3
@@ -23,13 +25,6 @@ typedef struct pd_conf_pos {
     int line;         /* 1-based */
     int column;       /* 1-based */
 } pd_conf_pos;
-
-typedef enum pd_log_level {
-    PD_LOG_DEBUG,
-    PD_LOG_INFO,
-    PD_LOG_WARNING,
-    PD_LOG_ERROR,
-} pd_log_level;
 
 /* ---- kafka: ---- */
 typedef struct pd_kv {
@@ -138,6 +133,11 @@ typedef struct pd_feature_conf {
 } pd_feature_conf;
 
 /* ---- models: ---- */
+/* The family a model's type belongs to; each kind has its own keys (config/README.md). */
+typedef enum pd_model_kind {
+    PD_MODEL_KIND_GLM, /* type logistic, linear or hinge: pd_model_conf.learner */
+} pd_model_kind;
+
 typedef enum pd_model_type {
     PD_MODEL_LOGISTIC,
     PD_MODEL_LINEAR,
@@ -202,7 +202,8 @@ typedef struct pd_quality_gate {
 typedef struct pd_model_conf {
     char *name;
     pd_conf_pos pos;
-    pd_learner_conf learner;
+    pd_model_kind kind;
+    pd_learner_conf learner; /* PD_MODEL_KIND_GLM */
     int *features; /* indices into pd_config.features */
     size_t n_features;
     uint32_t example_on; /* bit mask of type ids that make an example */

@@ -1054,6 +1054,43 @@ static void test_aliases_are_shared(void **state)
     pd_diag_free(diag);
 }
 
+/* MINIMAL with a daemon: section of one log_level. */
+static char *with_log_level(const char *name)
+{
+    char *daemon, *text;
+
+    assert_true(asprintf(&daemon, "daemon:\n  log_level: %s\n", name) > 0);
+    text = minimal_with(NULL, daemon);
+    free(daemon);
+    return text;
+}
+
+static void test_log_level(void **state)
+{
+    static const pd_log_level levels[] = {PD_LOG_DEBUG, PD_LOG_INFO, PD_LOG_WARNING, PD_LOG_ERROR};
+    static const char *const names[] = {"debug", "info", "warning", "error"};
+    char *text;
+    pd_config *conf;
+
+    (void)state;
+    conf = load_ok(MINIMAL);
+    assert_int_equal(conf->daemon.log_level, PD_LOG_INFO);
+    pd_config_free(conf);
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+        text = with_log_level(names[i]);
+        conf = load_ok(text);
+        assert_int_equal(conf->daemon.log_level, levels[i]);
+        pd_config_free(conf);
+        free(text);
+    }
+    /* the language takes the names the log lines carry, not the control plane's "warn" */
+    text = with_log_level("warn");
+    assert_string_equal(load_first_error(text),
+                        "test.yaml:16:14: error: daemon.log_level: unknown value \"warn\" "
+                        "(did you mean \"warning\"?)");
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1072,6 +1109,7 @@ int main(void)
         cmocka_unit_test(test_bad_corpus),
         cmocka_unit_test(test_diag),
         cmocka_unit_test(test_aliases_are_shared),
+        cmocka_unit_test(test_log_level),
     };
 
     return cmocka_run_group_tests(tests, setup_env, NULL);
