@@ -343,6 +343,9 @@ void models_load(loader *ld, ynode *map)
 
         if (!name)
             continue;
+        /* every layer sizes its tables by PD_MAX_MODELS; the rest is still read and checked */
+        if (conf->n_models == PD_MAX_MODELS)
+            ld_report(ld, k, path, "too many models: at most %d are allowed", PD_MAX_MODELS);
         conf->n_models++;
         m->name = ld_strdup(ld, name);
         ld_pos(ld, k, &m->pos);

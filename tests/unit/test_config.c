@@ -1054,6 +1054,51 @@ static void test_aliases_are_shared(void **state)
     pd_diag_free(diag);
 }
 
+/* MINIMAL (one model, m) with n more models x1..xn appended to models:. */
+static char *with_models(size_t n)
+{
+    char *models = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&models, &len);
+    char *text;
+
+    assert_non_null(f);
+    for (size_t i = 1; i <= n; i++)
+        fprintf(f,
+                "  x%zu: { type: logistic, features: [device], example_on: [view], "
+                "label: { positive_on: purchase, within: 30m } }\n",
+                i);
+    fclose(f);
+    text = minimal_with(NULL, models);
+    free(models);
+    return text;
+}
+
+static void test_model_limit(void **state)
+{
+    char *text = with_models(PD_MAX_MODELS - 1);
+    pd_config *conf = load_ok(text);
+    pd_diag *diag;
+
+    (void)state;
+    assert_int_equal(conf->n_models, PD_MAX_MODELS);
+    for (size_t i = 0; i < conf->n_models; i++)
+        assert_int_equal(conf->models[i].kind, PD_MODEL_KIND_GLM);
+    pd_config_free(conf);
+    free(text);
+
+    /* the 65th model is refused at its name, MINIMAL being 14 lines; once, however many follow */
+    text = with_models(PD_MAX_MODELS + 5);
+    diag = pd_diag_new();
+    assert_null(load_text(text, diag));
+    assert_int_equal(pd_diag_count(diag), 1);
+    assert_string_equal(pd_diag_message(diag, 0),
+                        "test.yaml:78:3: error: models.x64: too many models: "
+                        "at most 64 are allowed");
+    pd_diag_free(diag);
+    free(text);
+}
+
 /* MINIMAL with a daemon: section of one log_level. */
 static char *with_log_level(const char *name)
 {
@@ -1109,6 +1154,7 @@ int main(void)
         cmocka_unit_test(test_bad_corpus),
         cmocka_unit_test(test_diag),
         cmocka_unit_test(test_aliases_are_shared),
+        cmocka_unit_test(test_model_limit),
         cmocka_unit_test(test_log_level),
     };
 
