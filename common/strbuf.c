@@ -3,6 +3,7 @@
 #include "common/strbuf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,14 +22,21 @@ void pd_strbuf_reset(pd_strbuf *sb)
         sb->data[0] = '\0';
 }
 
+/* Room for extra more bytes and the NUL. A size that would overflow is treated as running
+ * out of memory (sticky), never wrapped into a small allocation. */
 static bool grow(pd_strbuf *sb, size_t extra)
 {
     if (sb->oom)
         return false;
-    if (sb->len + extra + 1 <= sb->cap)
+    if (extra > SIZE_MAX / 2 - 1 - sb->len) {
+        sb->oom = true;
+        return false;
+    }
+    size_t need = sb->len + extra + 1;
+    if (need <= sb->cap)
         return true;
     size_t cap = sb->cap ? sb->cap : 256;
-    while (cap < sb->len + extra + 1)
+    while (cap < need)
         cap *= 2;
     char *p = realloc(sb->data, cap);
     if (!p) {

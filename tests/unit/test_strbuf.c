@@ -1,5 +1,6 @@
-/* Tests for daemon/strbuf.c, the growable text buffer behind /metrics: formatting past the
- * fast path, reset keeping the allocation, release to the empty state. */
+/* Tests for common/strbuf.c, the growable text buffer behind /metrics and config messages:
+ * formatting past the fast path, reset keeping the allocation, release to the empty state, and
+ * a length that would overflow failing as out of memory instead of wrapping. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,10 +36,30 @@ static void test_strbuf(void **state)
     assert_null(sb.data);
 }
 
+static void test_overflow_is_oom(void **state)
+{
+    (void)state;
+    pd_strbuf sb = PD_STRBUF_INIT;
+    pd_strbuf_adds(&sb, "abc");
+    /* a length near SIZE_MAX (as a bad computation would give) must not wrap the size */
+    pd_strbuf_add(&sb, "x", SIZE_MAX - 2);
+    assert_true(sb.oom);
+    assert_int_equal(sb.len, 3);
+    assert_string_equal(pd_strbuf_str(&sb), "abc");
+    pd_strbuf_adds(&sb, "def"); /* sticky */
+    assert_int_equal(sb.len, 3);
+    pd_strbuf_reset(&sb);
+    assert_false(sb.oom);
+    pd_strbuf_adds(&sb, "ok");
+    assert_string_equal(pd_strbuf_str(&sb), "ok");
+    pd_strbuf_release(&sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strbuf),
+        cmocka_unit_test(test_overflow_is_oom),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
