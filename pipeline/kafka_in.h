@@ -15,6 +15,8 @@
 
 typedef struct pd_kafka_in pd_kafka_in;
 
+/* The hooks run on the caller's thread from inside pd_kafka_in_poll() (and
+ * pd_kafka_in_close() or _free()), never concurrently with anything else the caller does. */
 typedef struct pd_kafka_hooks {
     void *ctx;
     /* Partitions are about to go (lost: taken without a chance to commit). The owner should
