@@ -73,8 +73,9 @@ static int status_state(pd_daemon *d, json_t *st)
     e |= json_object_set_new(st, "summary", pd_control_string(line));
     e |= json_object_set_new(st, "uptime_seconds", pd_control_number(uptime));
     e |= json_object_set_new(st, "config", pd_control_string(d->config_path));
+    const char *level = pd_log_level_to_name(pd_log_get_level());
     e |= json_object_set_new(st, "generation", json_integer(pd_engine_generation(d->engine)));
-    e |= json_object_set_new(st, "log_level", json_string(pd_log_level_name(pd_log_get_level())));
+    e |= json_object_set_new(st, "log_level", json_string(level));
     return e;
 }
 
@@ -303,16 +304,16 @@ static json_t *cmd_log_level(void *ctx, const char *level, size_t len, char *err
     pd_log_level l;
     char name[16];
     if (len >= sizeof name || memchr(level, '\0', len) ||
-        (memcpy(name, level, len), name[len] = '\0', pd_log_level_parse(name, &l) < 0)) {
+        (memcpy(name, level, len), name[len] = '\0', pd_log_level_from_name(name, &l) < 0)) {
         snprintf(err, errlen, "unknown log level (debug, info, warning, error)");
         return NULL;
     }
     pd_log_level old = pd_log_get_level();
     pd_log_set_level(l);
     pd_logkv(PD_LOG_WARNING, "log level changed", "source=control level=%s previous=%s",
-             pd_log_level_name(l), pd_log_level_name(old));
-    return json_pack("{s:s, s:s}", "level", pd_log_level_name(l), "previous",
-                     pd_log_level_name(old));
+             pd_log_level_to_name(l), pd_log_level_to_name(old));
+    return json_pack("{s:s, s:s}", "level", pd_log_level_to_name(l), "previous",
+                     pd_log_level_to_name(old));
 }
 
 static const pd_control_command control_commands[] = {
@@ -338,7 +339,7 @@ static json_t *cmd_status_starting(void *ctx, const char *arg, size_t arg_len, c
                      "starting", "ready", 0, "not_ready_reason",
                      pd_control_string(d->ready.starting), "uptime_seconds",
                      pd_control_number(uptime), "config", pd_control_string(d->config_path),
-                     "log_level", pd_log_level_name(pd_log_get_level()));
+                     "log_level", pd_log_level_to_name(pd_log_get_level()));
 }
 
 static json_t *cmd_starting(void *ctx, const char *arg, size_t arg_len, char *err, size_t errlen)

@@ -2,11 +2,9 @@
  * config, the only process-wide state the house style allows. Only the main thread logs. */
 #include "daemon/log.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,7 +31,6 @@ static struct {
     rl_slot rl[RL_SLOTS];
 } log_state = {.level = PD_LOG_INFO};
 
-static const char *const level_names[] = {"debug", "info", "warning", "error"};
 static const int syslog_prio[] = {7, 6, 4, 3};
 
 void pd_log_init(void)
@@ -55,26 +52,6 @@ void pd_log_set_level(pd_log_level level)
 pd_log_level pd_log_get_level(void)
 {
     return log_state.level;
-}
-
-int pd_log_level_parse(const char *name, pd_log_level *ret_level)
-{
-    for (int i = 0; i < 4; i++) {
-        if (strcmp(name, level_names[i]) == 0) {
-            *ret_level = (pd_log_level)i;
-            return 0;
-        }
-    }
-    if (strcmp(name, "warn") == 0) {
-        *ret_level = PD_LOG_WARNING;
-        return 0;
-    }
-    return -EINVAL;
-}
-
-const char *pd_log_level_name(pd_log_level level)
-{
-    return (unsigned)level < 4 ? level_names[level] : "info";
 }
 
 /* The slot of a call site: its own if it has one among its probes, else a free one or one
@@ -138,7 +115,7 @@ static void write_line(pd_log_level level, const char *msg, const char *kv, unsi
         ADD("ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ ", tm.tm_year + 1900, tm.tm_mon + 1,
             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall % 1000));
     }
-    ADD("level=%s msg=\"", level_names[level]);
+    ADD("level=%s msg=\"", pd_log_level_to_name(level));
     for (const char *p = msg; *p && n < sizeof line - 8; p++) {
         unsigned char c = (unsigned char)*p;
         if (c == '"' || c == '\\')

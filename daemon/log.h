@@ -8,16 +8,13 @@
 #include <stdarg.h>
 #include <stdbool.h>
 
-#include "config/config.h"
+#include "common/log_level.h"
 
 /* Decides the output format once (journal or terminal). */
 void pd_log_init(void);
 
 void pd_log_set_level(pd_log_level level);
 pd_log_level pd_log_get_level(void);
-/* Parses "debug", "info", "warning" (or "warn"), "error". Returns 0 or -EINVAL. */
-int pd_log_level_parse(const char *name, pd_log_level *ret_level);
-const char *pd_log_level_name(pd_log_level level);
 
 /* The rate limit: each call site writes at most PD_LOG_RATE_BURST lines per
  * PD_LOG_RATE_WINDOW_S seconds; the first line after a window in which some were held back

@@ -1,7 +1,6 @@
 /* Tests for daemon/log.c: the logfmt line, the level filter, and the rate limit, which is per
  * call site: sites sharing a format literal (pd_log_error("%s", err)) or a message literal
  * keep separate budgets. Each test reads what the logger wrote to stderr from a file. */
-#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -162,18 +161,6 @@ static void test_level_filter_and_line(void **state)
     assert_non_null(strstr(text, "level=error msg=\"snapshot failed\" path=/x seconds=0.500\n"));
 }
 
-static void test_level_names(void **state)
-{
-    (void)state;
-    pd_log_level l;
-    assert_int_equal(pd_log_level_parse("warn", &l), 0);
-    assert_int_equal(l, PD_LOG_WARNING);
-    assert_int_equal(pd_log_level_parse("debug", &l), 0);
-    assert_int_equal(l, PD_LOG_DEBUG);
-    assert_int_equal(pd_log_level_parse("loud", &l), -EINVAL);
-    assert_string_equal(pd_log_level_name(PD_LOG_ERROR), "error");
-}
-
 int main(void)
 {
     unsetenv("JOURNAL_STREAM");
@@ -183,7 +170,6 @@ int main(void)
         cmocka_unit_test(test_identical_messages_have_separate_budgets),
         cmocka_unit_test(test_many_sites_each_limited),
         cmocka_unit_test(test_level_filter_and_line),
-        cmocka_unit_test(test_level_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
