@@ -302,7 +302,6 @@ static void turn(pd_daemon *d)
         got_reload = 0;
         d->reload.again = false;
         daemon_reload(d, msg, sizeof msg);
-        daemon_flush_configure(d);
     }
     wait_for_work(d);
     /* the rebalance hooks run inside this call, between batches (daemon_kafka.c) */

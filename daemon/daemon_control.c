@@ -10,7 +10,7 @@
 #include "daemon/log.h"
 
 #define CONTROL_BATCH 16 /* control requests answered per loop turn */
-#define MAX_SCORES    64 /* scores in a score reply */
+#define MAX_SCORES    PD_MAX_MODELS /* scores in a score reply: one per model */
 
 /* Replies are built member by member in the order they are printed; json_object_set_new()
  * takes the value even when it fails, so one flag collects any out-of-memory. */

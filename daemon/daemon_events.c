@@ -8,7 +8,7 @@
 #include "daemon/log.h"
 #include "pipeline/user_state.h"
 
-#define MAX_SCORES 64 /* scores queued per event */
+#define MAX_SCORES PD_MAX_MODELS /* scores queued per event: one per model */
 
 static void dead_letter(pd_daemon *d, const rd_kafka_message_t *m, pd_decode_error err,
                         const char *detail)

@@ -44,7 +44,7 @@
 #endif
 
 #define MAX_BACKOFF_MS   5000
-#define MAX_GATED_MODELS 64 /* models whose gate and evictions are logged */
+#define MAX_GATED_MODELS PD_MAX_MODELS /* the config allows no more */
 #define N_BATCH_BOUNDS   6  /* buckets of the flush batch-size histogram */
 
 /* daemon.c: the loop's own state */

@@ -55,13 +55,24 @@ static void mark_idle(void *ctx, const char *topic, int32_t partition, int64_t l
 void daemon_sources_mark_idle(pd_daemon *d)
 {
     pd_kafka_in_each_lag(d->in, mark_idle, d);
+    /* revoked partitions that did not come back within an idle timeout stop holding the
+     * watermark: they are another member's now */
+    uint32_t ids[64];
+    size_t n;
+    while ((n = pd_sources_expire(d->sources, pd_clock_mono_ms(), d->conf->state.idle_timeout_ms,
+                                  ids, sizeof ids / sizeof ids[0])) > 0)
+        for (size_t i = 0; i < n; i++)
+            pd_engine_source_remove(d->engine, ids[i]);
 }
 
 /* ---- rebalance hooks: inside pd_kafka_in_poll() ---- */
 
-/* Partitions are going. Their sources leave the watermark; unless they are already lost,
- * the leaving owner flushes and commits before letting go, so their new owner resumes right
- * after what this one wrote to Redis (librdkafka's contract for the revoke callback). */
+/* Partitions are going. Unless they are already lost, the leaving owner flushes and commits
+ * before letting go, so their new owner resumes right after what this one wrote to Redis
+ * (librdkafka's contract for the revoke callback). Their sources keep holding the watermark
+ * for an idle timeout: in an eager rebalance every partition is revoked and most come right
+ * back, and letting the lowest go one by one would raise the watermark past examples whose
+ * purchases those partitions still hold. */
 static void handle_revoke(void *ctx, pd_kafka_in *in, const rd_kafka_topic_partition_list_t *parts,
                           bool lost)
 {
@@ -70,8 +81,7 @@ static void handle_revoke(void *ctx, pd_kafka_in *in, const rd_kafka_topic_parti
     assert(!d->loop.in_batch); /* see the top of this file */
     for (int i = 0; i < parts->cnt; i++) {
         uint32_t id = source_of(d, parts->elems[i].topic, parts->elems[i].partition);
-        pd_engine_source_remove(d->engine, id);
-        pd_sources_release(d->sources, id); /* if it comes back, its idle timeout starts anew */
+        pd_sources_release(d->sources, id, pd_clock_mono_ms());
     }
     if (lost) {
         pd_log_warning("lost %d partition(s) without a chance to commit; their new owner "
@@ -85,13 +95,20 @@ static void handle_revoke(void *ctx, pd_kafka_in *in, const rd_kafka_topic_parti
                        parts->cnt);
 }
 
-/* Partitions are coming: a snapshot records where they start before any of their events,
- * and those a restored snapshot covers resume where it ended. */
+/* Partitions are coming: each holds the watermark from now on, before the first batch that
+ * may bring another partition's events (without that, a restart catching up a backlog moved
+ * the watermark to the first partition's events, hours of event time ahead of the others,
+ * and labelled their waiting examples 0); a snapshot records where they start before any of
+ * their events, and those a restored snapshot covers resume where it ended. */
 static void handle_assign(void *ctx, pd_kafka_in *in, rd_kafka_topic_partition_list_t *parts)
 {
     (void)in;
     pd_daemon *d = ctx;
     assert(!d->loop.in_batch);
+    for (int i = 0; i < parts->cnt; i++)
+        pd_engine_source_idle(d->engine,
+                              source_of(d, parts->elems[i].topic, parts->elems[i].partition),
+                              false);
     daemon_snapshot_assigning(d, parts);
 }
 

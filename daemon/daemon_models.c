@@ -15,7 +15,7 @@
 #define MODEL_SUMMARY_MS     1000
 #define GATE_REMINDER_MS     60000
 #define EVICTION_REMINDER_MS 60000
-#define SUMMARY_FIELDS       16
+#define SUMMARY_FIELDS       (8 + PD_MODEL_MAX_METRICS)
 
 /* ---- log lines ---- */
 
@@ -30,18 +30,24 @@ static void log_gate(pd_daemon *d, size_t i, const pd_model_info *mi, int64_t no
     bool remind = closed && now - dm->gate_logged_ms[i] >= GATE_REMINDER_MS;
     if (closed == dm->gate_closed[i] && !remind)
         return;
-    const pd_metrics_report *m = &mi->metrics;
+    /* the model's own figures say why: e.g. auc_recent=0.5123 log_loss_recent=0.7 */
+    char figs[1024];
+    size_t used = 0;
+    figs[0] = '\0';
+    for (size_t k = 0; k < mi->n_figures && used < sizeof figs; k++) {
+        int w = snprintf(figs + used, sizeof figs - used, " %s=%.4g", mi->figures[k].name,
+                         mi->figures[k].value);
+        if (w > 0)
+            used += (size_t)w;
+    }
     if (closed)
         pd_logkv(PD_LOG_WARNING,
                  "model fails its quality gate: not publishing new scores, "
                  "the last good ones stay in redis",
-                 "model=%s recent_auc=%.4f recent_log_loss=%.4f recent_rmse=%.4g "
-                 "examples=%" PRIu64,
-                 mi->name, m->recent_auc, m->recent_log_loss, m->recent_rmse, mi->examples);
+                 "model=%s examples=%" PRIu64 "%s", mi->name, mi->examples, figs);
     else
         pd_logkv(PD_LOG_INFO, "model passes its quality gate again: publishing",
-                 "model=%s recent_auc=%.4f recent_log_loss=%.4f recent_rmse=%.4g", mi->name,
-                 m->recent_auc, m->recent_log_loss, m->recent_rmse);
+                 "model=%s examples=%" PRIu64 "%s", mi->name, mi->examples, figs);
     dm->gate_closed[i] = closed;
     dm->gate_logged_ms[i] = now;
 }
@@ -113,18 +119,8 @@ static void summary_fill(summary *s, const pd_model_info *mi)
     put_u(s, "positives", mi->positives);
     put_u(s, "predictions", mi->predictions);
     put_u(s, "evicted", mi->evicted_user + mi->evicted_total);
-    if (mi->type == PD_MODEL_LINEAR) {
-        put_d(s, "rmse", mi->metrics.rmse);
-        put_d(s, "mae", mi->metrics.mae);
-        put_d(s, "r2", mi->metrics.r2);
-        put_d(s, "rmse_recent", mi->metrics.recent_rmse);
-    } else {
-        put_d(s, "log_loss", mi->metrics.log_loss);
-        put_d(s, "auc", mi->metrics.auc);
-        put_d(s, "auc_recent", mi->metrics.recent_auc);
-        put_d(s, "calibration", mi->metrics.calibration);
-        put_d(s, "accuracy", mi->metrics.accuracy);
-    }
+    for (size_t k = 0; k < mi->n_figures; k++)
+        put_d(s, mi->figures[k].name, mi->figures[k].value);
     put_u(s, "publishing", mi->gate_open ? 1 : 0);
     put_u(s, "updated", (uint64_t)pd_clock_wall_ms());
 }
@@ -154,6 +150,14 @@ void daemon_models_tick(pd_daemon *d, int64_t now_ms, bool force)
 }
 
 /* ---- /metrics ---- */
+
+static bool model_has_figure(const pd_model_info *mi, const char *name)
+{
+    for (size_t k = 0; k < mi->n_figures; k++)
+        if (strcmp(mi->figures[k].name, name) == 0)
+            return true;
+    return false;
+}
 
 static void render_model_counts(pd_strbuf *sb, const pd_model_info *mi, size_t n)
 {
@@ -189,41 +193,24 @@ static void render_model_counts(pd_strbuf *sb, const pd_model_info *mi, size_t n
         SAMPLE1("propensityd_model_generation", "model", mi[i].name, mi[i].generation);
 }
 
-/* The progressive quality gauges, each for the kind of model it applies to. */
+/* The models' own figures, one gauge family each (propensityd_model_<figure>), in the order a
+ * model first reports it; a model without a figure has no sample in its family. */
 static void render_model_quality(pd_strbuf *sb, const pd_model_info *mi, size_t n)
 {
-    enum { CLASSIFIERS, REGRESSORS };
-    static const struct {
-        const char *name, *help;
-        int kind;
-        size_t off;
-    } gauges[] = {
-        {"propensityd_model_log_loss", "Progressive (predict-then-learn) log loss, all time.",
-         CLASSIFIERS, offsetof(pd_metrics_report, log_loss)},
-        {"propensityd_model_auc", "Progressive AUC, all time.", CLASSIFIERS,
-         offsetof(pd_metrics_report, auc)},
-        {"propensityd_model_auc_recent", "Progressive AUC over the recent window.", CLASSIFIERS,
-         offsetof(pd_metrics_report, recent_auc)},
-        {"propensityd_model_calibration", "Mean prediction over mean label (1 = calibrated).",
-         CLASSIFIERS, offsetof(pd_metrics_report, calibration)},
-        {"propensityd_model_rmse", "Progressive RMSE, all time.", REGRESSORS,
-         offsetof(pd_metrics_report, rmse)},
-        {"propensityd_model_rmse_recent", "Progressive RMSE over the recent window.", REGRESSORS,
-         offsetof(pd_metrics_report, recent_rmse)},
-        {"propensityd_model_mae", "Progressive mean absolute error, all time.", REGRESSORS,
-         offsetof(pd_metrics_report, mae)},
-        {"propensityd_model_r2", "Progressive R squared, all time.", REGRESSORS,
-         offsetof(pd_metrics_report, r2)},
-    };
-    for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
-        FAMILY(gauges[g].name, GAUGE, gauges[g].help);
-        for (size_t i = 0; i < n; i++) {
-            bool regressor = mi[i].type == PD_MODEL_LINEAR;
-            if ((gauges[g].kind == CLASSIFIERS && regressor) ||
-                (gauges[g].kind == REGRESSORS && !regressor))
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < mi[i].n_figures; k++) {
+            const pd_model_metric *f = &mi[i].figures[k];
+            bool rendered = false; /* by an earlier model */
+            for (size_t j = 0; j < i && !rendered; j++)
+                rendered = model_has_figure(&mi[j], f->name);
+            if (rendered)
                 continue;
-            double v = *(const double *)((const char *)&mi[i].metrics + gauges[g].off);
-            SAMPLE1(gauges[g].name, "model", mi[i].name, v);
+            char family[128];
+            snprintf(family, sizeof family, "propensityd_model_%s", f->name);
+            FAMILY(family, GAUGE, f->help);
+            for (size_t j = i; j < n; j++)
+                if (model_has_figure(&mi[j], f->name))
+                    SAMPLE1(family, "model", mi[j].name, pd_model_info_figure(&mi[j], f->name));
         }
     }
     FAMILY("propensityd_model_memory_bytes", GAUGE, "Weight and optimizer memory per model.");
@@ -253,16 +240,8 @@ void daemon_models_render(pd_daemon *d, pd_strbuf *sb)
 static int add_model_metrics(json_t *m, const pd_model_info *mi)
 {
     int e = 0;
-    if (mi->type == PD_MODEL_LINEAR) {
-        e |= json_object_set_new(m, "rmse", pd_control_number(mi->metrics.rmse));
-        e |= json_object_set_new(m, "mae", pd_control_number(mi->metrics.mae));
-        e |= json_object_set_new(m, "r2", pd_control_number(mi->metrics.r2));
-    } else {
-        e |= json_object_set_new(m, "log_loss", pd_control_number(mi->metrics.log_loss));
-        e |= json_object_set_new(m, "auc", pd_control_number(mi->metrics.auc));
-        e |= json_object_set_new(m, "auc_recent", pd_control_number(mi->metrics.recent_auc));
-        e |= json_object_set_new(m, "calibration", pd_control_number(mi->metrics.calibration));
-    }
+    for (size_t k = 0; k < mi->n_figures; k++)
+        e |= json_object_set_new(m, mi->figures[k].name, pd_control_number(mi->figures[k].value));
     return e;
 }
 

@@ -81,7 +81,8 @@ static int apply_config(pd_daemon *d, pd_config *conf, char *msg, size_t msglen)
     pd_config_free(d->conf);
     d->conf = conf;
     d->reload.ok++;
-    daemon_models_reset(d); /* model indices may have moved: say each gate's state again */
+    daemon_flush_configure(d); /* a new redis.flush_interval, from SIGHUP and the control socket */
+    daemon_models_reset(d);    /* model indices may have moved: say each gate's state again */
     if (fresh[0])
         pd_log_info("models starting fresh after reload: %s", fresh);
     snprintf(msg, msglen, "%s", fresh);

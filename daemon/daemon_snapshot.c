@@ -10,49 +10,56 @@
 #include "common/clock.h"
 #include "daemon/daemon_internal.h"
 #include "daemon/log.h"
+#include "common/binio.h"
 #include "models/snapshot.h"
 
 #define FORGET_SNAPSHOT_MS 1000 /* forget events are coalesced into one snapshot this late */
 #define OFFSETS_SECTION    "kafka.offsets"
 
-/* ---- the offsets section ---- */
+/* ---- the offsets section ----
+ *
+ * Version 1 (little-endian, field by field): u32 version, u32 count, then per partition:
+ * str topic, i32 partition, i64 next offset. */
 
-static int save_offsets(FILE *f, const rd_kafka_topic_partition_list_t *pos)
+#define OFFSETS_VERSION 1
+#define MAX_OFFSETS     1000000
+
+static int save_offsets(pd_bin_writer *w, const rd_kafka_topic_partition_list_t *pos)
 {
     uint32_t n = pos ? (uint32_t)pos->cnt : 0;
-    if (fwrite(&n, sizeof n, 1, f) != 1)
-        return -EIO;
+    pd_bin_put_version(w, OFFSETS_VERSION);
+    pd_bin_put_u32(w, n);
     for (uint32_t i = 0; i < n; i++) {
         const rd_kafka_topic_partition_t *p = &pos->elems[i];
-        uint16_t tl = (uint16_t)strlen(p->topic);
-        int32_t part = p->partition;
-        int64_t off = p->offset;
-        if (fwrite(&tl, sizeof tl, 1, f) != 1 || fwrite(p->topic, 1, tl, f) != tl ||
-            fwrite(&part, sizeof part, 1, f) != 1 || fwrite(&off, sizeof off, 1, f) != 1)
-            return -EIO;
+        pd_bin_put_str(w, p->topic, strlen(p->topic));
+        pd_bin_put_i32(w, p->partition);
+        pd_bin_put_i64(w, p->offset);
     }
-    return 0;
+    return w->err;
 }
 
-static rd_kafka_topic_partition_list_t *load_offsets(FILE *f)
+/* The saved offsets, or NULL with the reason in errbuf. */
+static rd_kafka_topic_partition_list_t *load_offsets(pd_bin_reader *r, char *errbuf,
+                                                     size_t errlen)
 {
-    uint32_t n;
-    if (fread(&n, sizeof n, 1, f) != 1 || n > 1000000)
+    pd_bin_get_version(r, OFFSETS_SECTION, OFFSETS_VERSION);
+    uint32_t n = pd_bin_get_u32(r);
+    if (!r->err && n > MAX_OFFSETS)
+        pd_bin_fail(r, "%u partitions", n);
+    rd_kafka_topic_partition_list_t *list =
+        rd_kafka_topic_partition_list_new(r->err ? 0 : (int)n);
+    for (uint32_t i = 0; i < n && !r->err; i++) {
+        char topic[256];
+        pd_bin_get_str(r, topic, sizeof topic);
+        int32_t part = pd_bin_get_i32(r);
+        int64_t off = pd_bin_get_i64(r);
+        if (!r->err)
+            rd_kafka_topic_partition_list_add(list, topic, part)->offset = off;
+    }
+    if (r->err) {
+        snprintf(errbuf, errlen, "%s section: %s", OFFSETS_SECTION, r->why);
+        rd_kafka_topic_partition_list_destroy(list);
         return NULL;
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)n);
-    for (uint32_t i = 0; i < n; i++) {
-        uint16_t tl;
-        char topic[512];
-        int32_t part;
-        int64_t off;
-        if (fread(&tl, sizeof tl, 1, f) != 1 || tl >= sizeof topic ||
-            fread(topic, 1, tl, f) != tl || fread(&part, sizeof part, 1, f) != 1 ||
-            fread(&off, sizeof off, 1, f) != 1) {
-            rd_kafka_topic_partition_list_destroy(list);
-            return NULL;
-        }
-        topic[tl] = '\0';
-        rd_kafka_topic_partition_list_add(list, topic, part)->offset = off;
     }
     return list;
 }
@@ -87,12 +94,14 @@ static int fill_snapshot(pd_daemon *d, pd_snapshot_writer *w, char *err, size_t 
     if (pd_engine_save(d->engine, w, err, errlen) < 0)
         return -EIO;
     rd_kafka_topic_partition_list_t *pos = snapshot_positions(d);
-    FILE *f = pd_snapshot_writer_section(w, OFFSETS_SECTION);
-    int r = f ? save_offsets(f, pos) : -EIO;
+    pd_bin_writer bw;
+    pd_bin_writer_init(&bw, pd_snapshot_writer_section(w, OFFSETS_SECTION));
+    int r = save_offsets(&bw, pos);
     if (pos)
         rd_kafka_topic_partition_list_destroy(pos);
     if (r < 0)
-        snprintf(err, errlen, "cannot write the kafka offsets to the snapshot");
+        snprintf(err, errlen, "cannot write the kafka offsets to the snapshot: %s",
+                 strerror(pd_snapshot_writer_errno(w) ? pd_snapshot_writer_errno(w) : -r));
     return r;
 }
 
@@ -161,9 +170,22 @@ int daemon_snapshot_restore(pd_daemon *d)
     }
     FILE *f = pd_snapshot_section(s, OFFSETS_SECTION);
     if (f) {
-        d->snap.restore_offsets = load_offsets(f);
+        pd_bin_reader r;
+        pd_bin_reader_init(&r, f);
+        d->snap.restore_offsets = load_offsets(&r, err, sizeof err);
         fclose(f);
+        if (!d->snap.restore_offsets) {
+            /* without its offsets the state would resume at the group's commits and skip or
+             * repeat events: refuse rather than guess */
+            pd_log_error("snapshot \"%s\" cannot be restored: %s", pd_snapshot_path(s), err);
+            pd_snapshot_close(s);
+            return -EINVAL;
+        }
     }
+    if (pd_snapshot_fingerprint(s) != d->conf->fingerprint)
+        pd_log_info("the configuration changed since snapshot \"%s\" was written: models whose "
+                    "features or learner changed start fresh, the others continue",
+                    pd_snapshot_path(s));
     pd_engine_stats es;
     pd_engine_get_stats(d->engine, &es);
     pd_logkv(PD_LOG_INFO, "restored snapshot",

@@ -1,8 +1,9 @@
 /* Per topic an array of ids indexed by partition, grown to the highest partition seen; one
- * array of last-delivery times indexed by id. */
+ * array of per-id state (last delivery, assignment) indexed by id. */
 #include "daemon/sources.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,10 +15,16 @@ typedef struct topic_ids {
     size_t n_ids;
 } topic_ids;
 
+typedef struct source {
+    int64_t seen_ms; /* last delivery, or when it was (re)assigned or released */
+    bool assigned;
+    bool held; /* the engine counts it in the watermark */
+} source;
+
 struct pd_sources {
     topic_ids *topics;
     size_t n_topics;
-    int64_t *seen_ms; /* by id */
+    source *by_id;
     size_t count, cap;
 };
 
@@ -35,7 +42,7 @@ void pd_sources_free(pd_sources *s)
         free(s->topics[i].ids);
     }
     free(s->topics);
-    free(s->seen_ms);
+    free(s->by_id);
     free(s);
 }
 
@@ -86,13 +93,13 @@ static int64_t id_new(pd_sources *s, int64_t now_ms)
 {
     if (s->count >= s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
-        int64_t *seen = realloc(s->seen_ms, cap * sizeof *seen);
-        if (!seen)
+        source *n = realloc(s->by_id, cap * sizeof *n);
+        if (!n)
             return -ENOMEM;
-        s->seen_ms = seen;
+        s->by_id = n;
         s->cap = cap;
     }
-    s->seen_ms[s->count] = now_ms;
+    s->by_id[s->count] = (source){.seen_ms = now_ms, .assigned = true, .held = true};
     return (int64_t)s->count++;
 }
 
@@ -107,8 +114,9 @@ int64_t pd_sources_get(pd_sources *s, const char *topic, int32_t partition, int6
     if (!slot)
         return -ENOMEM;
     if (*slot != NO_ID) {
-        if (s->seen_ms[*slot] == INT64_MIN)
-            s->seen_ms[*slot] = now_ms;
+        source *src = &s->by_id[*slot];
+        if (!src->assigned)
+            *src = (source){.seen_ms = now_ms, .assigned = true, .held = true};
         return *slot;
     }
     int64_t id = id_new(s, now_ms);
@@ -120,17 +128,39 @@ int64_t pd_sources_get(pd_sources *s, const char *topic, int32_t partition, int6
 void pd_sources_delivered(pd_sources *s, uint32_t id, int64_t t_ms)
 {
     if (id < s->count)
-        s->seen_ms[id] = t_ms;
+        s->by_id[id].seen_ms = t_ms;
 }
 
 int64_t pd_sources_seen_ms(const pd_sources *s, uint32_t id)
 {
-    return id < s->count ? s->seen_ms[id] : INT64_MAX;
+    return id < s->count ? s->by_id[id].seen_ms : INT64_MAX;
 }
 
-void pd_sources_release(pd_sources *s, uint32_t id)
+bool pd_sources_assigned(const pd_sources *s, uint32_t id)
 {
-    pd_sources_delivered(s, id, INT64_MIN);
+    return id < s->count && s->by_id[id].assigned;
+}
+
+void pd_sources_release(pd_sources *s, uint32_t id, int64_t now_ms)
+{
+    if (id < s->count) {
+        s->by_id[id].assigned = false;
+        s->by_id[id].seen_ms = now_ms;
+    }
+}
+
+size_t pd_sources_expire(pd_sources *s, int64_t now_ms, int64_t timeout_ms, uint32_t *ret_ids,
+                         size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->count && n < max; i++) {
+        source *src = &s->by_id[i];
+        if (!src->assigned && src->held && now_ms - src->seen_ms >= timeout_ms) {
+            src->held = false;
+            ret_ids[n++] = (uint32_t)i;
+        }
+    }
+    return n;
 }
 
 size_t pd_sources_count(const pd_sources *s)

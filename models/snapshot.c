@@ -383,6 +383,11 @@ out_io:
     return r;
 }
 
+int pd_snapshot_writer_errno(const pd_snapshot_writer *w)
+{
+    return w->io_error;
+}
+
 void pd_snapshot_writer_abort(pd_snapshot_writer *w)
 {
     if (!w)

@@ -31,6 +31,10 @@ FILE *pd_snapshot_writer_section(pd_snapshot_writer *w, const char *name);
 int pd_snapshot_writer_commit(pd_snapshot_writer *w, int keep, char *ret_path, size_t path_len,
                               char *errbuf, size_t errlen);
 
+/* The errno of the first failed write of a section (ENOSPC, EDQUOT, EIO...), 0 when none: a
+ * section's stream only says that a write failed. */
+int pd_snapshot_writer_errno(const pd_snapshot_writer *w);
+
 /* Abandons the snapshot and removes its temp file. Accepts NULL. */
 void pd_snapshot_writer_abort(pd_snapshot_writer *w);
 

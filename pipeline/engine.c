@@ -698,22 +698,6 @@ static void model_info(const pd_engine *eng, size_t i, bool full, pd_model_info 
         .memory = m->ops->memory(m->state),
     };
     info.n_figures = m->ops->metrics(m->state, full, info.figures, PD_MODEL_MAX_METRICS);
-    info.type = info.output_kind == PD_OUTPUT_VALUE
-                    ? PD_MODEL_LINEAR
-                    : (info.output_kind == PD_OUTPUT_MARGIN ? PD_MODEL_HINGE : PD_MODEL_LOGISTIC);
-    info.metrics = (pd_metrics_report){
-        .log_loss = pd_model_info_figure(&info, "log_loss"),
-        .auc = pd_model_info_figure(&info, "auc"),
-        .calibration = pd_model_info_figure(&info, "calibration"),
-        .accuracy = pd_model_info_figure(&info, "accuracy"),
-        .hinge_loss = pd_model_info_figure(&info, "hinge_loss"),
-        .rmse = pd_model_info_figure(&info, "rmse"),
-        .mae = pd_model_info_figure(&info, "mae"),
-        .r2 = pd_model_info_figure(&info, "r2"),
-        .recent_log_loss = pd_model_info_figure(&info, "log_loss_recent"),
-        .recent_auc = pd_model_info_figure(&info, "auc_recent"),
-        .recent_rmse = pd_model_info_figure(&info, "rmse_recent"),
-    };
     *ret_info = info;
 }
 
@@ -858,11 +842,13 @@ int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *sw, char *errbuf, s
     }
     return 0;
 
-out_err:
-    /* a section stream that failed keeps the system's reason in errno (ENOSPC, EDQUOT) */
+out_err: {
+    /* the stream only says a write failed; the writer knows why (ENOSPC, EDQUOT, EIO) */
+    int e = pd_snapshot_writer_errno(sw);
     snprintf(errbuf, errlen, "cannot write the %s to the snapshot: %s", what,
-             r == -EIO && errno ? strerror(errno) : strerror(-r));
+             strerror(e ? e : (r < 0 ? -r : EIO)));
     return r < 0 ? r : -EIO;
+}
 }
 
 static void note_fresh(char *buf, size_t len, size_t *used, const char *name, const char *why)

@@ -11,7 +11,6 @@
 #include <stdio.h>
 
 #include "config/config.h"
-#include "models/metrics.h"
 #include "models/model.h"
 #include "models/snapshot.h"
 #include "pipeline/event.h"
@@ -67,9 +66,6 @@ typedef struct pd_model_info {
     /* the model's own figures (progressive metrics), in a fixed order per model */
     pd_model_metric figures[PD_MODEL_MAX_METRICS];
     size_t n_figures;
-    /* (transitional, while the daemon moves to figures: the same read by name) */
-    pd_model_type type;
-    pd_metrics_report metrics;
 } pd_model_info;
 
 /* A figure of info by name, NaN when the model has none of that name. */

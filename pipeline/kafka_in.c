@@ -11,6 +11,13 @@ struct pd_kafka_in {
     rd_kafka_t *rk;
     pd_kafka_hooks hooks;
     rd_kafka_topic_partition_list_t *processed; /* next offset per partition */
+    /* the entry of processed the last message went to: messages come in runs of one
+     * partition (a fetch response each), so most lookups skip the list's strcmp scan */
+    struct {
+        const rd_kafka_topic_t *rkt;
+        int32_t partition;
+        int idx;
+    } last;
     /* where consumption of each assigned partition began (absolute, or BEGINNING/END when
      * the group had no commit): a snapshot taken before a partition delivered anything must
      * still say where its events start, or a restart would skip what came after it */
@@ -138,6 +145,7 @@ static void forget_positions(pd_kafka_in *in, const rd_kafka_topic_partition_lis
     if (pos)
         rd_kafka_topic_partition_list_destroy(pos);
     for (int i = 0; i < parts->cnt; i++) {
+        in->last.rkt = NULL; /* entries move */
         rd_kafka_topic_partition_list_del(in->processed, parts->elems[i].topic,
                                           parts->elems[i].partition);
         rd_kafka_topic_partition_list_del(in->started, parts->elems[i].topic,
@@ -392,11 +400,18 @@ size_t pd_kafka_in_poll(pd_kafka_in *in, rd_kafka_message_t **msgs, size_t max, 
 
 void pd_kafka_in_processed(pd_kafka_in *in, const rd_kafka_message_t *msg)
 {
-    const char *topic = rd_kafka_topic_name(msg->rkt);
-    rd_kafka_topic_partition_t *p =
-        rd_kafka_topic_partition_list_find(in->processed, topic, msg->partition);
-    if (!p)
-        p = rd_kafka_topic_partition_list_add(in->processed, topic, msg->partition);
+    rd_kafka_topic_partition_t *p;
+    if (in->last.rkt == msg->rkt && in->last.partition == msg->partition) {
+        p = &in->processed->elems[in->last.idx];
+    } else {
+        const char *topic = rd_kafka_topic_name(msg->rkt);
+        p = rd_kafka_topic_partition_list_find(in->processed, topic, msg->partition);
+        if (!p)
+            p = rd_kafka_topic_partition_list_add(in->processed, topic, msg->partition);
+        in->last.rkt = msg->rkt;
+        in->last.partition = msg->partition;
+        in->last.idx = (int)(p - in->processed->elems);
+    }
     if (msg->offset + 1 > p->offset)
         p->offset = msg->offset + 1;
 }

@@ -194,8 +194,10 @@ void pd_publisher_free(pd_publisher *pub)
 
 int pd_publisher_set_fields(pd_publisher *pub, const char *const *fields, size_t n_fields)
 {
-    if (n_fields > 64)
-        return -EINVAL; /* the dirty mask is 64 bits */
+    /* the config allows at most PD_MAX_MODELS models: one bit each in the dirty mask */
+    _Static_assert(PD_MAX_MODELS <= 64, "the dirty mask is 64 bits");
+    if (n_fields > PD_MAX_MODELS)
+        return -EINVAL;
     char **nf = copy_fields(fields, n_fields);
     if (!nf)
         return -ENOMEM;
