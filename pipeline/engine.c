@@ -252,7 +252,8 @@ static void engine_settings(pd_engine *eng, const pd_config *conf)
     eng->max_users = conf->state.max_users;
     eng->idle_ttl_ms = conf->state.user_idle_ttl_ms;
     /* A pipeline whose features and labels read nothing of a user's past keeps no state for
-     * users at all: looking them up was 14% of such a replay, for state nobody read. */
+     * users at all: looking them up cost a sizeable share of such a replay, for state nobody
+     * read (tests/bench/README.md, "Measured design choices"). */
     eng->track_users = pd_config_needs_user_state(conf);
 }
 

@@ -54,8 +54,8 @@ struct pd_decoder {
     std::vector<uint16_t> scratch; /* candidate path indices, one row per depth */
     std::vector<std::string> types;
     /* Every prefix of every path that ends at a '.' or at the path's end, mapped to the paths
-     * it begins: a top-level key is one lookup instead of a test against every path (the
-     * linear scan was 13% of replay time with 12 paths). Views point into `paths`. */
+     * it begins: a top-level key is one lookup instead of a test against every path (a linear
+     * scan showed in replay profiles: tests/bench/README.md). Views point into `paths`. */
     std::unordered_map<std::string_view, std::vector<uint16_t>> top;
     size_t max_bytes = 0;
     size_t max_string = 0;

@@ -313,9 +313,9 @@ static bool scalar_text(pd_featurizer *fz, const pd_value *v, const char **s, si
     }
 }
 
-/* log(1 + x) for x >= 0 in float, the precision features are stored in: logf is twice as
- * fast as log1pf here (13 vs 24 ns) and glibc's log1p was 9% of replay time. Near 0, where
- * 1 + x would round, the series is exact to float precision. */
+/* log(1 + x) for x >= 0 in float, the precision features are stored in: logf is about twice
+ * as fast as log1pf here, and glibc's log1p showed in replay profiles (tests/bench/README.md).
+ * Near 0, where 1 + x would round, the series is exact to float precision. */
 static double fast_log1p(double x)
 {
     if (x < 1e-3)

@@ -53,9 +53,9 @@ rd_kafka_conf_t *pd_kafka_conf_build(const pd_kafka_conf *conf, bool consumer, c
         RD_KAFKA_CONF_OK)
         goto out_bad;
     /* Prefetch deeper than librdkafka's defaults (100k messages / 64 MiB): with the defaults
-     * the daemon sat idle 45% of the time waiting for fetches while catching up a backlog
-     * (tests/bench/run, daemon section: 0.27 -> 0.49 of kcat's consume rate). Set before the
-     * passed-through properties, which may override them. */
+     * the daemon sat idle waiting for fetches while catching up a backlog (measured in
+     * tests/bench/README.md, "Measured design choices"). Set before the passed-through
+     * properties, which may override them. */
     static const char *const consumer_defaults[][2] = {
         {"queued.min.messages", "1000000"},
         {"queued.max.messages.kbytes", "262144"},

@@ -2,12 +2,13 @@
  * positives and evict a user's oldest) and a timing wheel of one-second buckets on deadline
  * (to resolve negatives as the watermark passes and to evict globally). A binary heap did the
  * second job first, but each pop moved ~17 entries and wrote each one's index back into its
- * example: a cache miss per level, 15% of replay time. Bucket lists make insert, removal and
- * expiry O(1); deadlines beyond the wheel's 18-hour horizon wait in an overflow list.
- * Buckets are appended to in arrival order and sorted by deadline only when the watermark
- * stops inside one (the daemon interleaves partitions, and keeping every bucket sorted on
- * insert walked back over the other partitions' examples: 24% of its time). A bucket the
- * watermark has passed entirely resolves in arrival order, as deterministic as the events. */
+ * example: a cache miss per level. Bucket lists make insert, removal and expiry O(1);
+ * deadlines beyond the wheel's 18-hour horizon wait in an overflow list. Buckets are appended
+ * to in arrival order and sorted by deadline only when the watermark stops inside one (the
+ * daemon interleaves partitions, and keeping every bucket sorted on insert walked back over
+ * the other partitions' examples). A bucket the watermark has passed entirely resolves in
+ * arrival order, as deterministic as the events. What each choice saved is measured in
+ * tests/bench/README.md ("Measured design choices"). */
 #include "pipeline/labels.h"
 
 #include <assert.h>
