@@ -37,33 +37,8 @@ static void check_usage(FILE *out)
                  "Exit status 0 when valid, 1 when not.\n");
 }
 
-int pd_cmd_check(int argc, char **argv)
+static void print_inputs(const char *path, const pd_config *conf)
 {
-    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        check_usage(stdout);
-        return 0;
-    }
-    if (argc != 2) {
-        check_usage(stderr);
-        return 2;
-    }
-    const char *path = argv[1];
-    pd_diag *diag = pd_diag_new();
-    if (!diag) {
-        fprintf(stderr, "propensityd: out of memory\n");
-        return 1;
-    }
-    pd_config *conf = pd_config_load(path, diag);
-    if (!conf) {
-        pd_diag_print(diag, stderr);
-        fprintf(stderr, "%s: %zu error%s\n", path, pd_diag_count(diag),
-                pd_diag_count(diag) == 1 ? "" : "s");
-        pd_diag_free(diag);
-        return 1;
-    }
-    pd_diag_free(diag);
-
-    char buf[64];
     printf("%s: ok\n", path);
     printf("kafka: group \"%s\", %zu topic(s):", conf->kafka.group, conf->kafka.n_topics);
     for (size_t i = 0; i < conf->kafka.n_topics; i++)
@@ -77,7 +52,11 @@ int pd_cmd_check(int argc, char **argv)
     printf("features: %zu\n", conf->n_features);
     for (size_t i = 0; i < conf->n_features; i++)
         printf("  %-24s %s\n", conf->features[i].name, kind_names[conf->features[i].kind]);
-    /* the learner's own range checks, beyond what the YAML layer knows */
+}
+
+/* The learner's own range checks, beyond what the YAML layer knows; how many failed. */
+static int check_learners(const char *path, const pd_config *conf)
+{
     int bad = 0;
     for (size_t i = 0; i < conf->n_models; i++) {
         char err[256];
@@ -87,83 +66,136 @@ int pd_cmd_check(int argc, char **argv)
             bad++;
         }
     }
-    if (bad) {
-        pd_config_free(conf);
-        return 1;
-    }
-    char err[256];
-    pd_featurizer *fz = pd_featurizer_new(conf, NULL, err, sizeof err);
-    if (!fz) {
-        fprintf(stderr, "%s: %s\n", path, err);
-        pd_config_free(conf);
-        return 1;
-    }
+    return bad;
+}
 
-    double total = 0, pending_bytes = 0;
-    printf("models: %zu\n", conf->n_models);
-    for (size_t i = 0; i < conf->n_models; i++) {
-        const pd_model_conf *m = &conf->models[i];
-        const pd_learner_conf *lc = &m->learner;
-        double entries = ldexp(1.0, lc->bits);
-        double bytes = entries * (double)pd_learner_bytes_per_weight(lc);
-        total += bytes;
-        human_bytes(buf, sizeof buf, bytes);
-        printf("  %s: %s, %s, 2^%d weights x %zu B = %s, %zu feature(s), output \"%s\"%s\n",
-               m->name, type_names[lc->type], opt_names[lc->optimizer], lc->bits,
-               pd_learner_bytes_per_weight(lc), buf, m->n_features, m->output ? m->output : m->name,
-               m->publish ? "" : " (not published)");
-        printf("    examples on");
-        for (size_t t = 0; t < conf->events.n_types; t++)
-            if (m->example_on & (UINT32_C(1) << t))
-                printf(" %s", conf->events.types[t]);
-        if (m->label == PD_LABEL_POSITIVE_WITHIN)
-            printf("; label 1 when %s follows within %.0f s (%s)\n",
-                   conf->events.types[m->positive_on], (double)m->window_ms / 1000.0,
-                   m->match == PD_MATCH_USER_ITEM ? "same user and item" : "same user");
-        else
-            printf("; label from \"%s\"\n", m->value_field ? m->value_field : "value");
-        /* 1 - e^(-(n-1)/m) of n distinct features share an entry: n for a 1% and 10% share */
-        printf("    hash collisions: 1%% of features share an entry at ~%.0f distinct features, "
-               "10%% at ~%.0f\n",
-               -entries * log(0.99), -entries * log(0.90));
-        if (m->label == PD_LABEL_POSITIVE_WITHIN) {
-            size_t nnz = pd_featurizer_max_nnz(fz, m->features, m->n_features);
-            double per = (double)pd_labels_bytes_per_example(nnz);
-            if (per > pending_bytes)
-                pending_bytes = per;
-        }
-    }
+/* One model's lines; returns its weight table's bytes. */
+static double print_model(const pd_config *conf, const pd_model_conf *m)
+{
+    char buf[64];
+    const pd_learner_conf *lc = &m->learner;
+    double entries = ldexp(1.0, lc->bits);
+    double bytes = entries * (double)pd_learner_bytes_per_weight(lc);
+    human_bytes(buf, sizeof buf, bytes);
+    printf("  %s: %s, %s, 2^%d weights x %zu B = %s, %zu feature(s), output \"%s\"%s\n", m->name,
+           type_names[lc->type], opt_names[lc->optimizer], lc->bits,
+           pd_learner_bytes_per_weight(lc), buf, m->n_features, m->output ? m->output : m->name,
+           m->publish ? "" : " (not published)");
+    printf("    examples on");
+    for (size_t t = 0; t < conf->events.n_types; t++)
+        if (m->example_on & (UINT32_C(1) << t))
+            printf(" %s", conf->events.types[t]);
+    if (m->label == PD_LABEL_POSITIVE_WITHIN)
+        printf("; label 1 when %s follows within %.0f s (%s)\n",
+               conf->events.types[m->positive_on], (double)m->window_ms / 1000.0,
+               m->match == PD_MATCH_USER_ITEM ? "same user and item" : "same user");
+    else
+        printf("; label from \"%s\"\n", m->value_field ? m->value_field : "value");
+    /* 1 - e^(-(n-1)/m) of n distinct features share an entry: n for a 1% and 10% share */
+    printf("    hash collisions: 1%% of features share an entry at ~%.0f distinct features, "
+           "10%% at ~%.0f\n",
+           -entries * log(0.99), -entries * log(0.90));
+    return bytes;
+}
+
+static void print_users(const pd_config *conf, const pd_featurizer *fz)
+{
+    char buf[64];
     pd_user_layout layout = *pd_featurizer_layout(fz);
     double per_user = (double)pd_user_state_bytes_per_user(&layout) + 16; /* + the id */
-    human_bytes(buf, sizeof buf, total);
-    printf("memory:\n  weight tables: %s\n", buf);
     if (!pd_config_needs_user_state(conf)) {
         printf("  users: no per-user state kept (no feature or label reads a user's past)\n");
-    } else {
-        human_bytes(buf, sizeof buf, per_user * 1e6);
-        printf("  users: ~%.0f B per active user (%zu accumulator(s), %zu sketch(es), %zu "
-               "recent item(s)): %s per million users",
-               per_user, layout.n_acc, layout.n_sketch, layout.ring_items, buf);
-        if (conf->state.max_users > 0) {
-            human_bytes(buf, sizeof buf, per_user * (double)conf->state.max_users);
-            printf(", at most %s (users.max %lld)", buf, (long long)conf->state.max_users);
-        }
-        printf("\n");
+        return;
     }
-    if (pending_bytes > 0) {
-        char one[32];
-        human_bytes(one, sizeof one, pending_bytes * (double)conf->state.max_pending_per_user);
-        human_bytes(buf, sizeof buf, pending_bytes * (double)conf->state.max_pending_total);
-        printf("  pending examples: up to %.0f B each; one user at most %s "
-               "(watermark.max_pending_per_user %lld), all at most %s "
-               "(watermark.max_pending_total %lld)\n",
-               pending_bytes, one, (long long)conf->state.max_pending_per_user, buf,
-               (long long)conf->state.max_pending_total);
-        printf("  watermark: allowed lateness %.0f s; a caught-up partition stops holding it "
-               "after %.1f s without events (watermark.idle_timeout)\n",
-               (double)conf->state.allowed_lateness_ms / 1000.0,
-               (double)conf->state.idle_timeout_ms / 1000.0);
+    human_bytes(buf, sizeof buf, per_user * 1e6);
+    printf("  users: ~%.0f B per active user (%zu accumulator(s), %zu sketch(es), %zu "
+           "recent item(s)): %s per million users",
+           per_user, layout.n_acc, layout.n_sketch, layout.ring_items, buf);
+    if (conf->state.max_users > 0) {
+        human_bytes(buf, sizeof buf, per_user * (double)conf->state.max_users);
+        printf(", at most %s (users.max %lld)", buf, (long long)conf->state.max_users);
     }
+    printf("\n");
+}
+
+static void print_pending(const pd_config *conf, const pd_featurizer *fz)
+{
+    double per = 0;
+    for (size_t i = 0; i < conf->n_models; i++) {
+        const pd_model_conf *m = &conf->models[i];
+        if (m->label != PD_LABEL_POSITIVE_WITHIN)
+            continue;
+        size_t nnz = pd_featurizer_max_nnz(fz, m->features, m->n_features);
+        double b = (double)pd_labels_bytes_per_example(nnz);
+        if (b > per)
+            per = b;
+    }
+    if (per <= 0)
+        return;
+    char one[32], all[32];
+    human_bytes(one, sizeof one, per * (double)conf->state.max_pending_per_user);
+    human_bytes(all, sizeof all, per * (double)conf->state.max_pending_total);
+    printf("  pending examples: up to %.0f B each; one user at most %s "
+           "(watermark.max_pending_per_user %lld), all at most %s "
+           "(watermark.max_pending_total %lld)\n",
+           per, one, (long long)conf->state.max_pending_per_user, all,
+           (long long)conf->state.max_pending_total);
+    printf("  watermark: allowed lateness %.0f s; a caught-up partition stops holding it "
+           "after %.1f s without events (watermark.idle_timeout)\n",
+           (double)conf->state.allowed_lateness_ms / 1000.0,
+           (double)conf->state.idle_timeout_ms / 1000.0);
+}
+
+/* The config with its positioned errors, or NULL after printing them. */
+static pd_config *load_checked(const char *path)
+{
+    pd_diag *diag = pd_diag_new();
+    if (!diag) {
+        fprintf(stderr, "propensityd: out of memory\n");
+        return NULL;
+    }
+    pd_config *conf = pd_config_load(path, diag);
+    if (!conf) {
+        pd_diag_print(diag, stderr);
+        fprintf(stderr, "%s: %zu error%s\n", path, pd_diag_count(diag),
+                pd_diag_count(diag) == 1 ? "" : "s");
+    }
+    pd_diag_free(diag);
+    return conf;
+}
+
+int pd_cmd_check(int argc, char **argv)
+{
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        check_usage(stdout);
+        return 0;
+    }
+    if (argc != 2) {
+        check_usage(stderr);
+        return 2;
+    }
+    const char *path = argv[1];
+    pd_config *conf = load_checked(path);
+    if (!conf)
+        return 1;
+    print_inputs(path, conf);
+    char err[256] = "";
+    pd_featurizer *fz = NULL;
+    if (check_learners(path, conf) > 0 || !(fz = pd_featurizer_new(conf, NULL, err, sizeof err))) {
+        if (!fz && err[0])
+            fprintf(stderr, "%s: %s\n", path, err);
+        pd_config_free(conf);
+        return 1;
+    }
+    double total = 0;
+    printf("models: %zu\n", conf->n_models);
+    for (size_t i = 0; i < conf->n_models; i++)
+        total += print_model(conf, &conf->models[i]);
+    char buf[64];
+    human_bytes(buf, sizeof buf, total);
+    printf("memory:\n  weight tables: %s\n", buf);
+    print_users(conf, fz);
+    print_pending(conf, fz);
     pd_featurizer_free(fz);
     pd_config_free(conf);
     return 0;

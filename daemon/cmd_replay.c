@@ -684,7 +684,8 @@ static int fill_report(pd_replay_report *rep, pd_engine *eng, replay_ctx *rc, co
     return r ? -ENOMEM : 0;
 }
 
-int pd_cmd_replay(int argc, char **argv)
+/* Reads the options into *o; returns -1 to go on, else the exit status. */
+static int parse_options(int argc, char **argv, replay_opts *o)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},   {"json", no_argument, NULL, 'j'},
@@ -693,184 +694,210 @@ int pd_cmd_replay(int argc, char **argv)
         {"baseline", required_argument, NULL, 'b'}, {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    replay_opts o = {.progress = isatty(STDERR_FILENO)};
+    *o = (replay_opts){.progress = isatty(STDERR_FILENO)};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "c:qh", opts, NULL)) != -1) {
         switch (c) {
-        case 'c':
-            o.config = optarg;
-            break;
-        case 'j':
-            o.json = true;
-            break;
-        case 's':
-            o.scores_path = optarg;
-            break;
-        case 'r':
-            o.report_path = optarg;
-            break;
-        case 'e':
-            o.examples_path = optarg;
-            break;
-        case 'b':
-            o.baseline_path = optarg;
-            break;
-        case 'q':
-            o.progress = false;
-            break;
-        case 'h':
-            replay_usage(stdout);
-            return 0;
-        default:
-            replay_usage(stderr);
-            return 2;
+        case 'c': o->config = optarg; break;
+        case 'j': o->json = true; break;
+        case 's': o->scores_path = optarg; break;
+        case 'r': o->report_path = optarg; break;
+        case 'e': o->examples_path = optarg; break;
+        case 'b': o->baseline_path = optarg; break;
+        case 'q': o->progress = false; break;
+        case 'h': replay_usage(stdout); return 0;
+        default: replay_usage(stderr); return 2;
         }
     }
-    if (!o.config || optind >= argc) {
+    if (!o->config || optind >= argc) {
         replay_usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+/* One replay: the config, the engine and everything collected while it runs. */
+typedef struct replay_run {
+    replay_opts o;
+    pd_config *conf;
+    pd_engine *eng;
+    baseline base;
+    replay_ctx rc;
+    warnings *w;
+    uint64_t lines;
+    double secs;
+} replay_run;
+
+static void run_release(replay_run *r)
+{
+    replay_ctx *rc = &r->rc;
+    for (size_t i = 0; i < rc->n_curves; i++)
+        pd_learning_curve_free(rc->curves[i]);
+    free(rc->curves);
+    pd_replay_report_free(rc->report);
+    if (rc->examples)
+        fclose(rc->examples);
+    free(rc->exports);
+    if (rc->keep_scores)
+        scores_release(&rc->scores);
+    free(r->w);
+    json_decref(r->base.root);
+    pd_engine_free(r->eng);
+    pd_config_free(r->conf);
+}
+
+static pd_config *load_config(const char *path)
+{
     pd_diag *diag = pd_diag_new();
-    pd_config *conf = diag ? pd_config_load(o.config, diag) : NULL;
-    if (!conf) {
-        if (diag)
-            pd_diag_print(diag, stderr);
-        pd_diag_free(diag);
-        return 1;
-    }
+    pd_config *conf = diag ? pd_config_load(path, diag) : NULL;
+    if (!conf && diag)
+        pd_diag_print(diag, stderr);
     pd_diag_free(diag);
-    baseline base = {0};
-    if (o.baseline_path && baseline_load(&base, o.baseline_path) < 0) {
-        pd_config_free(conf);
-        return 1;
+    return conf;
+}
+
+/* Learning curves always (the JSON carries them), the report page and the example export
+ * when asked. Failures are collected in rc->err. */
+static void collectors_new(replay_run *r)
+{
+    replay_ctx *rc = &r->rc;
+    size_t n = pd_engine_model_count(r->eng);
+    rc->n_curves = n;
+    rc->curves = calloc(n ? n : 1, sizeof *rc->curves);
+    if (!rc->curves) {
+        rc->n_curves = 0;
+        rc->err = -ENOMEM;
     }
-    char err[512];
-    pd_engine *eng = pd_engine_new(conf, err, sizeof err);
-    if (!eng) {
-        fprintf(stderr, "propensityd: %s\n", err);
-        json_decref(base.root);
-        pd_config_free(conf);
-        return 1;
-    }
-    replay_ctx rc = {.keep_scores = o.scores_path != NULL};
-    rc.n_curves = pd_engine_model_count(eng);
-    rc.curves = calloc(rc.n_curves ? rc.n_curves : 1, sizeof *rc.curves);
-    for (size_t i = 0; rc.curves && i < rc.n_curves; i++) {
+    if (r->o.report_path && !(rc->report = pd_replay_report_new()))
+        rc->err = -ENOMEM;
+    for (size_t i = 0; i < rc->n_curves; i++) {
         pd_model_info mi;
-        pd_engine_model_info(eng, i, &mi);
-        if (!(rc.curves[i] = pd_learning_curve_new(metrics_kind_of(mi.output_kind))))
-            rc.err = -ENOMEM;
+        pd_engine_model_info(r->eng, i, &mi);
+        pd_metrics_kind kind = metrics_kind_of(mi.output_kind);
+        if (!(rc->curves[i] = pd_learning_curve_new(kind)))
+            rc->err = -ENOMEM;
+        if (rc->report && pd_replay_report_model(rc->report, i, mi.name, kind) < 0)
+            rc->err = -ENOMEM;
     }
-    if (!rc.curves) {
-        rc.n_curves = 0;
-        rc.err = -ENOMEM;
+    if (rc->keep_scores && scores_init(&rc->scores, n) < 0)
+        rc->err = -ENOMEM;
+    if (!r->o.examples_path)
+        return;
+    const pd_config *conf = r->conf;
+    rc->examples = fopen(r->o.examples_path, "w");
+    rc->exports = calloc(conf->n_models ? conf->n_models : 1, sizeof *rc->exports);
+    if (!rc->examples || !rc->exports) {
+        fprintf(stderr, "propensityd: cannot write \"%s\": %s\n", r->o.examples_path,
+                strerror(errno));
+        rc->err = -EIO;
     }
-    /* scores change no learned state: without --scores they are not computed at all */
-    pd_engine_set_scoring(eng, rc.keep_scores);
-    if (rc.keep_scores && scores_init(&rc.scores, pd_engine_model_count(eng)) < 0) {
-        fprintf(stderr, "propensityd: out of memory\n");
-        pd_engine_free(eng);
-        pd_config_free(conf);
+    for (size_t i = 0; rc->exports && i < conf->n_models; i++)
+        rc->exports[i] = (model_export){
+            .name = conf->models[i].name,
+            .value = conf->models[i].learner.type == PD_MODEL_LINEAR,
+            .mask = (uint32_t)(((uint64_t)1 << conf->models[i].learner.bits) - 1)};
+}
+
+/* Everything before the first event; 0 or the exit status. */
+static int run_start(replay_run *r)
+{
+    char err[512];
+    if (!(r->conf = load_config(r->o.config)))
+        return 1;
+    if (r->o.baseline_path && baseline_load(&r->base, r->o.baseline_path) < 0)
+        return 1;
+    if (!(r->eng = pd_engine_new(r->conf, err, sizeof err))) {
+        fprintf(stderr, "propensityd: %s\n", err);
         return 1;
     }
-    if (o.report_path) {
-        rc.report = pd_replay_report_new();
-        for (size_t i = 0; rc.report && i < pd_engine_model_count(eng); i++) {
-            pd_model_info mi;
-            pd_engine_model_info(eng, i, &mi);
-            pd_metrics_kind kind = metrics_kind_of(mi.output_kind);
-            if (pd_replay_report_model(rc.report, i, mi.name, kind) < 0)
-                rc.err = -ENOMEM;
-        }
-        if (!rc.report)
-            rc.err = -ENOMEM;
+    r->rc.keep_scores = r->o.scores_path != NULL;
+    /* scores change no learned state: without --scores they are not computed at all */
+    pd_engine_set_scoring(r->eng, r->rc.keep_scores);
+    collectors_new(r);
+    if (r->rc.err || !(r->w = calloc(1, sizeof *r->w))) {
+        fprintf(stderr, "propensityd: %s\n",
+                r->rc.err == -EIO ? "cannot open an output" : "out of memory");
+        return 1;
     }
-    if (o.examples_path) {
-        rc.examples = fopen(o.examples_path, "w");
-        rc.exports = calloc(conf->n_models ? conf->n_models : 1, sizeof *rc.exports);
-        if (!rc.examples || !rc.exports) {
-            fprintf(stderr, "propensityd: cannot write \"%s\": %s\n", o.examples_path,
-                    strerror(errno));
-            rc.err = -EIO;
-        }
-        for (size_t i = 0; rc.exports && i < conf->n_models; i++)
-            rc.exports[i] = (model_export){
-                .name = conf->models[i].name,
-                .value = conf->models[i].learner.type == PD_MODEL_LINEAR,
-                .mask = (uint32_t)(((uint64_t)1 << conf->models[i].learner.bits) - 1)};
-    }
-    pd_engine_set_label_observer(eng, observe, &rc);
-    uint64_t lines = 0;
+    pd_engine_set_label_observer(r->eng, observe, &r->rc);
+    return 0;
+}
+
+static int run_files(replay_run *r, char **files, int n)
+{
     double t0 = pd_clock_mono_s();
     int status = 0;
-    for (int i = optind; i < argc && status == 0; i++)
-        if (replay_file(eng, argv[i], &o, &rc, &lines, t0) < 0)
+    for (int i = 0; i < n && status == 0; i++)
+        if (replay_file(r->eng, files[i], &r->o, &r->rc, &r->lines, t0) < 0)
             status = 1;
-    double secs = pd_clock_mono_s() - t0;
-    if (o.progress)
+    r->secs = pd_clock_mono_s() - t0;
+    if (r->o.progress)
         fprintf(stderr, "\r\033[K");
-    if (rc.err) {
+    if (r->rc.err) {
         fprintf(stderr, "propensityd: out of memory collecting scores or report data\n");
         status = 1;
     }
-    pd_engine_stats s;
-    pd_engine_get_stats(eng, &s);
-    warnings *w = calloc(1, sizeof *w);
-    if (!w || rc.err) {
-        fprintf(stderr, "propensityd: out of memory\n");
-        free(w);
-        for (size_t i = 0; i < rc.n_curves; i++)
-            pd_learning_curve_free(rc.curves[i]);
-        free(rc.curves);
-        pd_replay_report_free(rc.report);
-        if (rc.examples)
-            fclose(rc.examples);
-        free(rc.exports);
-        if (rc.keep_scores)
-            scores_release(&rc.scores);
-        json_decref(base.root);
-        pd_engine_free(eng);
-        pd_config_free(conf);
-        return 1;
-    }
-    collect_warnings(eng, conf, &base, w);
-    if (o.json)
-        report_json(eng, conf, &s, lines, secs, &rc, w);
-    else
-        report_text(eng, conf, &s, lines, secs, &rc, &base, w);
-    if (o.scores_path && scores_write(&rc.scores, eng, o.scores_path) < 0)
-        status = 1;
-    if (rc.report && fill_report(rc.report, eng, &rc, &base, w) < 0) {
+    return status;
+}
+
+static int write_report_page(replay_run *r, int n_files)
+{
+    int status = 0;
+    if (fill_report(r->rc.report, r->eng, &r->rc, &r->base, r->w) < 0) {
         fprintf(stderr, "propensityd: out of memory building the report\n");
         status = 1;
     }
-    if (rc.report) {
-        FILE *out = fopen(o.report_path, "w");
-        char title[1024];
-        snprintf(title, sizeof title, "%s over %d file(s)", o.config, argc - optind);
-        if (!out || pd_replay_report_write(rc.report, title, out) < 0) {
-            fprintf(stderr, "propensityd: cannot write \"%s\": %s\n", o.report_path,
-                    strerror(errno));
-            status = 1;
-        }
-        if (out && fclose(out) != 0)
-            status = 1;
-    }
-    pd_replay_report_free(rc.report);
-    if (rc.examples && fclose(rc.examples) != 0) {
-        fprintf(stderr, "propensityd: cannot write \"%s\"\n", o.examples_path);
+    FILE *out = fopen(r->o.report_path, "w");
+    char title[1024];
+    snprintf(title, sizeof title, "%s over %d file(s)", r->o.config, n_files);
+    if (!out || pd_replay_report_write(r->rc.report, title, out) < 0) {
+        fprintf(stderr, "propensityd: cannot write \"%s\": %s\n", r->o.report_path,
+                strerror(errno));
         status = 1;
     }
-    free(rc.exports);
-    if (rc.keep_scores)
-        scores_release(&rc.scores);
-    for (size_t i = 0; i < rc.n_curves; i++)
-        pd_learning_curve_free(rc.curves[i]);
-    free(rc.curves);
-    free(w);
-    json_decref(base.root);
-    pd_engine_free(eng);
-    pd_config_free(conf);
+    if (out && fclose(out) != 0)
+        status = 1;
+    return status;
+}
+
+/* The report on stdout and every output file asked for; the exit status. */
+static int run_report(replay_run *r, int n_files)
+{
+    int status = 0;
+    pd_engine_stats s;
+    pd_engine_get_stats(r->eng, &s);
+    collect_warnings(r->eng, r->conf, &r->base, r->w);
+    if (r->o.json)
+        report_json(r->eng, r->conf, &s, r->lines, r->secs, &r->rc, r->w);
+    else
+        report_text(r->eng, r->conf, &s, r->lines, r->secs, &r->rc, &r->base, r->w);
+    if (r->o.scores_path && scores_write(&r->rc.scores, r->eng, r->o.scores_path) < 0)
+        status = 1;
+    if (r->rc.report && write_report_page(r, n_files) != 0)
+        status = 1;
+    if (r->rc.examples) {
+        int bad = fclose(r->rc.examples) != 0;
+        r->rc.examples = NULL;
+        if (bad) {
+            fprintf(stderr, "propensityd: cannot write \"%s\"\n", r->o.examples_path);
+            status = 1;
+        }
+    }
+    return status;
+}
+
+int pd_cmd_replay(int argc, char **argv)
+{
+    replay_run r = {0};
+    int status = parse_options(argc, argv, &r.o);
+    if (status >= 0)
+        return status;
+    status = run_start(&r);
+    if (status == 0)
+        status = run_files(&r, argv + optind, argc - optind);
+    if (status == 0 || r.w) /* a file that failed midway still gets its report */
+        status |= run_report(&r, argc - optind);
+    run_release(&r);
     return status;
 }

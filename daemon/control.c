@@ -395,6 +395,71 @@ static const char *type_name(const json_t *j)
     }
 }
 
+/* The command a request names (NULL with the reason in err), or *ret_help for "help". */
+static const pd_control_command *find_command(json_t *root, const pd_control_command *cmds,
+                                              size_t n_cmds, bool *ret_help, char *err,
+                                              size_t errlen)
+{
+    json_t *name_v = json_object_get(root, "cmd");
+    const char *name = json_string_value(name_v);
+    *ret_help = false;
+    if (!json_is_object(root)) {
+        snprintf(err, errlen,
+                 "expected a JSON object such as {\"cmd\":\"status\"}, not a%s %s",
+                 json_is_array(root) ? "n" : "", type_name(root));
+        return NULL;
+    }
+    if (!name) {
+        snprintf(err, errlen, "\"cmd\": a command name (string) is required");
+        return NULL;
+    }
+    if (strlen(name) != json_string_length(name_v)) { /* a NUL inside: it names no command */
+        snprintf(err, errlen, "unknown command (try \"help\")");
+        return NULL;
+    }
+    if (strcmp(name, "help") == 0) {
+        *ret_help = true;
+        return NULL;
+    }
+    for (size_t i = 0; i < n_cmds; i++)
+        if (strcmp(cmds[i].name, name) == 0)
+            return &cmds[i];
+    snprintf(err, errlen, "unknown command (try \"help\")");
+    return NULL;
+}
+
+/* The command's argument from the request's other members: 0 (arg NULL for commands that
+ * take none), or -EINVAL with the reason in err. */
+static int read_argument(json_t *root, const pd_control_command *cmd, const char **ret_arg,
+                         size_t *ret_len, char *err, size_t errlen)
+{
+    const char *arg = NULL;
+    size_t arg_len = 0;
+    for (void *it = json_object_iter(root); it; it = json_object_iter_next(root, it)) {
+        const char *key = json_object_iter_key(it);
+        json_t *value = json_object_iter_value(it);
+        if (strcmp(key, "cmd") == 0)
+            continue;
+        if (!cmd->arg || strcmp(key, cmd->arg) != 0) {
+            snprintf(err, errlen, "unknown member \"%.64s\" (%s takes %s%s%s)", key, cmd->name,
+                     cmd->arg ? "\"" : "no arguments", cmd->arg ? cmd->arg : "",
+                     cmd->arg ? "\"" : "");
+            return -EINVAL;
+        }
+        arg = json_string_value(value);
+        arg_len = json_string_length(value);
+        if (!arg || arg_len == 0 || arg_len > 4096)
+            break;
+    }
+    if (cmd->arg && (!arg || arg_len == 0 || arg_len > 4096)) {
+        snprintf(err, errlen, "\"%s\": a non-empty string is required", cmd->arg);
+        return -EINVAL;
+    }
+    *ret_arg = arg;
+    *ret_len = arg_len;
+    return 0;
+}
+
 /* The reply to one request, NULL when out of memory. */
 static json_t *dispatch(pd_control *c, const char *req, size_t len, bool multipart,
                         const pd_control_command *cmds, size_t n_cmds, void *ctx)
@@ -411,71 +476,26 @@ static json_t *dispatch(pd_control *c, const char *req, size_t len, bool multipa
         snprintf(err, sizeof err, "invalid json at byte %d: %s", jerr.position, jerr.text);
         return error_reply(NULL, err);
     }
-    json_t *reply = NULL;
-    json_t *name_v = json_object_get(root, "cmd");
-    const char *name = json_string_value(name_v);
-    const pd_control_command *cmd = NULL;
-    if (!json_is_object(root)) {
-        snprintf(err, sizeof err,
-                 "expected a JSON object such as {\"cmd\":\"status\"}, "
-                 "not a%s %s",
-                 json_is_array(root) ? "n" : "", type_name(root));
-        goto out_malformed;
-    }
-    if (!name) {
-        snprintf(err, sizeof err, "\"cmd\": a command name (string) is required");
-        goto out_malformed;
-    }
-    bool has_nul = strlen(name) != json_string_length(name_v); /* then it names no command */
-    if (!has_nul && strcmp(name, "help") == 0) {
-        reply = help(cmds, n_cmds);
-        goto out_root;
-    }
-    for (size_t i = 0; i < n_cmds && !cmd && !has_nul; i++)
-        if (strcmp(cmds[i].name, name) == 0)
-            cmd = &cmds[i];
-    if (!cmd) {
-        snprintf(err, sizeof err, "unknown command (try \"help\")");
-        goto out_malformed;
-    }
+    json_t *reply;
+    bool is_help;
     const char *arg = NULL;
     size_t arg_len = 0;
-    for (void *it = json_object_iter(root); it; it = json_object_iter_next(root, it)) {
-        const char *key = json_object_iter_key(it);
-        json_t *value = json_object_iter_value(it);
-        if (strcmp(key, "cmd") == 0)
-            continue;
-        if (!cmd->arg || strcmp(key, cmd->arg) != 0) {
-            snprintf(err, sizeof err, "unknown member \"%.64s\" (%s takes %s%s%s)", key, cmd->name,
-                     cmd->arg ? "\"" : "no arguments", cmd->arg ? cmd->arg : "",
-                     cmd->arg ? "\"" : "");
-            goto out_malformed;
-        }
-        arg = json_string_value(value);
-        arg_len = json_string_length(value);
-        if (!arg || arg_len == 0 || arg_len > 4096) {
-            snprintf(err, sizeof err, "\"%s\": a non-empty string is required", cmd->arg);
-            goto out_malformed;
+    const pd_control_command *cmd = find_command(root, cmds, n_cmds, &is_help, err, sizeof err);
+    if (is_help) {
+        reply = help(cmds, n_cmds);
+    } else if (!cmd || read_argument(root, cmd, &arg, &arg_len, err, sizeof err) < 0) {
+        c->stats.malformed++;
+        reply = error_reply(cmd ? cmd->name : NULL, err);
+    } else {
+        err[0] = '\0';
+        json_t *result = cmd->fn(ctx, arg, arg_len, err, sizeof err);
+        if (result) {
+            reply = json_pack("{s:b, s:s, s:o}", "ok", 1, "cmd", cmd->name, "result", result);
+        } else {
+            c->stats.failed++;
+            reply = error_reply(cmd->name, err[0] ? err : "out of memory");
         }
     }
-    if (cmd->arg && !arg) {
-        snprintf(err, sizeof err, "\"%s\": a non-empty string is required", cmd->arg);
-        goto out_malformed;
-    }
-    err[0] = '\0';
-    json_t *result = cmd->fn(ctx, arg, arg_len, err, sizeof err);
-    if (!result) {
-        c->stats.failed++;
-        reply = error_reply(cmd->name, err[0] ? err : "out of memory");
-        goto out_root;
-    }
-    reply = json_pack("{s:b, s:s, s:o}", "ok", 1, "cmd", cmd->name, "result", result);
-    goto out_root;
-
-out_malformed:
-    c->stats.malformed++;
-    reply = error_reply(cmd ? cmd->name : NULL, err);
-out_root:
     json_decref(root);
     return reply;
 }

@@ -238,52 +238,13 @@ static bool ipc_missing(const char *ep)
 }
 
 /* Sends request, waits for the reply; returns the exit status. */
-static int request(const ctl_opts *o, const char *cmd, const char *req, size_t len)
+/* Prints a reply as the options ask; the exit status. */
+static int print_reply(const ctl_opts *o, const char *cmd, const char *reply, size_t rlen)
 {
-    if (ipc_missing(o->endpoint)) {
-        fprintf(stderr, "propensityctl: cannot reach propensityd at \"%s\": %s (is it running?)\n",
-                o->endpoint, strerror(errno));
-        return EXIT_UNREACHABLE;
-    }
-    int status = EXIT_UNREACHABLE, zero = 0;
-    void *zctx = zmq_ctx_new();
-    void *sock = zctx ? zmq_socket(zctx, ZMQ_REQ) : NULL;
-    if (!sock) {
-        fprintf(stderr, "propensityctl: cannot create a zeromq socket: %s\n", zmq_strerror(errno));
-        goto out_ctx;
-    }
-    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(sock, ZMQ_RCVTIMEO, &o->timeout_ms, sizeof o->timeout_ms);
-    zmq_setsockopt(sock, ZMQ_SNDTIMEO, &o->timeout_ms, sizeof o->timeout_ms);
-    if (setup_curve(sock, o) < 0) {
-        status = EXIT_USAGE;
-        goto out_sock;
-    }
-    if (zmq_connect(sock, o->endpoint) < 0) {
-        fprintf(stderr, "propensityctl: cannot connect to \"%s\": %s\n", o->endpoint,
-                zmq_strerror(errno));
-        goto out_sock;
-    }
-    if (zmq_send(sock, req, len, 0) < 0) {
-        fprintf(stderr, "propensityctl: cannot send to \"%s\": %s\n", o->endpoint,
-                zmq_strerror(errno));
-        goto out_sock;
-    }
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, sock, 0) < 0) {
-        fprintf(stderr,
-                "propensityctl: no answer from \"%s\" within %d ms (is propensityd "
-                "running, and are the keys right?)\n",
-                o->endpoint, o->timeout_ms);
-        zmq_msg_close(&m);
-        goto out_sock;
-    }
-    const char *reply = zmq_msg_data(&m);
-    size_t rlen = zmq_msg_size(&m);
     json_error_t jerr;
     json_t *root = json_loadb(reply, rlen, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     json_t *ok = json_object_get(root, "ok");
+    int status;
     if (!root) {
         fprintf(stderr,
                 "propensityctl: the reply is not a propensityd answer: invalid json at "
@@ -310,10 +271,69 @@ static int request(const ctl_opts *o, const char *cmd, const char *req, size_t l
         status = 0;
     }
     json_decref(root);
+    return status;
+}
+
+/* A REQ socket connected to the daemon, or NULL with the reason printed (*ret_status says
+ * which exit status it is). */
+static void *connect_control(void *zctx, const ctl_opts *o, int *ret_status)
+{
+    int zero = 0;
+    void *sock = zmq_socket(zctx, ZMQ_REQ);
+    *ret_status = EXIT_UNREACHABLE;
+    if (!sock) {
+        fprintf(stderr, "propensityctl: cannot create a zeromq socket: %s\n", zmq_strerror(errno));
+        return NULL;
+    }
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(sock, ZMQ_RCVTIMEO, &o->timeout_ms, sizeof o->timeout_ms);
+    zmq_setsockopt(sock, ZMQ_SNDTIMEO, &o->timeout_ms, sizeof o->timeout_ms);
+    if (setup_curve(sock, o) < 0) {
+        *ret_status = EXIT_USAGE;
+        zmq_close(sock);
+        return NULL;
+    }
+    if (zmq_connect(sock, o->endpoint) < 0) {
+        fprintf(stderr, "propensityctl: cannot connect to \"%s\": %s\n", o->endpoint,
+                zmq_strerror(errno));
+        zmq_close(sock);
+        return NULL;
+    }
+    return sock;
+}
+
+static int request(const ctl_opts *o, const char *cmd, const char *req, size_t len)
+{
+    if (ipc_missing(o->endpoint)) {
+        fprintf(stderr, "propensityctl: cannot reach propensityd at \"%s\": %s (is it running?)\n",
+                o->endpoint, strerror(errno));
+        return EXIT_UNREACHABLE;
+    }
+    int status = EXIT_UNREACHABLE;
+    void *zctx = zmq_ctx_new();
+    void *sock = zctx ? connect_control(zctx, o, &status) : NULL;
+    if (!zctx)
+        fprintf(stderr, "propensityctl: cannot create a zeromq context: %s\n",
+                zmq_strerror(errno));
+    if (!sock)
+        goto out_ctx;
+    if (zmq_send(sock, req, len, 0) < 0) {
+        fprintf(stderr, "propensityctl: cannot send to \"%s\": %s\n", o->endpoint,
+                zmq_strerror(errno));
+        goto out_sock;
+    }
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, sock, 0) < 0)
+        fprintf(stderr,
+                "propensityctl: no answer from \"%s\" within %d ms (is propensityd "
+                "running, and are the keys right?)\n",
+                o->endpoint, o->timeout_ms);
+    else
+        status = print_reply(o, cmd, zmq_msg_data(&m), zmq_msg_size(&m));
     zmq_msg_close(&m);
 out_sock:
-    if (sock)
-        zmq_close(sock);
+    zmq_close(sock);
 out_ctx:
     if (zctx)
         zmq_ctx_term(zctx);
@@ -400,7 +420,8 @@ static int keygen(void)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Reads the options into *o; returns -1 to go on, else the exit status. */
+static int parse_options(int argc, char **argv, ctl_opts *o)
 {
     static const struct option long_opts[] = {
         {"endpoint", required_argument, NULL, 'e'},
@@ -414,59 +435,75 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    ctl_opts o = {.endpoint = getenv("PROPENSITYD_CONTROL"),
-                  .feed = getenv("PROPENSITYD_FEED"),
-                  .server_key = getenv("PROPENSITYD_SERVER_KEY"),
-                  .timeout_ms = 5000};
     int c;
     char *end;
     /* "+": options stop at the command, so a user id may start with '-' after it */
-    while ((c = getopt_long(argc, argv, "+e:f:k:jt:n:h", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+e:f:k:jt:n:hV", long_opts, NULL)) != -1) {
         switch (c) {
-        case 'e':
-            o.endpoint = optarg;
-            break;
-        case 'f':
-            o.feed = optarg;
-            break;
-        case 'k':
-            o.server_key = optarg;
-            break;
-        case 'K':
-            o.client_key_file = optarg;
-            break;
-        case 'j':
-            o.json = 1;
-            break;
+        case 'e': o->endpoint = optarg; break;
+        case 'f': o->feed = optarg; break;
+        case 'k': o->server_key = optarg; break;
+        case 'K': o->client_key_file = optarg; break;
+        case 'j': o->json = 1; break;
         case 't':
-            o.timeout_ms = (int)strtol(optarg, &end, 10);
-            if (*end || o.timeout_ms <= 0) {
+            o->timeout_ms = (int)strtol(optarg, &end, 10);
+            if (*end || o->timeout_ms <= 0) {
                 fprintf(stderr, "propensityctl: --timeout needs milliseconds > 0\n");
                 return EXIT_USAGE;
             }
             break;
         case 'n':
-            o.count = strtol(optarg, &end, 10);
-            if (*end || o.count <= 0) {
+            o->count = strtol(optarg, &end, 10);
+            if (*end || o->count <= 0) {
                 fprintf(stderr, "propensityctl: --count needs a number > 0\n");
                 return EXIT_USAGE;
             }
             break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("propensityctl %s\n", PD_VERSION);
-            return 0;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("propensityctl %s\n", PD_VERSION); return 0;
+        default: usage(stderr); return EXIT_USAGE;
         }
     }
-    if (!o.endpoint || !*o.endpoint)
-        o.endpoint = DEFAULT_ENDPOINT;
-    if (o.server_key && !*o.server_key)
-        o.server_key = NULL;
+    if (!o->endpoint || !*o->endpoint)
+        o->endpoint = DEFAULT_ENDPOINT;
+    if (o->server_key && !*o->server_key)
+        o->server_key = NULL;
+    return -1;
+}
+
+/* One of the commands of the table, sent as {"cmd": ..., "<arg>": ...}. */
+static int table_command(const ctl_opts *o, size_t i, int nargs, char **args)
+{
+    const char *cmd = commands[i].name;
+    if (nargs != (commands[i].arg ? 1 : 0)) {
+        fprintf(stderr, "usage: propensityctl %s%s\n", cmd, commands[i].arg_usage);
+        return EXIT_USAGE;
+    }
+    json_error_t jerr;
+    json_t *req = commands[i].arg
+                      ? json_pack_ex(&jerr, 0, "{s:s, s:s}", "cmd", cmd, commands[i].arg, args[0])
+                      : json_pack_ex(&jerr, 0, "{s:s}", "cmd", cmd);
+    char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!text) {
+        fprintf(stderr, "propensityctl: cannot build the request: %s\n",
+                req ? "out of memory" : jerr.text);
+        return EXIT_USAGE;
+    }
+    int r = request(o, cmd, text, strlen(text));
+    free(text);
+    return r;
+}
+
+int main(int argc, char **argv)
+{
+    ctl_opts o = {.endpoint = getenv("PROPENSITYD_CONTROL"),
+                  .feed = getenv("PROPENSITYD_FEED"),
+                  .server_key = getenv("PROPENSITYD_SERVER_KEY"),
+                  .timeout_ms = 5000};
+    int status = parse_options(argc, argv, &o);
+    if (status >= 0)
+        return status;
     if (optind >= argc) {
         usage(stderr);
         return EXIT_USAGE;
@@ -485,28 +522,9 @@ int main(int argc, char **argv)
         }
         return request(&o, "raw", args[0], strlen(args[0]));
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-        if (strcmp(cmd, commands[i].name) != 0)
-            continue;
-        if (nargs != (commands[i].arg ? 1 : 0)) {
-            fprintf(stderr, "usage: propensityctl %s%s\n", commands[i].name, commands[i].arg_usage);
-            return EXIT_USAGE;
-        }
-        json_error_t jerr;
-        json_t *req = commands[i].arg ? json_pack_ex(&jerr, 0, "{s:s, s:s}", "cmd", cmd,
-                                                     commands[i].arg, args[0])
-                                      : json_pack_ex(&jerr, 0, "{s:s}", "cmd", cmd);
-        char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
-        json_decref(req);
-        if (!text) {
-            fprintf(stderr, "propensityctl: cannot build the request: %s\n",
-                    req ? "out of memory" : jerr.text);
-            return EXIT_USAGE;
-        }
-        int r = request(&o, cmd, text, strlen(text));
-        free(text);
-        return r;
-    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            return table_command(&o, i, nargs, args);
     fprintf(stderr, "propensityctl: unknown command \"%s\" (see --help)\n", cmd);
     return EXIT_USAGE;
 }
