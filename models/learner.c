@@ -870,13 +870,29 @@ double pd_hash_collision_rate(double distinct, int bits)
 size_t pd_learner_occupied(const pd_learner *learner)
 {
     /* an entry any example touched has some non-zero state: a gradient sum or a weight (with
-     * L1 many touched entries keep w = 0, so the weight alone would undercount) */
+     * L1 many touched entries keep w = 0, so the weight alone would undercount). The entries'
+     * values are ORed as whole words, sign bits masked off (-0 is zero): a pass over memory,
+     * not a test per value. */
+    const size_t entries = (size_t)learner->mask + 1, eb = learner->entry_bytes;
+    const unsigned char *tab = learner->table;
     size_t used = 0;
-    for (uint64_t i = 0; i <= learner->mask; i++) {
-        size_t pos = (size_t)i * learner->stride;
+
+    if (eb % 8 == 0) {
+        const uint64_t sign = learner->f16 ? 0x7fff7fff7fff7fffull : 0x7fffffff7fffffffull;
+        for (size_t i = 0; i < entries; i++) {
+            uint64_t any = 0, w;
+            for (size_t b = 0; b < eb; b += 8) {
+                memcpy(&w, tab + i * eb + b, 8);
+                any |= w;
+            }
+            used += (any & sign) != 0;
+        }
+        return used;
+    }
+    for (size_t i = 0; i < entries; i++) {
         bool any = false;
-        for (size_t k = 0; k < learner->stride && !any; k++)
-            any = stored_nonzero(learner->table, pos + k, learner->f16);
+        for (size_t k = 0; k < learner->stride; k++)
+            any |= stored_nonzero(tab, i * learner->stride + k, learner->f16);
         used += any;
     }
     return used;
