@@ -155,6 +155,7 @@ typedef enum pd_optimizer {
     PD_OPT_FTRL,
     PD_OPT_ADAGRAD,
     PD_OPT_SGD,
+    PD_OPT_FTRL_MULTI, /* FTRL-Proximal at four alphas side by side, mixed (models/learner.h) */
 } pd_optimizer;
 
 typedef enum pd_weight_format {

@@ -18,6 +18,17 @@
  *  - AdaGrad: g_i += l2 w_i; G += g_i^2; w -= learning_rate g_i / sqrt(G) (no step while G = 0).
  *  - SGD: g_i += l2 w_i; w -= rate_t g_i, rate_t = learning_rate (initial_t / (initial_t + t))
  *    ^ power_t, t = updates applied before this one.
+ *  - ftrl_multi (logistic): lanes j = 0..3, each FTRL-Proximal as above with its own z, n and
+ *    intercept, alpha_j = alpha 10^((j - 1) / 2), and its own gradient k (p_j - y) x_i from its
+ *    own prediction p_j = sigmoid(m_j) (m_j clipped). Output p = sum_j u_j p_j, with mixture
+ *    weights u_j (1/4 each at first) updated after every learned example:
+ *      u_j <- u_j q_j^(eta k), q_j = p_j^y (1 - p_j)^(1 - y), y clamped to [0, 1];
+ *      u <- (1 - share) u / sum(u) + share / 4;        eta = 1/4, share = 1e-4.
+ *    That is exponentially weighted averaging of the lanes by their progressive log loss, with
+ *    a fixed share (Herbster and Warmuth 1998): no lane's weight falls below share / 4, so a
+ *    lane that becomes the best takes over once it gains about ln(4 / share) / eta = 42 nats.
+ *    The lanes' arithmetic between loads and stores is float32 (four lanes per SIMD
+ *    instruction), not float64; ftrl_multi section below says why these constants.
  *  - l1 is FTRL's only; AdaGrad and SGD ignore it. L2 is a per-update decay of the coordinates an
  *    example touches (lazy, as in VW) and is not scaled by the importance weight.
  *  - The intercept is one more coordinate outside the table, value 1, same optimizer, never
@@ -46,8 +57,11 @@
  * plain `inline` leaves that to the compiler, which declines for functions this size. */
 #define HOT static inline __attribute__((always_inline))
 
-/* Values per entry at most (FTRL's). */
-#define FTRL_STRIDE_MAX 4
+/* Values per table entry at most (ftrl_multi's), and of the intercept's state. */
+#define STRIDE_MAX 8
+#define ICPT_MAX   12
+
+#define LANES PD_LEARNER_LANES
 
 /* Admission counters are saturating bytes. */
 #define ADMIT_MAX 255
@@ -60,6 +74,7 @@
 typedef double (*pd_learn_fn)(pd_learner *l, const pd_feature *x, size_t n, double label,
                               double importance);
 typedef double (*pd_margin_fn)(const pd_learner *l, const pd_feature *x, size_t n, bool *ret_bad);
+typedef double (*pd_predict_fn)(const pd_learner *l, const pd_feature *x, size_t n);
 
 struct pd_learner {
     pd_learner_conf conf;
@@ -71,18 +86,25 @@ struct pd_learner {
     double inv_alpha;
     double ftrl_den;      /* beta + alpha * l2: the FTRL denominator times alpha, less sqrt(n) */
     double ftrl_icpt_den; /* the same without l2, for the intercept */
+    /* ftrl_multi: each lane's alpha, 1 / alpha and FTRL denominator (the intercept's is beta) */
+    double lane_alpha[LANES];
+    double lane_inv_alpha[LANES];
+    double lane_den[LANES];
+    double mix[LANES]; /* ftrl_multi's mixture weights, summing to 1 */
     void *table;
     size_t table_bytes;
     size_t table_map_bytes;      /* non-zero when table came from mmap */
     uint8_t *seen;               /* admission counters, one per table entry; NULL when off */
-    float icpt[FTRL_STRIDE_MAX]; /* intercept state, laid out like a float32 entry */
+    /* intercept state: laid out as a float32 entry; ftrl_multi's w[4], z[4], sqrt(n)[4] */
+    float icpt[ICPT_MAX];
     uint64_t updates;
     uint64_t nonfinite;
     uint64_t clipped;
     uint64_t not_admitted;
     uint64_t nonzero; /* table entries whose weight is non-zero */
     pd_learn_fn learn;
-    pd_margin_fn margin;
+    pd_margin_fn margin; /* NULL for ftrl_multi, whose lanes have a margin each */
+    pd_predict_fn predict;
 };
 
 /* ---- errors ---- */
@@ -145,17 +167,36 @@ static inline uint32_t update_salt(uint64_t updates)
 }
 
 /* An entry is `stride` consecutive values, float32 or bfloat16; value 0 is always the weight:
- *   FTRL    stride 4: w, z, sqrt(n), unused. w is cached so predict() is a plain gather and n
- *           is kept as its root so an update costs one sqrt and one division; the unused value
- *           makes entries 16 (8) bytes, so none straddles a cache line. VW's FTRL also keeps
- *           four floats per weight.
- *   AdaGrad stride 2: w, G
- *   SGD     stride 1: w */
-enum { FTRL_STRIDE = FTRL_STRIDE_MAX, ADAGRAD_STRIDE = 2, SGD_STRIDE = 1 };
+ *   FTRL       stride 4: w, z, sqrt(n), unused. w is cached so predict() is a plain gather and
+ *              n is kept as its root so an update costs one sqrt and one division; the unused
+ *              value makes entries 16 (8) bytes, so none straddles a cache line. VW's FTRL also
+ *              keeps four floats per weight.
+ *   AdaGrad    stride 2: w, G
+ *   SGD        stride 1: w
+ *   ftrl_multi stride 8: z[4], sqrt(n)[4], the four lanes' values side by side so that each
+ *              is one SIMD vector; 32 (16) bytes, half a cache line (a quarter), so the four
+ *              lanes cost the one random access a coordinate costs anyway. No cached w: the
+ *              lanes' weights are computed where they are read, which costs a SIMD division
+ *              per coordinate and halves the table (w[4] too measured the same per update,
+ *              but a 2M-event replay spent more time having the kernel zero the larger
+ *              table than learning). The intercept keeps w[4], z[4], sqrt(n)[4]. */
+enum { FTRL_STRIDE = 4, ADAGRAD_STRIDE = 2, SGD_STRIDE = 1, MULTI_STRIDE = STRIDE_MAX };
+enum { MULTI_Z = 0, MULTI_S = 4 };
+enum { ICPT_W = 0, ICPT_Z = 4, ICPT_S = 8 };
 
 static size_t stride_of(pd_optimizer opt)
 {
-    return opt == PD_OPT_FTRL ? FTRL_STRIDE : (opt == PD_OPT_ADAGRAD ? ADAGRAD_STRIDE : SGD_STRIDE);
+    switch (opt) {
+    case PD_OPT_FTRL:
+        return FTRL_STRIDE;
+    case PD_OPT_ADAGRAD:
+        return ADAGRAD_STRIDE;
+    case PD_OPT_SGD:
+        return SGD_STRIDE;
+    case PD_OPT_FTRL_MULTI:
+        return MULTI_STRIDE;
+    }
+    return SGD_STRIDE;
 }
 
 HOT double get_val(const void *tab, size_t pos, bool f16)
@@ -520,6 +561,362 @@ HOT double learn_sgd(pd_learner *l, const pd_feature *x, size_t n, double label,
     return out;
 }
 
+/* ---- ftrl_multi ----
+ *
+ * Why four lanes, this rule and these constants (tests/bench/quality_defaults.py, its README
+ * section, and prototypes over the examples it exports): no single FTRL alpha is best
+ * everywhere (bank marketing wants 0.1, the delayed-label streams 1 to 3, the generated streams
+ * with a known optimum 0.3), while the best alpha of each data set ties Vowpal Wabbit's best
+ * tuned learner on nearly all of them. Lanes in half-decade steps from alpha / sqrt(10) to
+ * 10 alpha (0.095 .. 3 by default) cover those. Four is what one SIMD vector of float32 holds:
+ * a fifth lane (0.03) helped only the 100- and 200-example sets, and doubled the update's
+ * instructions. Mixing the lanes' probabilities by their likelihood (eta 1: Bayesian model
+ * averaging) costs up to ln 4 nats over the best lane in all, which 4,000 examples still feel
+ * (+0.0003 on bank marketing); eta from 0.1 to 0.5 did as well on the large sets and better on
+ * the small ones, and 1/4 is two square roots. Serving the lane with the lowest decayed loss,
+ * with hysteresis, was worse than mixing on every set, and so was averaging margins instead of
+ * probabilities. Without the fixed share a lane that is bad early (a fast one, before the runs
+ * of joined labels start) keeps a vanishing weight for good: 8% worse on the joined eventgen
+ * stream at eta 1. Share 1e-4 against 1e-5 cost at most 0.00006 (bank marketing) and gained
+ * OTTO 3%; 1e-3 cost the large sets 0.1%. */
+
+_Static_assert(LANES == 4, "ftrl_multi's lanes are one vector of four float32");
+
+/* lane j's alpha over the configured alpha: 10^((j - 1) / 2) */
+static const double lane_scale[LANES] = {0.31622776601683794, 1.0, 3.1622776601683795, 10.0};
+
+#define MIX_ETA   0.25 /* the fast path below takes q^(1/4) as sqrt(sqrt(q)) */
+#define MIX_SHARE 1e-4
+/* a lane's likelihood is taken as at least this (below it only with max_abs_margin > 690) */
+#define MIX_LIKELIHOOD_MIN 1e-300
+
+/* The lanes' arithmetic between loading a coordinate's state and storing it is SIMD over the
+ * four lanes, in float32 as the state is (float32 or bfloat16): GCC and Clang vector extensions,
+ * SSE on x86-64, NEON on arm64, plain code elsewhere. In float64 and scalar, the lanes' square
+ * roots and divisions made learn() several times as slow as a single FTRL's. A sum of squares
+ * over 1.8e19 does not fit float32: such an update fails the range check, like one whose state
+ * would not fit the storage. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+typedef uint32_t v4u __attribute__((vector_size(16)));
+typedef double v4d __attribute__((vector_size(32)));
+
+HOT v4f v_sqrt(v4f a)
+{
+    v4f r;
+
+    for (int k = 0; k < 4; k++)
+        r[k] = sqrtf(a[k]);
+    return r;
+}
+
+HOT v4f v_abs(v4f a)
+{
+    return (v4f)((v4i)a & 0x7fffffff);
+}
+
+/* The mask's elements as four bits: movmskps where there is one, as compilers otherwise reduce
+ * element by element. */
+HOT unsigned v_bits(v4i m)
+{
+#if defined(__SSE__)
+    return (unsigned)__builtin_ia32_movmskps((v4f)m);
+#else
+    return (m[0] != 0) | (m[1] != 0) << 1 | (m[2] != 0) << 2 | (m[3] != 0) << 3;
+#endif
+}
+
+/* Values pos..pos+3 of the table as a vector. */
+HOT v4f load4(const void *tab, size_t pos, bool f16)
+{
+    if (f16) {
+        const uint16_t *h = (const uint16_t *)tab + pos;
+        return (v4f)((v4u){h[0], h[1], h[2], h[3]} << 16);
+    }
+    v4f r;
+    memcpy(&r, (const float *)tab + pos, sizeof(r));
+    return r;
+}
+
+/* Stores x at pos..pos+3, rounded (stochastically by dither for bfloat16); returns the values
+ * as stored. */
+HOT v4f store4(void *tab, size_t pos, bool f16, v4f x, v4u dither)
+{
+    if (f16) {
+        v4u h = ((v4u)x + (dither & 0xffffu)) >> 16;
+        uint16_t *t = (uint16_t *)tab + pos;
+        for (int k = 0; k < 4; k++)
+            t[k] = (uint16_t)h[k];
+        return (v4f)(h << 16);
+    }
+    memcpy((float *)tab + pos, &x, sizeof(x));
+    return x;
+}
+
+/* dither_hash() of idx under four salts */
+HOT v4u dither_hash4(uint32_t idx, v4u salt)
+{
+    v4u h = (idx * 0x9e3779b1u) ^ salt;
+
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+/* ftrl_weight() of four lanes */
+HOT v4f ftrl_weight4(v4f z, v4f s, float l1, v4f alpha, v4f den)
+{
+    v4f t = v_abs(z) - l1;
+
+    t = 0.5f * (t + v_abs(t));
+    /* copysign(t, z) */
+    v4f w = (v4f)((v4i)t | ((v4i)z & (int32_t)0x80000000));
+    return -w * alpha / (den + s) + 0.0f;
+}
+
+/* The lanes' float32 constants for the vector arithmetic. */
+typedef struct lanes4 {
+    v4f alpha, inv_alpha, den;
+    float l1;
+} lanes4;
+
+HOT lanes4 lanes_of(const pd_learner *l)
+{
+    lanes4 c;
+
+    for (size_t j = 0; j < LANES; j++) {
+        c.alpha[j] = (float)l->lane_alpha[j];
+        c.inv_alpha[j] = (float)l->lane_inv_alpha[j];
+        c.den[j] = (float)l->lane_den[j];
+    }
+    c.l1 = (float)l->conf.l1;
+    return c;
+}
+
+/* The lanes' weights of the entry at pos. */
+HOT v4f entry_weights(const void *tab, size_t pos, bool f16, const lanes4 *c)
+{
+    return ftrl_weight4(load4(tab, pos + MULTI_Z, f16), load4(tab, pos + MULTI_S, f16), c->l1,
+                        c->alpha, c->den);
+}
+
+/* Every lane's margin for x into m; returns whether a value was not finite (such values then
+ * count as 0, as in margin_gather()). */
+HOT bool multi_margins(const pd_learner *l, const pd_feature *x, size_t n, bool f16, double *m)
+{
+    const uint32_t mask = l->mask;
+    const void *tab = l->table;
+    const lanes4 c = lanes_of(l);
+    v4d acc = {0.0, 0.0, 0.0, 0.0};
+
+    for (size_t i = 0; i < n; i++) {
+        const size_t pos = (size_t)(x[i].hash & mask) * MULTI_STRIDE;
+        acc += __builtin_convertvector(entry_weights(tab, pos, f16, &c), v4d) * (double)x[i].value;
+    }
+    /* as in margin_gather(): only a non-finite value makes the sum non-finite */
+    const bool bad = !isfinite(acc[0] + acc[1] + acc[2] + acc[3]);
+    if (__builtin_expect(bad, 0)) {
+        acc = (v4d){0.0, 0.0, 0.0, 0.0};
+        for (size_t i = 0; i < n; i++) {
+            const size_t pos = (size_t)(x[i].hash & mask) * MULTI_STRIDE;
+            const double v = x[i].value;
+            if (fabs(v) <= FLT_MAX)
+                acc += __builtin_convertvector(entry_weights(tab, pos, f16, &c), v4d) * v;
+        }
+    }
+    for (size_t j = 0; j < LANES; j++)
+        m[j] = acc[j] + (l->conf.intercept ? l->icpt[ICPT_W + j] : 0.0);
+    return bad;
+}
+
+/* sigmoid(m) and 1 - sigmoid(m), neither by cancellation nor overflowing for any m. */
+HOT void sigmoid_pair(double m, double *ret_p, double *ret_q)
+{
+    const double e = exp(-fabs(m));
+    const double a = 1.0 / (1.0 + e), b = e * a;
+
+    *ret_p = m >= 0.0 ? a : b;
+    *ret_q = m >= 0.0 ? b : a;
+}
+
+/* Clips each lane's margin and gives its probability of a positive (p) and of a negative (q);
+ * returns whether any margin was clipped. */
+HOT bool multi_probabilities(const pd_learner *l, double *m, double *p, double *q)
+{
+    bool clipped = false;
+
+    for (size_t j = 0; j < LANES; j++)
+        clipped |= clip_margin(&m[j], l->conf.max_abs_margin);
+    for (size_t j = 0; j < LANES; j++)
+        sigmoid_pair(m[j], &p[j], &q[j]);
+    return clipped;
+}
+
+HOT double mixture(const pd_learner *l, const double *p)
+{
+    double out = 0.0;
+
+    for (size_t j = 0; j < LANES; j++)
+        out += l->mix[j] * p[j];
+    /* the weights sum to 1 only up to rounding */
+    return fmin(fmax(out, 0.0), 1.0);
+}
+
+/* The mixture weights after an example with this label: each times the lane's likelihood of the
+ * label to the power eta * importance, normalised, then the fixed share. */
+static void mix_update(pd_learner *l, const double *p, const double *q, double label,
+                       double importance)
+{
+    double u[LANES], sum = 0.0;
+
+    if (importance == 1.0 && (label == 0.0 || label == 1.0)) {
+        for (size_t j = 0; j < LANES; j++)
+            u[j] = l->mix[j] * sqrt(sqrt(fmax(label != 0.0 ? p[j] : q[j], MIX_LIKELIHOOD_MIN)));
+    } else {
+        /* in logs, so that a large importance cannot underflow every weight at once */
+        const double y = fmin(fmax(label, 0.0), 1.0);
+        double a[LANES], top = -INFINITY;
+
+        for (size_t j = 0; j < LANES; j++) {
+            const double ll = y * log(fmax(p[j], MIX_LIKELIHOOD_MIN)) +
+                              (1.0 - y) * log(fmax(q[j], MIX_LIKELIHOOD_MIN));
+            a[j] = log(l->mix[j]) + MIX_ETA * importance * ll;
+            top = fmax(top, a[j]);
+        }
+        for (size_t j = 0; j < LANES; j++)
+            u[j] = exp(a[j] - top);
+    }
+    for (size_t j = 0; j < LANES; j++)
+        sum += u[j];
+    if (!(sum > 0.0 && sum <= DBL_MAX))
+        return; /* every lane's a[j] was -inf: nothing to learn about the lanes */
+    for (size_t j = 0; j < LANES; j++)
+        l->mix[j] = (1.0 - MIX_SHARE) * (u[j] / sum) + MIX_SHARE / LANES;
+}
+
+HOT double learn_multi(pd_learner *l, const pd_feature *x, size_t n, double label,
+                       double importance, bool f16, bool adm)
+{
+    const float limit = (float)STATE_LIMIT;
+    const uint32_t mask = l->mask, salt = f16 ? update_salt(l->updates) : 0;
+    const lanes4 c = lanes_of(l);
+    void *tab = l->table;
+    double m[LANES], p[LANES], q[LANES], gm[LANES];
+    v4f grad;
+    v4u salts;
+    bool failed = false;
+    const bool bad = multi_margins(l, x, n, f16, m);
+
+    if (multi_probabilities(l, m, p, q))
+        l->clipped++;
+    const double out = mixture(l, p);
+    if (bad || !isfinite(label) || !isfinite(importance)) {
+        l->nonfinite++;
+        return out;
+    }
+    if (!(importance > 0))
+        return out;
+    for (size_t j = 0; j < LANES; j++) {
+        gm[j] = (p[j] - label) * importance;
+        grad[j] = (float)gm[j];
+        /* the lanes' bfloat16 roundings independent of each other */
+        salts[j] = salt + (uint32_t)j * 0x68e31da4u;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t idx = x[i].hash & mask;
+        const size_t pos = (size_t)idx * MULTI_STRIDE;
+        const v4f z = load4(tab, pos + MULTI_Z, f16), s = load4(tab, pos + MULTI_S, f16);
+
+        if (adm && v_bits((z != 0.0f) | (s != 0.0f)) == 0 && !admit(l, idx))
+            continue;
+        const v4f w = ftrl_weight4(z, s, c.l1, c.alpha, c.den);
+        const v4f g = grad * x[i].value;
+        const v4f s2 = v_sqrt(s * s + g * g);
+        const v4f z2 = z + g - (s2 - s) * c.inv_alpha * w;
+        /* within the limit, and not NaN (a NaN fails <=) */
+        if (__builtin_expect(v_bits((v_abs(z2) <= limit) & (s2 <= limit)) != 0xf, 0)) {
+            failed = true;
+            continue;
+        }
+        const v4u d = f16 ? dither_hash4(idx, salts) : (v4u){0, 0, 0, 0};
+        store4(tab, pos + MULTI_Z, f16, z2, d);
+        store4(tab, pos + MULTI_S, f16, s2, d >> 16);
+    }
+    if (l->conf.intercept) {
+        float *ic = l->icpt;
+        double z2[LANES], s2[LANES];
+        bool fits = true;
+
+        for (size_t j = 0; j < LANES; j++) {
+            const double w = ic[ICPT_W + j], z = ic[ICPT_Z + j], s = ic[ICPT_S + j];
+            s2[j] = sqrt(s * s + gm[j] * gm[j]);
+            z2[j] = z + gm[j] - (s2[j] - s) * l->lane_inv_alpha[j] * w;
+            fits &= in_range(z2[j]) & (s2[j] <= STATE_LIMIT);
+        }
+        if (fits) {
+            for (size_t j = 0; j < LANES; j++) {
+                ic[ICPT_Z + j] = (float)z2[j];
+                ic[ICPT_S + j] = (float)s2[j];
+                ic[ICPT_W + j] = (float)ftrl_weight(ic[ICPT_Z + j], ic[ICPT_S + j], 0.0,
+                                                    l->lane_alpha[j], l->ftrl_icpt_den);
+            }
+        } else {
+            failed = true;
+        }
+    }
+    mix_update(l, p, q, label, importance);
+    l->nonfinite += failed;
+    l->updates++;
+    return out;
+}
+
+HOT double predict_multi(const pd_learner *l, const pd_feature *x, size_t n, bool f16)
+{
+    double m[LANES], p[LANES], q[LANES];
+
+    multi_margins(l, x, n, f16, m);
+    multi_probabilities(l, m, p, q);
+    return mixture(l, p);
+}
+
+static double predict_multi_f32(const pd_learner *l, const pd_feature *x, size_t n)
+{
+    return predict_multi(l, x, n, false);
+}
+
+static double predict_multi_f16(const pd_learner *l, const pd_feature *x, size_t n)
+{
+    return predict_multi(l, x, n, true);
+}
+
+/* The other optimizers: one margin, clipped, through the link. */
+static double predict_single(const pd_learner *l, const pd_feature *x, size_t n)
+{
+    bool bad;
+    double m = l->margin(l, x, n, &bad);
+
+    clip_margin(&m, l->conf.max_abs_margin);
+    return link_output(l, m);
+}
+
+/* The lane whose weights pd_learner_weight() reports: the one with the largest mixture weight
+ * (the first of equals); 0 for the other optimizers. */
+static size_t top_lane(const pd_learner *l)
+{
+    size_t top = 0;
+
+    if (l->conf.optimizer != PD_OPT_FTRL_MULTI)
+        return 0;
+    for (size_t j = 1; j < LANES; j++)
+        if (l->mix[j] > l->mix[top])
+            top = j;
+    return top;
+}
+
 #define LEARN_FN(name, body, f16, adm)                                                             \
     static double name(pd_learner *l, const pd_feature *x, size_t n, double label,                 \
                        double importance)                                                          \
@@ -538,16 +935,23 @@ LEARN_FN(learn_sgd_f32, learn_sgd, false, false)
 LEARN_FN(learn_sgd_f16, learn_sgd, true, false)
 LEARN_FN(learn_sgd_f32_adm, learn_sgd, false, true)
 LEARN_FN(learn_sgd_f16_adm, learn_sgd, true, true)
+LEARN_FN(learn_multi_f32, learn_multi, false, false)
+LEARN_FN(learn_multi_f16, learn_multi, true, false)
+LEARN_FN(learn_multi_f32_adm, learn_multi, false, true)
+LEARN_FN(learn_multi_f16_adm, learn_multi, true, true)
 #undef LEARN_FN
 
 /* The kernels for a learner's optimizer, format and admission; [optimizer][f16][adm]. */
-static const pd_learn_fn learn_kernels[3][2][2] = {
+static const pd_learn_fn learn_kernels[4][2][2] = {
     [PD_OPT_FTRL] = {{learn_ftrl_f32, learn_ftrl_f32_adm}, {learn_ftrl_f16, learn_ftrl_f16_adm}},
     [PD_OPT_ADAGRAD] = {{learn_adagrad_f32, learn_adagrad_f32_adm},
                         {learn_adagrad_f16, learn_adagrad_f16_adm}},
     [PD_OPT_SGD] = {{learn_sgd_f32, learn_sgd_f32_adm}, {learn_sgd_f16, learn_sgd_f16_adm}},
+    [PD_OPT_FTRL_MULTI] = {{learn_multi_f32, learn_multi_f32_adm},
+                           {learn_multi_f16, learn_multi_f16_adm}},
 };
-static const pd_margin_fn margin_kernels[3][2] = {
+/* ftrl_multi has none: its lanes have a margin each */
+static const pd_margin_fn margin_kernels[4][2] = {
     [PD_OPT_FTRL] = {margin_ftrl_f32, margin_ftrl_f16},
     [PD_OPT_ADAGRAD] = {margin_adagrad_f32, margin_adagrad_f16},
     [PD_OPT_SGD] = {margin_sgd_f32, margin_sgd_f16},
@@ -557,6 +961,10 @@ static void select_kernels(pd_learner *l)
 {
     l->learn = learn_kernels[l->conf.optimizer][l->f16][l->seen != NULL];
     l->margin = margin_kernels[l->conf.optimizer][l->f16];
+    if (l->conf.optimizer == PD_OPT_FTRL_MULTI)
+        l->predict = l->f16 ? predict_multi_f16 : predict_multi_f32;
+    else
+        l->predict = predict_single;
 }
 
 /* ---- configuration ---- */
@@ -625,7 +1033,15 @@ int pd_learner_check_conf(const pd_learner_conf *conf, char *errbuf, size_t errl
     }
     switch (conf->optimizer) {
     case PD_OPT_FTRL:
-        if (!positive(conf->alpha)) {
+    case PD_OPT_FTRL_MULTI:
+        if (conf->optimizer == PD_OPT_FTRL_MULTI && conf->type != PD_MODEL_LOGISTIC) {
+            /* its lanes are mixed by their likelihood of the label */
+            pd_set_error(errbuf, errlen, "optimizer ftrl_multi is for logistic models, not %s",
+                         type_name(conf->type));
+            return -EINVAL;
+        }
+        /* ftrl_multi's fastest lane learns at 10 alpha */
+        if (!positive(conf->alpha) || !positive(conf->alpha * 10.0)) {
             pd_set_error(errbuf, errlen, "ftrl alpha must be > 0, not %g", conf->alpha);
             return -EINVAL;
         }
@@ -709,13 +1125,24 @@ static void derive(pd_learner *l)
     l->inv_alpha = 1.0 / l->conf.alpha;
     l->ftrl_den = l->conf.beta + l->conf.alpha * l->conf.l2;
     l->ftrl_icpt_den = l->conf.beta;
+    for (size_t j = 0; j < LANES; j++) {
+        l->lane_alpha[j] = l->conf.alpha * lane_scale[j];
+        l->lane_inv_alpha[j] = 1.0 / l->lane_alpha[j];
+        l->lane_den[j] = l->conf.beta + l->lane_alpha[j] * l->conf.l2;
+    }
 }
 
 static void *table_alloc(size_t bytes, size_t *ret_map_bytes)
 {
     *ret_map_bytes = 0;
-    if (bytes < TABLE_MMAP_MIN)
-        return calloc(1, bytes);
+    if (bytes < TABLE_MMAP_MIN) {
+        /* aligned to a cache line, so that no entry straddles two */
+        size_t size = (bytes + 63) & ~(size_t)63;
+        void *p = aligned_alloc(64, size);
+        if (p != NULL)
+            memset(p, 0, size);
+        return p;
+    }
 
     /* Anonymous memory is zero and only backed as it is touched. Over-map by a huge page to
      * align the table on one, and give the slack back. */
@@ -764,6 +1191,8 @@ pd_learner *pd_learner_new(const pd_learner_conf *conf, char *errbuf, size_t err
     l->entry_bytes = l->stride * (l->f16 ? 2 : 4);
     l->table_bytes = l->entry_bytes << conf->bits;
     derive(l);
+    for (size_t j = 0; j < LANES; j++)
+        l->mix[j] = 1.0 / LANES; /* ftrl_multi's; the others have none */
 
     l->table = table_alloc(l->table_bytes, &l->table_map_bytes);
     if (l->table == NULL) {
@@ -801,11 +1230,7 @@ void pd_learner_free(pd_learner *learner)
 
 double pd_learner_predict(const pd_learner *learner, const pd_feature *x, size_t n)
 {
-    bool bad;
-    double m = learner->margin(learner, x, n, &bad);
-
-    clip_margin(&m, learner->conf.max_abs_margin);
-    return link_output(learner, m);
+    return learner->predict(learner, x, n);
 }
 
 void pd_learner_prefetch(const pd_learner *learner, const pd_feature *x, size_t n)
@@ -826,27 +1251,34 @@ double pd_learner_learn(pd_learner *learner, const pd_feature *x, size_t n, doub
     return learner->learn(learner, x, n, label, importance);
 }
 
-static double entry_weight(const pd_learner *l, uint32_t idx)
-{
-    return get_val(l->table, (size_t)idx * l->stride, l->f16);
-}
-
 double pd_learner_weight(const pd_learner *learner, uint32_t hash)
 {
-    return entry_weight(learner, hash & learner->mask);
+    size_t pos = (size_t)(hash & learner->mask) * learner->stride;
+
+    if (learner->conf.optimizer == PD_OPT_FTRL_MULTI) {
+        const lanes4 c = lanes_of(learner);
+        return entry_weights(learner->table, pos, learner->f16, &c)[top_lane(learner)];
+    }
+    return get_val(learner->table, pos, learner->f16);
 }
 
 double pd_learner_intercept(const pd_learner *learner)
 {
-    return learner->conf.intercept ? learner->icpt[0] : 0.0;
+    return learner->conf.intercept ? learner->icpt[ICPT_W + top_lane(learner)] : 0.0;
 }
 
 static uint64_t count_nonzero(const pd_learner *l)
 {
+    const bool multi = l->conf.optimizer == PD_OPT_FTRL_MULTI;
+    const float l1 = (float)l->conf.l1;
     uint64_t nz = 0;
 
-    for (uint64_t i = 0; i <= l->mask; i++)
-        nz += entry_weight(l, (uint32_t)i) != 0.0;
+    for (uint64_t i = 0; i <= l->mask; i++) {
+        size_t pos = (size_t)i * l->stride;
+        /* ftrl_multi: a lane's weight is non-zero where |z| > l1 */
+        nz += multi ? v_bits(v_abs(load4(l->table, pos + MULTI_Z, l->f16)) > l1) != 0
+                    : stored_nonzero(l->table, pos, l->f16);
+    }
     return nz;
 }
 
@@ -903,28 +1335,69 @@ size_t pd_learner_occupied(const pd_learner *learner)
  * it under the new parameters, z = -sgn(w) (l1' + |w| ((beta' + sqrt(n)) / alpha' + l2')); a
  * zero w keeps its relative place inside the new dead zone, z' = z l1' / l1. n, the gradient
  * history, stays; so does the cached w. */
+static double reexpressed_z(double w, double z, double s, double l1, double dead, double inv_alpha,
+                            double den)
+{
+    double z_new = w != 0.0 ? copysign(l1 + fabs(w) * (den + s) * inv_alpha, -w) : z * dead;
+
+    return in_range(z_new) ? z_new : copysign(STATE_LIMIT, z_new);
+}
+
+/* ftrl_multi does it lane by lane; it caches no w in the table, so each lane's weight under
+ * the old parameters is computed as learn() computes it. */
+static void multi_reexpress(pd_learner *l, const pd_learner_conf *old, double dead)
+{
+    lanes4 was;
+
+    for (size_t j = 0; j < LANES; j++) {
+        double alpha = old->alpha * lane_scale[j];
+        was.alpha[j] = (float)alpha;
+        was.den[j] = (float)(old->beta + alpha * old->l2);
+    }
+    was.l1 = (float)old->l1;
+    for (uint64_t i = 0; i <= l->mask; i++) {
+        size_t pos = (size_t)i * MULTI_STRIDE;
+        v4f z = load4(l->table, pos + MULTI_Z, l->f16), s = load4(l->table, pos + MULTI_S, l->f16);
+        v4f w = ftrl_weight4(z, s, was.l1, was.alpha, was.den);
+
+        for (size_t j = 0; j < LANES; j++) {
+            if (z[j] == 0.0f)
+                continue;
+            put_val(l->table, pos + MULTI_Z + j, l->f16,
+                    reexpressed_z(w[j], z[j], s[j], l->conf.l1, dead, l->lane_inv_alpha[j],
+                                  l->lane_den[j]),
+                    ROUND_NEAREST);
+        }
+    }
+    for (size_t j = 0; j < LANES; j++) {
+        double w = l->icpt[ICPT_W + j];
+        double z_new = -w * (l->ftrl_icpt_den + l->icpt[ICPT_S + j]) * l->lane_inv_alpha[j];
+        if (w != 0.0 && in_range(z_new))
+            l->icpt[ICPT_Z + j] = (float)z_new;
+    }
+}
+
 static void ftrl_reexpress(pd_learner *l, const pd_learner_conf *old)
 {
-    const double l1 = l->conf.l1, inv_alpha = l->inv_alpha, den = l->ftrl_den;
+    const double l1 = l->conf.l1;
     const double dead = old->l1 > 0 ? l1 / old->l1 : 0.0;
 
+    if (l->conf.optimizer == PD_OPT_FTRL_MULTI) {
+        multi_reexpress(l, old, dead);
+        return;
+    }
     for (uint64_t i = 0; i <= l->mask; i++) {
         size_t pos = (size_t)i * FTRL_STRIDE;
         double w = get_val(l->table, pos, l->f16), z = get_val(l->table, pos + 1, l->f16);
-        double s = get_val(l->table, pos + 2, l->f16), z_new;
+        double s = get_val(l->table, pos + 2, l->f16);
 
         if (z == 0.0)
             continue;
-        if (w != 0.0)
-            z_new = copysign(l1 + fabs(w) * (den + s) * inv_alpha, -w);
-        else
-            z_new = z * dead;
-        if (!in_range(z_new))
-            z_new = copysign(STATE_LIMIT, z_new);
-        put_val(l->table, pos + 1, l->f16, z_new, ROUND_NEAREST);
+        put_val(l->table, pos + 1, l->f16,
+                reexpressed_z(w, z, s, l1, dead, l->inv_alpha, l->ftrl_den), ROUND_NEAREST);
     }
     if (l->icpt[0] != 0.0f) {
-        double z_new = -l->icpt[0] * (l->ftrl_icpt_den + l->icpt[2]) * inv_alpha;
+        double z_new = -l->icpt[0] * (l->ftrl_icpt_den + l->icpt[2]) * l->inv_alpha;
         if (in_range(z_new))
             l->icpt[1] = (float)z_new;
     }
@@ -959,8 +1432,9 @@ int pd_learner_set_conf(pd_learner *learner, const pd_learner_conf *conf)
     learner->seen = seen;
     derive(learner);
     select_kernels(learner);
-    if (conf->optimizer == PD_OPT_FTRL && (old.alpha != conf->alpha || old.beta != conf->beta ||
-                                           old.l1 != conf->l1 || old.l2 != conf->l2)) {
+    if ((conf->optimizer == PD_OPT_FTRL || conf->optimizer == PD_OPT_FTRL_MULTI) &&
+        (old.alpha != conf->alpha || old.beta != conf->beta || old.l1 != conf->l1 ||
+         old.l2 != conf->l2)) {
         ftrl_reexpress(learner, &old);
     }
     return 0;
@@ -972,7 +1446,19 @@ void pd_learner_get_stats(const pd_learner *learner, pd_learner_stats *ret_stats
     ret_stats->nonfinite = learner->nonfinite;
     ret_stats->clipped = learner->clipped;
     ret_stats->not_admitted = learner->not_admitted;
-    ret_stats->weights_nonzero = learner->nonzero;
+    /* ftrl_multi's update does not track them: a scan */
+    ret_stats->weights_nonzero =
+        learner->conf.optimizer == PD_OPT_FTRL_MULTI ? count_nonzero(learner) : learner->nonzero;
+}
+
+size_t pd_learner_mixture(const pd_learner *learner, double ret_alpha[PD_LEARNER_LANES],
+                          double ret_weight[PD_LEARNER_LANES])
+{
+    if (learner->conf.optimizer != PD_OPT_FTRL_MULTI)
+        return 0;
+    memcpy(ret_alpha, learner->lane_alpha, sizeof(learner->lane_alpha));
+    memcpy(ret_weight, learner->mix, sizeof(learner->mix));
+    return LANES;
 }
 
 size_t pd_learner_memory(const pd_learner *learner)
@@ -987,21 +1473,27 @@ size_t pd_learner_memory(const pd_learner *learner)
 /* ---- serialisation ----
  *
  * Little-endian throughout:
- *   "PDLEARN\0"  u32 version (1)
+ *   "PDLEARN\0"  u32 version (2)
  *   u32 type, loss, optimizer, weights, bits, flags (bit 0: intercept)
  *   f64 huber_delta, alpha, beta, l1, l2, learning_rate, power_t, initial_t, max_abs_margin
  *   i64 admission_min_count
  *   u64 updates, nonfinite, clipped, not_admitted
- *   u32 intercept state[3] (float32 bits, laid out as a float32 entry: FTRL w, z, sqrt(n);
- *       AdaGrad w, G; SGD w)
+ *   u32 n, then n f32 intercept state (FTRL w, z, sqrt(n); AdaGrad w, G, 0; SGD w, 0, 0: n = 3;
+ *       ftrl_multi w[4], z[4], sqrt(n)[4]: n = 12)
+ *   u32 n, then n f64 mixture weights (ftrl_multi 4, the others 0)
  *   table:    u32 encoding, u64 count, then entries
  *   counters: u32 encoding, u64 count, then counters
  * An encoding is 0 (absent), 1 (raw: all 2^bits entries in index order) or 2 (sparse: count
  * pairs of u32 index and entry, ascending, for entries that are not all zero). The writer picks
- * whichever is smaller. An entry is its 16- or 32-bit values in order; a counter is one byte. */
+ * whichever is smaller. An entry is its 16- or 32-bit values in order; a counter is one byte.
+ * Version 1, which load() still reads, had exactly three intercept values and no mixture
+ * weights (there was no ftrl_multi). */
 
 #define SAVE_MAGIC   "PDLEARN"
-#define SAVE_VERSION 1u
+#define SAVE_VERSION 2u
+/* intercept values saved: FTRL, AdaGrad and SGD 3, ftrl_multi all */
+#define ICPT_SAVED_SINGLE 3u
+#define ICPT_SAVED_MULTI  ICPT_MAX
 
 enum { ENC_NONE = 0, ENC_RAW = 1, ENC_SPARSE = 2 };
 
@@ -1056,7 +1548,7 @@ static bool entry_is_zero(const pd_learner *l, uint32_t idx)
 static void save_table(const pd_learner *l, pd_bin_writer *w)
 {
     uint64_t size = (uint64_t)l->mask + 1, used = 0;
-    uint8_t buf[FTRL_STRIDE_MAX * sizeof(float)];
+    uint8_t buf[STRIDE_MAX * sizeof(float)];
 
     for (uint64_t i = 0; i < size; i++)
         used += !entry_is_zero(l, (uint32_t)i);
@@ -1133,28 +1625,62 @@ int pd_learner_save(const pd_learner *learner, pd_bin_writer *w)
     pd_bin_put_u64(w, learner->nonfinite);
     pd_bin_put_u64(w, learner->clipped);
     pd_bin_put_u64(w, learner->not_admitted);
-    for (size_t k = 0; k < 3; k++)
+    bool multi = c->optimizer == PD_OPT_FTRL_MULTI;
+    uint32_t n_icpt = multi ? ICPT_SAVED_MULTI : ICPT_SAVED_SINGLE;
+    pd_bin_put_u32(w, n_icpt);
+    for (uint32_t k = 0; k < n_icpt; k++)
         pd_bin_put_f32(w, learner->icpt[k]);
+    pd_bin_put_u32(w, multi ? LANES : 0);
+    for (size_t j = 0; multi && j < LANES; j++)
+        pd_bin_put_f64(w, learner->mix[j]);
     save_table(learner, w);
     save_counters(learner, w);
     return w->err;
 }
 
 /* A state file is checked like any input: every value finite and in range, accumulators
- * (n, G) not negative, so nothing loaded can make a prediction NaN. */
-static bool table_valid(const pd_learner *l)
-{
-    for (uint64_t i = 0; i <= l->mask; i++) {
-        size_t pos = (size_t)i * l->stride;
-        double w = get_val(l->table, pos, l->f16);
-        double a = l->stride > 1 ? get_val(l->table, pos + 1, l->f16) : 0.0;
-        double b = l->stride > 2 ? get_val(l->table, pos + 2, l->f16) : 0.0;
+ * (n, G) not negative, so nothing loaded can make a prediction NaN.
+ *
+ * Where state accumulates squares (FTRL's sqrt(n), AdaGrad's G): values first..first+count-1
+ * of a table entry, or of the intercept's state. */
+typedef struct acc_span {
+    size_t first, count;
+} acc_span;
 
-        /* FTRL (w, z, s): s >= 0; AdaGrad (w, G): G >= 0 */
-        double acc = l->conf.optimizer == PD_OPT_FTRL ? b : a;
-        if (!(in_range(w) && in_range(a) && in_range(b) && acc >= 0.0))
+static acc_span accumulators(pd_optimizer opt, bool intercept)
+{
+    switch (opt) {
+    case PD_OPT_FTRL:
+        return (acc_span){2, 1};
+    case PD_OPT_ADAGRAD:
+        return (acc_span){1, 1};
+    case PD_OPT_SGD:
+        break;
+    case PD_OPT_FTRL_MULTI:
+        return (acc_span){intercept ? ICPT_S : MULTI_S, LANES};
+    }
+    return (acc_span){0, 0};
+}
+
+/* Whether n values of state at pos are finite and in range, the accumulators not negative. */
+static bool state_valid(const void *tab, size_t pos, size_t n, bool f16, acc_span acc)
+{
+    for (size_t k = 0; k < n; k++) {
+        double v = get_val(tab, pos + k, f16);
+        bool is_acc = k >= acc.first && k < acc.first + acc.count;
+        if (!in_range(v) || (is_acc && !(v >= 0.0)))
             return false;
     }
+    return true;
+}
+
+static bool table_valid(const pd_learner *l)
+{
+    acc_span acc = accumulators(l->conf.optimizer, false);
+
+    for (uint64_t i = 0; i <= l->mask; i++)
+        if (!state_valid(l->table, (size_t)i * l->stride, l->stride, l->f16, acc))
+            return false;
     return true;
 }
 
@@ -1162,7 +1688,7 @@ static void load_table(pd_learner *l, pd_bin_reader *r)
 {
     uint64_t size = (uint64_t)l->mask + 1;
     uint32_t prev = 0;
-    uint8_t buf[FTRL_STRIDE_MAX * sizeof(float)];
+    uint8_t buf[STRIDE_MAX * sizeof(float)];
 
     uint32_t enc = pd_bin_get_u32(r);
     uint64_t count = pd_bin_get_u64(r);
@@ -1264,7 +1790,7 @@ pd_learner *pd_learner_load(const pd_learner_conf *conf, pd_bin_reader *r, char 
     if (!r->err && memcmp(magic, SAVE_MAGIC, sizeof(magic)) != 0)
         pd_bin_fail(r, "not a learner state");
     uint32_t version = pd_bin_get_u32(r);
-    if (!r->err && version != SAVE_VERSION)
+    if (!r->err && version != SAVE_VERSION && version != 1)
         pd_bin_fail(r, "learner state version %u is not supported", version);
     uint32_t type = pd_bin_get_u32(r), loss = pd_bin_get_u32(r);
     uint32_t optimizer = pd_bin_get_u32(r), weights = pd_bin_get_u32(r);
@@ -1289,11 +1815,33 @@ pd_learner *pd_learner_load(const pd_learner_conf *conf, pd_bin_reader *r, char 
     (void)pd_bin_get_u64(r); /* admission: conf decides it from now on */
     uint64_t updates = pd_bin_get_u64(r), nonfinite = pd_bin_get_u64(r);
     uint64_t clipped = pd_bin_get_u64(r), not_admitted = pd_bin_get_u64(r);
-    float icpt[3];
-    for (size_t k = 0; k < 3; k++)
+    const bool multi = conf->optimizer == PD_OPT_FTRL_MULTI;
+    float icpt[ICPT_MAX] = {0.0f};
+    double mix[LANES];
+    uint32_t n_icpt = version == 1 ? ICPT_SAVED_SINGLE : pd_bin_get_u32(r);
+    if (!r->err && n_icpt != (multi ? ICPT_SAVED_MULTI : ICPT_SAVED_SINGLE))
+        pd_bin_fail(r, "learner state has %u intercept values, expected %u", n_icpt,
+                    multi ? ICPT_SAVED_MULTI : ICPT_SAVED_SINGLE);
+    for (uint32_t k = 0; k < n_icpt && !r->err; k++)
         icpt[k] = pd_bin_get_f32(r);
+    uint32_t n_mix = version == 1 ? 0 : pd_bin_get_u32(r);
+    if (!r->err && n_mix != (multi ? LANES : 0))
+        pd_bin_fail(r, "learner state has %u mixture weights, expected %u", n_mix,
+                    multi ? LANES : 0);
+    for (uint32_t j = 0; j < n_mix && !r->err; j++)
+        mix[j] = pd_bin_get_f64(r);
     if (r->err) {
         reader_error(r, errbuf, errlen);
+        return NULL;
+    }
+    double mix_sum = 0.0;
+    bool mix_ok = true;
+    for (uint32_t j = 0; j < n_mix; j++) {
+        mix_ok = mix_ok && mix[j] >= 0.0 && mix[j] <= 1.0;
+        mix_sum += mix[j];
+    }
+    if (!mix_ok || (n_mix > 0 && !(fabs(mix_sum - 1.0) <= 1e-9))) {
+        pd_set_error(errbuf, errlen, "learner state has mixture weights that do not sum to 1");
         return NULL;
     }
 
@@ -1305,9 +1853,9 @@ pd_learner *pd_learner_load(const pd_learner_conf *conf, pd_bin_reader *r, char 
     l->clipped = clipped;
     l->not_admitted = not_admitted;
     memcpy(l->icpt, icpt, sizeof icpt);
-    /* FTRL (w, z, s): s >= 0; AdaGrad (w, G): G >= 0 */
-    float acc = l->icpt[conf->optimizer == PD_OPT_FTRL ? 2 : 1];
-    if (!(in_range(l->icpt[0]) && in_range(l->icpt[1]) && in_range(l->icpt[2]) && acc >= 0.0f)) {
+    if (multi)
+        memcpy(l->mix, mix, sizeof mix);
+    if (!state_valid(l->icpt, 0, n_icpt, false, accumulators(conf->optimizer, true))) {
         pd_set_error(errbuf, errlen, "learner state has a non-finite intercept");
         goto out_free_learner;
     }

@@ -1,6 +1,7 @@
 /* Online generalised linear models over hashed sparse features: logistic, linear (squared or
- * Huber loss) and hinge, learned with FTRL-Proximal, AdaGrad or SGD. A learner owns its weight
- * table and optimizer state; it knows nothing of events, Kafka or Redis. */
+ * Huber loss) and hinge, learned with FTRL-Proximal, AdaGrad or SGD, and logistic models with
+ * FTRL-Proximal at several alphas side by side (ftrl_multi). A learner owns its weight table
+ * and optimizer state; it knows nothing of events, Kafka or Redis. */
 #ifndef PD_LEARNER_H
 #define PD_LEARNER_H
 
@@ -14,6 +15,10 @@
 #include "models/sparse.h"
 
 typedef struct pd_learner pd_learner;
+
+/* ftrl_multi's lanes: FTRL-Proximal learners at alpha 10^((k - 1) / 2) for k = 0..3 (alpha /
+ * sqrt(10) to 10 alpha in half-decade steps), side by side in one table entry. */
+#define PD_LEARNER_LANES 4
 
 /* What the learner does, beyond the formulas (in learner.c and the python reference):
  *  - Threads: a learner is not synchronised. learn(), set_conf() and free() need it alone;
@@ -35,14 +40,23 @@ typedef struct pd_learner pd_learner;
  *  - weights: f16 stores bfloat16 with stochastic rounding (learner.c says why), half the
  *    memory of f32; the intercept stays float32.
  *  - Memory: 2^bits entries of pd_learner_bytes_per_weight() bytes (FTRL 16, AdaGrad 8,
- *    SGD 4; halved for f16; +1 with admission), allocated zeroed and backed only as touched
- *    (tables of 2 MiB or more are mapped and advised for transparent huge pages). */
+ *    SGD 4, ftrl_multi 32; halved for f16; +1 with admission), allocated zeroed and backed only
+ *    as touched (tables of 2 MiB or more are mapped and advised for transparent huge pages).
+ *  - ftrl_multi (logistic only): PD_LEARNER_LANES FTRL-Proximal learners, each learning from
+ *    its own prediction as if alone, sharing beta, l1, l2 and the intercept setting. The output
+ *    is their predictions averaged with weights that follow each lane's progressive log loss
+ *    (learner.c has the rule); so are learn()'s return value and the progressive metrics.
+ *    predict() and learn() do every lane in one pass over x. weight() and intercept() are those
+ *    of the lane with the largest mixture weight. stats.clipped counts a learn() when any lane's
+ *    margin was clipped. */
 
 typedef struct pd_learner_stats {
     uint64_t updates;      /* learn() calls that changed weights */
     uint64_t nonfinite;    /* updates skipped because a gradient or weight was not finite */
     uint64_t clipped;      /* margins clipped to +-max_abs_margin */
     uint64_t not_admitted; /* feature occurrences that were not yet admitted */
+    /* entries with a non-zero weight (ftrl_multi: in any lane, counted by a scan of the table,
+     * as its update does not track them) */
     uint64_t weights_nonzero;
 } pd_learner_stats;
 
@@ -65,14 +79,21 @@ double pd_learner_learn(pd_learner *learner, const pd_feature *x, size_t n, doub
  * nothing, changes nothing. */
 void pd_learner_prefetch(const pd_learner *learner, const pd_feature *x, size_t n);
 
-/* (For FTRL, whose weights follow from z and n, new alpha, beta, l1 or l2 re-express every z
- * so that each weight stays as it was: one pass over the table. Switching admission on starts
- * counting from then; switching it off frees the counters.) */
+/* (For FTRL and each lane of ftrl_multi, whose weights follow from z and n, new alpha, beta, l1
+ * or l2 re-express every z so that each weight stays as it was: one pass over the table; the
+ * mixture weights stay. Switching admission on starts counting from then; switching it off
+ * frees the counters.) */
 /* Takes new hyper-parameters (rates, L1/L2, margins) without touching the weights. Refuses
  * (-EINVAL) a change of type, loss, optimizer, bits or weight format: those need a new learner. */
 int pd_learner_set_conf(pd_learner *learner, const pd_learner_conf *conf);
 
 void pd_learner_get_stats(const pd_learner *learner, pd_learner_stats *ret_stats);
+
+/* ftrl_multi's lanes: each one's alpha and mixture weight (the weights sum to 1). Returns the
+ * number of lanes (PD_LEARNER_LANES), 0 for the other optimizers, which leave the arrays alone.
+ * Cheap: for metrics rendered often. */
+size_t pd_learner_mixture(const pd_learner *learner, double ret_alpha[PD_LEARNER_LANES],
+                          double ret_weight[PD_LEARNER_LANES]);
 
 /* Table entries that hold any state (some example touched them). A scan of the whole table:
  * for reports, not for the hot path. */
@@ -100,15 +121,16 @@ double pd_learner_weight(const pd_learner *learner, uint32_t hash);
 double pd_learner_intercept(const pd_learner *learner);
 
 /* Serialises weights, optimizer state, admission counts, the update counter SGD's schedule needs,
- * the stats and the hyper-parameters they were learned under, in a little-endian binary form
- * (the format is described in learner.c). Checksums and atomic files are the snapshot module's
- * job. Returns 0 or -errno (-EIO when a write fails). */
+ * ftrl_multi's mixture weights, the stats and the hyper-parameters they were learned under, in a
+ * little-endian binary form (the format is described in learner.c). Checksums and atomic files are
+ * the snapshot module's job. Returns 0 or -errno (-EIO when a write fails). */
 int pd_learner_save(const pd_learner *learner, pd_bin_writer *w);
 
-/* Reads what pd_learner_save() wrote into a new learner for conf. Type, loss, optimizer, bits
- * and weight format must match what was saved (else NULL and the reason in errbuf); differing
- * hyper-parameters are taken as pd_learner_set_conf() would take them, so predictions right
- * after loading are those of the saved learner. Reads exactly the saved bytes from in. */
+/* Reads what pd_learner_save() wrote, in this version's format or the previous one (which had no
+ * ftrl_multi), into a new learner for conf. Type, loss, optimizer, bits and weight format must
+ * match what was saved (else NULL and the reason in errbuf); differing hyper-parameters are taken
+ * as pd_learner_set_conf() would take them, so predictions right after loading are those of the
+ * saved learner. Reads exactly the saved bytes from in. */
 pd_learner *pd_learner_load(const pd_learner_conf *conf, pd_bin_reader *r, char *errbuf,
                             size_t errlen);
 

@@ -103,11 +103,20 @@ static pd_learner_conf base_conf(pd_optimizer opt)
         .admission_min_count = 0,
         .max_abs_margin = 30.0,
     };
-    if (opt != PD_OPT_FTRL) {
+    if (opt != PD_OPT_FTRL && opt != PD_OPT_FTRL_MULTI) {
         c.l1 = 0.0;
         c.l2 = 1e-4;
     }
     return c;
+}
+
+/* Every optimizer, and whether it learns models of this type (ftrl_multi: logistic only). */
+static const pd_optimizer all_opts[] = {PD_OPT_FTRL, PD_OPT_ADAGRAD, PD_OPT_SGD, PD_OPT_FTRL_MULTI};
+#define N_OPTS (sizeof(all_opts) / sizeof(all_opts[0]))
+
+static bool learns_type(pd_optimizer opt, pd_model_type type)
+{
+    return opt != PD_OPT_FTRL_MULTI || type == PD_MODEL_LOGISTIC;
 }
 
 static pd_learner *new_learner(const pd_learner_conf *conf)
@@ -142,8 +151,9 @@ static void test_reference(void **state)
     (void)state;
     size_t n_cases = sizeof(pd_ref_cases) / sizeof(pd_ref_cases[0]);
 
-    /* every loss x optimizer pair, and logistic FTRL under the configuration's defaults */
-    assert_int_equal(n_cases, 13);
+    /* every loss x optimizer pair, logistic FTRL under the configuration's defaults, and
+     * ftrl_multi with l1, l2 and a tight clip and under its defaults */
+    assert_int_equal(n_cases, 15);
     for (size_t c = 0; c < n_cases; c++) {
         const pd_ref_case *rc = &pd_ref_cases[c];
         pd_learner *l = new_learner(&rc->conf);
@@ -173,7 +183,14 @@ static void test_reference(void **state)
         if (fabs(pd_learner_intercept(l) - rc->intercept) > 1e-6)
             fail_msg("%s: intercept is %.12g, reference %.12g", rc->name, pd_learner_intercept(l),
                      rc->intercept);
-        print_message("%-24s worst prediction difference %.3g\n", rc->name, worst);
+        double alpha[PD_LEARNER_LANES], mix[PD_LEARNER_LANES];
+        size_t lanes = pd_learner_mixture(l, alpha, mix);
+        assert_int_equal(lanes, rc->conf.optimizer == PD_OPT_FTRL_MULTI ? PD_LEARNER_LANES : 0);
+        for (size_t j = 0; j < lanes; j++)
+            if (fabs(mix[j] - rc->lane_weights[j]) > 1e-6)
+                fail_msg("%s: lane %zu has mixture weight %.12g, reference %.12g", rc->name, j,
+                         mix[j], rc->lane_weights[j]);
+        print_message("%-28s worst prediction difference %.3g\n", rc->name, worst);
         pd_learner_free(l);
     }
 }
@@ -292,13 +309,14 @@ static void check_nonfinite(pd_optimizer opt, pd_weight_format fmt, pd_model_typ
 static void test_nonfinite(void **state)
 {
     (void)state;
-    const pd_optimizer opts[] = {PD_OPT_FTRL, PD_OPT_ADAGRAD, PD_OPT_SGD};
     const pd_model_type types[] = {PD_MODEL_LOGISTIC, PD_MODEL_LINEAR, PD_MODEL_HINGE};
 
-    for (size_t o = 0; o < 3; o++)
+    for (size_t o = 0; o < N_OPTS; o++)
         for (size_t t = 0; t < 3; t++) {
-            check_nonfinite(opts[o], PD_WEIGHTS_F32, types[t]);
-            check_nonfinite(opts[o], PD_WEIGHTS_F16, types[t]);
+            if (!learns_type(all_opts[o], types[t]))
+                continue;
+            check_nonfinite(all_opts[o], PD_WEIGHTS_F32, types[t]);
+            check_nonfinite(all_opts[o], PD_WEIGHTS_F16, types[t]);
         }
 }
 
@@ -401,7 +419,8 @@ static void check_set_conf(pd_optimizer opt, pd_weight_format fmt)
     assert_int_equal(pd_learner_set_conf(l, &d), 0);
     probe_predictions(l, after);
     /* FTRL re-expresses z under the new parameters: one more rounding of z */
-    double tol = opt != PD_OPT_FTRL ? 0.0 : (fmt == PD_WEIGHTS_F32 ? 1e-6 : 2e-2);
+    bool ftrl = opt == PD_OPT_FTRL || opt == PD_OPT_FTRL_MULTI;
+    double tol = !ftrl ? 0.0 : (fmt == PD_WEIGHTS_F32 ? 1e-6 : 2e-2);
     for (int i = 0; i < N_PROBES; i++)
         if (fabs(before[i] - after[i]) > tol)
             fail_msg("probe %d: %.9g before set_conf, %.9g after", i, before[i], after[i]);
@@ -420,12 +439,27 @@ static void check_set_conf(pd_optimizer opt, pd_weight_format fmt)
 static void test_set_conf(void **state)
 {
     (void)state;
-    const pd_optimizer opts[] = {PD_OPT_FTRL, PD_OPT_ADAGRAD, PD_OPT_SGD};
 
-    for (size_t o = 0; o < 3; o++) {
-        check_set_conf(opts[o], PD_WEIGHTS_F32);
-        check_set_conf(opts[o], PD_WEIGHTS_F16);
+    for (size_t o = 0; o < N_OPTS; o++) {
+        check_set_conf(all_opts[o], PD_WEIGHTS_F32);
+        check_set_conf(all_opts[o], PD_WEIGHTS_F16);
     }
+
+    /* ftrl_multi keeps its mixture across a reload; its lanes' alphas follow alpha */
+    pd_learner_conf c = base_conf(PD_OPT_FTRL_MULTI), d;
+    double alpha0[PD_LEARNER_LANES], mix0[PD_LEARNER_LANES];
+    double alpha1[PD_LEARNER_LANES], mix1[PD_LEARNER_LANES];
+    pd_learner *l = new_learner(&c);
+    learn_stream(l, 1, 2000);
+    assert_int_equal(pd_learner_mixture(l, alpha0, mix0), PD_LEARNER_LANES);
+    d = c;
+    d.alpha = 0.4;
+    assert_int_equal(pd_learner_set_conf(l, &d), 0);
+    assert_int_equal(pd_learner_mixture(l, alpha1, mix1), PD_LEARNER_LANES);
+    assert_memory_equal(mix0, mix1, sizeof(mix0));
+    for (size_t j = 0; j < PD_LEARNER_LANES; j++)
+        assert_true(fabs(alpha1[j] / alpha0[j] - 4.0) < 1e-12);
+    pd_learner_free(l);
 }
 
 /* ---- admission ---- */
@@ -477,11 +511,10 @@ static void check_admission(pd_optimizer opt, pd_weight_format fmt)
 static void test_admission(void **state)
 {
     (void)state;
-    const pd_optimizer opts[] = {PD_OPT_FTRL, PD_OPT_ADAGRAD, PD_OPT_SGD};
 
-    for (size_t o = 0; o < 3; o++) {
-        check_admission(opts[o], PD_WEIGHTS_F32);
-        check_admission(opts[o], PD_WEIGHTS_F16);
+    for (size_t o = 0; o < N_OPTS; o++) {
+        check_admission(all_opts[o], PD_WEIGHTS_F32);
+        check_admission(all_opts[o], PD_WEIGHTS_F16);
     }
 
     /* admission_min_count 1 is admission off */
@@ -521,12 +554,12 @@ static void test_f16_close(void **state)
 {
     (void)state;
     enum { N = 20000 };
-    const pd_optimizer opts[] = {PD_OPT_FTRL, PD_OPT_ADAGRAD, PD_OPT_SGD};
+    const pd_optimizer *opts = all_opts;
     double *p32 = malloc(N * sizeof(double)), *p16 = malloc(N * sizeof(double));
 
     assert_non_null(p32);
     assert_non_null(p16);
-    for (size_t o = 0; o < 3; o++) {
+    for (size_t o = 0; o < N_OPTS; o++) {
         pd_learner_conf c = base_conf(opts[o]);
         pd_learner *a = new_learner(&c);
         c.weights = PD_WEIGHTS_F16;
@@ -594,6 +627,10 @@ static void check_save_load(pd_optimizer opt, pd_weight_format fmt, int bits, in
     pd_learner_get_stats(b, &sb);
     assert_memory_equal(&sa, &sb, sizeof(sa));
     assert_true(pd_learner_intercept(a) == pd_learner_intercept(b));
+    double alpha_a[PD_LEARNER_LANES], mix_a[PD_LEARNER_LANES] = {0};
+    double alpha_b[PD_LEARNER_LANES], mix_b[PD_LEARNER_LANES] = {0};
+    assert_int_equal(pd_learner_mixture(a, alpha_a, mix_a), pd_learner_mixture(b, alpha_b, mix_b));
+    assert_memory_equal(mix_a, mix_b, sizeof(mix_a));
 
     /* the two go on identically: update counter, admission counts and rounding state came
      * along (and prefetching changes nothing) */
@@ -623,15 +660,67 @@ static void check_save_load(pd_optimizer opt, pd_weight_format fmt, int bits, in
 static void test_save_load(void **state)
 {
     (void)state;
-    const pd_optimizer opts[] = {PD_OPT_FTRL, PD_OPT_ADAGRAD, PD_OPT_SGD};
 
-    for (size_t o = 0; o < 3; o++)
+    for (size_t o = 0; o < N_OPTS; o++)
         for (int f = 0; f < 2; f++) {
             pd_weight_format fmt = f ? PD_WEIGHTS_F16 : PD_WEIGHTS_F32;
-            check_save_load(opts[o], fmt, 18, 0, 500);  /* sparse */
-            check_save_load(opts[o], fmt, 8, 2, 2000);  /* dense: written raw */
-            check_save_load(opts[o], fmt, 16, 3, 3000); /* admission counters */
+            check_save_load(all_opts[o], fmt, 18, 0, 500);  /* sparse */
+            check_save_load(all_opts[o], fmt, 8, 2, 2000);  /* dense: written raw */
+            check_save_load(all_opts[o], fmt, 16, 3, 3000); /* admission counters */
         }
+}
+
+/* The previous state format (version 1, before ftrl_multi): what a snapshot of today's
+ * single-learner models holds. It is version 2 without the two counts: that of the intercept
+ * values (always 3 then) and that of the mixture weights (none). */
+static void test_load_version_1(void **state)
+{
+    (void)state;
+    /* magic, version, 6 u32, 9 f64, admission, 4 u64: the intercept state starts here */
+    enum { HEAD = 8 + 4 + 6 * 4 + 9 * 8 + 8 + 4 * 8 };
+    const pd_optimizer opts[] = {PD_OPT_FTRL, PD_OPT_ADAGRAD, PD_OPT_SGD};
+    char err[ERRLEN];
+
+    for (size_t o = 0; o < 3; o++) {
+        pd_learner_conf c = base_conf(opts[o]);
+        double pa[N_PROBES], pb[N_PROBES];
+        FILE *f = tmpfile(), *g = tmpfile();
+
+        assert_non_null(f);
+        assert_non_null(g);
+        pd_learner *a = new_learner(&c);
+        learn_stream(a, 3, 700);
+        assert_int_equal(save_learner(a, f), 0);
+        long size = ftell(f);
+        unsigned char *buf = malloc((size_t)size);
+        assert_non_null(buf);
+        rewind(f);
+        assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
+        uint32_t n_icpt, n_mix;
+        memcpy(&n_icpt, buf + HEAD, 4);
+        memcpy(&n_mix, buf + HEAD + 4 + 12, 4);
+        assert_int_equal(n_icpt, 3);
+        assert_int_equal(n_mix, 0);
+        buf[8] = 1; /* version, little-endian */
+        assert_int_equal(fwrite(buf, 1, HEAD, g), HEAD);
+        assert_int_equal(fwrite(buf + HEAD + 4, 1, 12, g), 12);
+        assert_int_equal(fwrite(buf + HEAD + 20, 1, (size_t)size - HEAD - 20, g),
+                         (size_t)size - HEAD - 20);
+        long v1_size = ftell(g);
+        rewind(g);
+        pd_learner *b = load_learner(&c, g, err, sizeof(err));
+        if (b == NULL)
+            fail_msg("version 1, optimizer %d: %s", (int)opts[o], err);
+        assert_int_equal(ftell(g), v1_size);
+        probe_predictions(a, pa);
+        probe_predictions(b, pb);
+        assert_memory_equal(pa, pb, sizeof(pa));
+        pd_learner_free(a);
+        pd_learner_free(b);
+        free(buf);
+        fclose(f);
+        fclose(g);
+    }
 }
 
 static void test_load_errors(void **state)
@@ -659,6 +748,11 @@ static void test_load_errors(void **state)
     d.optimizer = PD_OPT_ADAGRAD;
     rewind(f);
     assert_null(load_learner(&d, f, err, sizeof(err)));
+    d = c;
+    d.optimizer = PD_OPT_FTRL_MULTI;
+    rewind(f);
+    assert_null(load_learner(&d, f, err, sizeof(err)));
+    assert_non_null(strstr(err, "optimizer"));
 
     /* truncated anywhere */
     const long cuts[] = {0, 5, 20, 100, size / 2, size - 1};
@@ -724,7 +818,7 @@ static void test_conf_errors(void **state)
     struct {
         const char *field;
         pd_learner_conf conf;
-    } bad[16];
+    } bad[20];
     size_t n = 0;
 
 #define BAD(name, expr)                                                                            \
@@ -750,6 +844,12 @@ static void test_conf_errors(void **state)
     BAD("admission_min_count", c->admission_min_count = 256);
     BAD("max_abs_margin", c->max_abs_margin = 0);
     BAD("max_abs_margin", c->max_abs_margin = INFINITY);
+    BAD("ftrl_multi",
+        (c->optimizer = PD_OPT_FTRL_MULTI, c->type = PD_MODEL_LINEAR, c->loss = PD_LOSS_SQUARED));
+    BAD("ftrl_multi",
+        (c->optimizer = PD_OPT_FTRL_MULTI, c->type = PD_MODEL_HINGE, c->loss = PD_LOSS_HINGE));
+    BAD("alpha", (c->optimizer = PD_OPT_FTRL_MULTI, c->alpha = 0));
+    BAD("alpha", (c->optimizer = PD_OPT_FTRL_MULTI, c->alpha = 1e308));
 #undef BAD
     for (size_t i = 0; i < n; i++) {
         err[0] = '\0';
@@ -762,15 +862,64 @@ static void test_conf_errors(void **state)
     pd_learner_free(NULL);
 }
 
+/* ---- ftrl_multi's mixture ----
+ *
+ * Against its lanes each learning alone: its progressive log loss is at most the best lane's
+ * plus the mixture's bound (ln 4 / eta nats over the stream, plus the fixed share's share per
+ * example), its weights sum to 1 with none below share / 4, and the heaviest lane is one that
+ * did about as well as the best alone. */
+static void test_multi_mixture(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    double *pred = malloc(N * sizeof(double));
+    pd_learner_conf c = base_conf(PD_OPT_FTRL_MULTI);
+    double alpha[PD_LEARNER_LANES], mix[PD_LEARNER_LANES];
+    double alone[PD_LEARNER_LANES], best = INFINITY, sum = 0.0;
+
+    assert_non_null(pred);
+    c.alpha = 0.3;
+    c.l1 = 0.0;
+    c.l2 = 0.0;
+    pd_learner *m = new_learner(&c);
+    double mixed = progressive_log_loss(m, N, pred);
+    assert_int_equal(pd_learner_mixture(m, alpha, mix), PD_LEARNER_LANES);
+    size_t top = 0;
+    for (size_t j = 0; j < PD_LEARNER_LANES; j++) {
+        pd_learner_conf one = c;
+        one.optimizer = PD_OPT_FTRL;
+        one.alpha = alpha[j];
+        pd_learner *l = new_learner(&one);
+        alone[j] = progressive_log_loss(l, N, pred);
+        best = fmin(best, alone[j]);
+        pd_learner_free(l);
+        sum += mix[j];
+        assert_true(mix[j] >= 1e-4 / PD_LEARNER_LANES * (1.0 - 1e-9));
+        if (mix[j] > mix[top])
+            top = j;
+        print_message("lane %zu alpha %.4f: alone %.5f, mixture weight %.4g\n", j, alpha[j],
+                      alone[j], mix[j]);
+    }
+    print_message("mixture %.5f, best lane alone %.5f\n", mixed, best);
+    assert_true(fabs(sum - 1.0) < 1e-12);
+    assert_true(mixed <= best + (log(4.0) / 0.25) / N + 1e-4 + 1e-4);
+    assert_true(alone[top] <= best + 1e-3);
+    /* the alpha 0.3 lane is lane 1 */
+    assert_true(fabs(alpha[1] - 0.3) < 1e-15);
+    pd_learner_free(m);
+    free(pred);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reference),   cmocka_unit_test(test_margin_clipping),
-        cmocka_unit_test(test_nonfinite),   cmocka_unit_test(test_importance),
-        cmocka_unit_test(test_set_conf),    cmocka_unit_test(test_admission),
-        cmocka_unit_test(test_f16_close),   cmocka_unit_test(test_save_load),
-        cmocka_unit_test(test_load_errors), cmocka_unit_test(test_big_table),
-        cmocka_unit_test(test_conf_errors),
+        cmocka_unit_test(test_reference),      cmocka_unit_test(test_margin_clipping),
+        cmocka_unit_test(test_nonfinite),      cmocka_unit_test(test_importance),
+        cmocka_unit_test(test_set_conf),       cmocka_unit_test(test_admission),
+        cmocka_unit_test(test_f16_close),      cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_load_version_1), cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_big_table),      cmocka_unit_test(test_conf_errors),
+        cmocka_unit_test(test_multi_mixture),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

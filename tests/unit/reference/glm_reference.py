@@ -21,6 +21,13 @@ The models, as specified in models/learner.h and the product brief:
   With weights: f32 every stored value is a float32 number (one rounding per store), and so
   is every weight a prediction uses, FTRL's derived w included; arithmetic between stores is
   float64.
+  ftrl_multi (logistic): four FTRL-Proximal learners ("lanes") as above, lane j with
+  alpha_j = alpha 10^((j - 1) / 2), each with its own intercept and learning from its own
+  prediction p_j as if alone. The output is p = sum_j u_j p_j; after each example
+      u_j <- u_j q_j^(eta importance),  q_j = p_j^y (1 - p_j)^(1 - y)
+      u   <- (1 - share) u / sum(u) + share / 4,       eta = 1/4, share = 1e-4, u = 1/4 at first
+  (exponentially weighted averaging with a fixed share, Herbster and Warmuth 1998). The
+  weights reported are those of the lane with the largest u (the first of equals).
 
 Usage: glm_reference.py OUTPUT.h          write the fixtures
        glm_reference.py --check FIXTURE.h  regenerate into a temporary file and fail (exit 1)
@@ -179,6 +186,39 @@ class Learner:
         return out
 
 
+LANES = 4
+MIX_ETA = 0.25
+MIX_SHARE = 1e-4
+
+
+def lane_alpha(alpha, j):
+    return alpha * 10.0 ** ((j - 1) / 2.0)
+
+
+class MultiLearner:
+    """ftrl_multi: LANES single-FTRL learners and the mixture over them."""
+
+    def __init__(self, case):
+        self.c = case
+        self.lanes = [Learner(dict(case, opt="ftrl", alpha=lane_alpha(case["alpha"], j)))
+                      for j in range(LANES)]
+        self.u = np.full(LANES, 1.0 / LANES)
+
+    def top(self):
+        return int(np.argmax(self.u))  # the first of equals
+
+    def weight(self, i):
+        return self.lanes[self.top()].weight(i)
+
+    def learn(self, feats, y, importance):
+        ps = [lrn.learn(feats, y, importance) for lrn in self.lanes]
+        out = float(np.dot(self.u, ps))
+        lik = np.array([p ** y * (1.0 - p) ** (1.0 - y) for p in ps])
+        u = self.u * lik ** (MIX_ETA * importance)
+        self.u = (1.0 - MIX_SHARE) * u / u.sum() + MIX_SHARE / LANES
+        return out
+
+
 def cases():
     losses = [
         ("logistic", "logistic", "logistic", 6.0, 0.0),
@@ -206,6 +246,13 @@ def cases():
     yield dict(name="logistic_ftrl_defaults", type="logistic", loss="logistic", opt="ftrl",
                max_abs_margin=35.0, huber_delta=1.0, alpha=0.25, beta=1.0, l1=0.0, l2=0.0,
                learning_rate=0.1, power_t=0.5, initial_t=1000.0)
+    # ftrl_multi with l1, l2 and a tight clip, and at its defaults (alpha 0.3: lanes 0.095..3)
+    yield dict(name="logistic_ftrl_multi", type="logistic", loss="logistic", opt="ftrl_multi",
+               max_abs_margin=6.0, huber_delta=0.0, alpha=0.5, beta=1.0, l1=0.3, l2=0.2,
+               learning_rate=0.0, power_t=0.0, initial_t=0.0)
+    yield dict(name="logistic_ftrl_multi_defaults", type="logistic", loss="logistic",
+               opt="ftrl_multi", max_abs_margin=35.0, huber_delta=1.0, alpha=0.3, beta=1.0,
+               l1=0.0, l2=0.0, learning_rate=0.1, power_t=0.5, initial_t=1000.0)
 
 
 def generate():
@@ -259,15 +306,16 @@ def generate():
     w("    double predictions[PD_REF_N_EXAMPLES]; /* before each update */")
     w("    double weights[PD_REF_N_WEIGHTS];      /* after the last update */")
     w("    double intercept;")
+    w("    double lane_weights[PD_LEARNER_LANES]; /* ftrl_multi's mixture, at the end */")
     w("} pd_ref_case;")
     w("")
     w("static const pd_ref_case pd_ref_cases[] = {")
     enum = dict(logistic="PD_MODEL_LOGISTIC", linear="PD_MODEL_LINEAR", hinge="PD_MODEL_HINGE",
                 loss_logistic="PD_LOSS_LOGISTIC", loss_squared="PD_LOSS_SQUARED",
                 loss_huber="PD_LOSS_HUBER", loss_hinge="PD_LOSS_HINGE", ftrl="PD_OPT_FTRL",
-                adagrad="PD_OPT_ADAGRAD", sgd="PD_OPT_SGD")
+                adagrad="PD_OPT_ADAGRAD", sgd="PD_OPT_SGD", ftrl_multi="PD_OPT_FTRL_MULTI")
     for c in cases():
-        lrn = Learner(c)
+        lrn = MultiLearner(c) if c["opt"] == "ftrl_multi" else Learner(c)
         value_label = c["type"] == "linear"
         preds = [lrn.learn(f, lv if value_label else lc, k) for f, lc, lv, k in examples]
         w("    {")
@@ -293,6 +341,10 @@ def generate():
             w("            " + " ".join("%.12e," % x for x in ws[k:k + 4]))
         w("        },")
         w("        .intercept = %.12e," % lrn.weight(INTERCEPT))
+        if c["opt"] == "ftrl_multi":
+            w("        .lane_weights = {")
+            w("            " + " ".join("%.12e," % u for u in lrn.u))
+            w("        },")
         w("    },")
     w("};")
     w("")
