@@ -168,6 +168,29 @@ static bool glm_publishing(const void *state)
     return g->gate_open;
 }
 
+/* ftrl_multi serves a mixture of its lanes: which alpha the mixture leans on, and how much. */
+static void mixture_metrics(const glm *g, pd_model_metric *out, size_t max, size_t *k)
+{
+    double alpha[PD_LEARNER_LANES], mix[PD_LEARNER_LANES], log_alpha = 0.0, top = 0.0;
+    size_t lanes = pd_learner_mixture(g->learner, alpha, mix);
+
+    if (lanes == 0)
+        return;
+    for (size_t j = 0; j < lanes; j++) {
+        log_alpha += mix[j] * log(alpha[j]);
+        top = fmax(top, mix[j]);
+    }
+    if (*k < max)
+        out[(*k)++] = (pd_model_metric){
+            "alpha_mixture",
+            "ftrl_multi: its lanes' alphas, geometric mean weighted by their mixture weights.",
+            exp(log_alpha)};
+    if (*k < max)
+        out[(*k)++] = (pd_model_metric){
+            "lane_weight_max",
+            "ftrl_multi: the largest lane's mixture weight (1: it serves alone).", top};
+}
+
 #define PUT(n, h, v)                                                                               \
     do {                                                                                           \
         if (k < max)                                                                               \
@@ -202,6 +225,7 @@ static size_t glm_metrics(const void *state, bool full, pd_model_metric *out, si
             m.recent_log_loss);
         PUT("calibration", "Mean prediction over mean label (1 = calibrated).", m.calibration);
         PUT("accuracy", "Progressive accuracy (threshold 0.5), all time.", m.accuracy);
+        mixture_metrics(g, out, max, &k);
         break;
     }
     if (full) {
