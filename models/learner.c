@@ -599,7 +599,7 @@ static const double lane_scale[LANES] = {0.31622776601683794, 1.0, 3.16227766016
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
 typedef uint32_t v4u __attribute__((vector_size(16)));
-typedef double v4d __attribute__((vector_size(32)));
+typedef double v2d __attribute__((vector_size(16)));
 
 HOT v4f v_sqrt(v4f a)
 {
@@ -666,7 +666,7 @@ HOT v4u dither_hash4(uint32_t idx, v4u salt)
     return h;
 }
 
-/* ftrl_weight() of four lanes */
+/* ftrl_weight() of four lanes (a zero weight may come out as -0: it is never stored) */
 HOT v4f ftrl_weight4(v4f z, v4f s, float l1, v4f alpha, v4f den)
 {
     v4f t = v_abs(z) - l1;
@@ -674,7 +674,7 @@ HOT v4f ftrl_weight4(v4f z, v4f s, float l1, v4f alpha, v4f den)
     t = 0.5f * (t + v_abs(t));
     /* copysign(t, z) */
     v4f w = (v4f)((v4i)t | ((v4i)z & (int32_t)0x80000000));
-    return -w * alpha / (den + s) + 0.0f;
+    return -w * alpha / (den + s);
 }
 
 /* The lanes' float32 constants for the vector arithmetic. */
@@ -703,32 +703,49 @@ HOT v4f entry_weights(const void *tab, size_t pos, bool f16, const lanes4 *c)
                         c->alpha, c->den);
 }
 
+/* Adds w * v, in float64, to the margins of lanes 0..1 (lo) and 2..3 (hi). Two-double vectors:
+ * a four-double one is wider than SSE, and compilers keep it on the stack. */
+HOT void add_margins(v2d *lo, v2d *hi, v4f w, double v)
+{
+    *lo += (v2d){w[0], w[1]} * v;
+    *hi += (v2d){w[2], w[3]} * v;
+}
+
 /* Every lane's margin for x into m; returns whether a value was not finite (such values then
- * count as 0, as in margin_gather()). */
+ * count as 0, as in margin_gather()). Two sets of sums, for even and odd i: one chain of
+ * dependent additions would cost more than the loads. */
 HOT bool multi_margins(const pd_learner *l, const pd_feature *x, size_t n, bool f16, double *m)
 {
     const uint32_t mask = l->mask;
     const void *tab = l->table;
     const lanes4 c = lanes_of(l);
-    v4d acc = {0.0, 0.0, 0.0, 0.0};
+    v2d lo0 = {0.0, 0.0}, hi0 = {0.0, 0.0}, lo1 = {0.0, 0.0}, hi1 = {0.0, 0.0};
+    size_t i = 0;
 
-    for (size_t i = 0; i < n; i++) {
-        const size_t pos = (size_t)(x[i].hash & mask) * MULTI_STRIDE;
-        acc += __builtin_convertvector(entry_weights(tab, pos, f16, &c), v4d) * (double)x[i].value;
+    for (; i + 2 <= n; i += 2) {
+        const size_t p0 = (size_t)(x[i].hash & mask) * MULTI_STRIDE;
+        const size_t p1 = (size_t)(x[i + 1].hash & mask) * MULTI_STRIDE;
+        add_margins(&lo0, &hi0, entry_weights(tab, p0, f16, &c), x[i].value);
+        add_margins(&lo1, &hi1, entry_weights(tab, p1, f16, &c), x[i + 1].value);
     }
-    /* as in margin_gather(): only a non-finite value makes the sum non-finite */
-    const bool bad = !isfinite(acc[0] + acc[1] + acc[2] + acc[3]);
+    if (i < n)
+        add_margins(&lo0, &hi0,
+                    entry_weights(tab, (size_t)(x[i].hash & mask) * MULTI_STRIDE, f16, &c),
+                    x[i].value);
+    v2d sum_lo = lo0 + lo1, sum_hi = hi0 + hi1;
+    /* as in margin_gather(): only a non-finite value makes the sums non-finite */
+    const bool bad = !isfinite(sum_lo[0] + sum_lo[1] + sum_hi[0] + sum_hi[1]);
     if (__builtin_expect(bad, 0)) {
-        acc = (v4d){0.0, 0.0, 0.0, 0.0};
-        for (size_t i = 0; i < n; i++) {
+        sum_lo = sum_hi = (v2d){0.0, 0.0};
+        for (i = 0; i < n; i++) {
             const size_t pos = (size_t)(x[i].hash & mask) * MULTI_STRIDE;
-            const double v = x[i].value;
-            if (fabs(v) <= FLT_MAX)
-                acc += __builtin_convertvector(entry_weights(tab, pos, f16, &c), v4d) * v;
+            if (fabs(x[i].value) <= FLT_MAX)
+                add_margins(&sum_lo, &sum_hi, entry_weights(tab, pos, f16, &c), x[i].value);
         }
     }
+    const double sums[LANES] = {sum_lo[0], sum_lo[1], sum_hi[0], sum_hi[1]};
     for (size_t j = 0; j < LANES; j++)
-        m[j] = acc[j] + (l->conf.intercept ? l->icpt[ICPT_W + j] : 0.0);
+        m[j] = sums[j] + (l->conf.intercept ? l->icpt[ICPT_W + j] : 0.0);
     return bad;
 }
 
