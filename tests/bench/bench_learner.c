@@ -1,7 +1,8 @@
 /* Benchmark for models/learner.c: learn() and predict() speed of logistic FTRL on synthetic
  * 20-feature examples at several table sizes, against a plain gather loop over the same
- * examples measured in the same run, and the quality cost of bfloat16 storage and of feature
- * admission (progressive log loss and AUC, memory).
+ * examples measured in the same run; ftrl_multi against FTRL, both at the configuration's
+ * defaults; and the quality cost of bfloat16 storage and of feature admission (progressive log
+ * loss and AUC, memory).
  *
  * Usage: bench_learner [EXAMPLES [MAX_BITS]]   (default 4000000 per pass; table sizes up to
  * 2^MAX_BITS, default 26: a smaller one keeps a smoke run from touching a 1 GiB table) */
@@ -119,6 +120,20 @@ static pd_learner_conf ftrl_conf(int bits)
         .weights = PD_WEIGHTS_F32,
         .max_abs_margin = 30.0,
     };
+}
+
+/* A model's learner as the configuration's defaults leave it (config/README.md): FTRL at alpha
+ * 0.25 or ftrl_multi around 0.3, beta 1, no l1 or l2. */
+static pd_learner_conf default_conf(pd_optimizer opt, int bits)
+{
+    pd_learner_conf c = ftrl_conf(bits);
+
+    c.optimizer = opt;
+    c.alpha = opt == PD_OPT_FTRL_MULTI ? 0.3 : 0.25;
+    c.l1 = 0.0;
+    c.l2 = 0.0;
+    c.max_abs_margin = 35.0;
+    return c;
 }
 
 /* One pass of learn() over `examples` examples of the stream seeded by seed, progressive
@@ -282,6 +297,24 @@ int main(int argc, char **argv)
             base22 = r;
     }
 
+    printf(
+        "\nftrl_multi (four FTRL lanes in one entry, mixed) against ftrl, both at the defaults\n");
+    printf("%-5s %-10s %9s %10s %11s %8s %8s %6s %12s\n", "bits", "optimizer", "learn ns",
+           "+prefetch", "predict ns", "logloss", "AUC", "MiB", "learn/ftrl");
+    for (size_t b = 0; b < sizeof(bits) / sizeof(bits[0]) && bits[b] <= 22; b++) {
+        run single;
+        for (int o = 0; o < 2; o++) {
+            pd_learner_conf conf = default_conf(o ? PD_OPT_FTRL_MULTI : PD_OPT_FTRL, bits[b]);
+            if (run_learner(&conf, examples, c, true, &r) < 0)
+                return 1;
+            if (o == 0)
+                single = r;
+            printf("%-5d %-10s %9.1f %10.1f %11.1f %8.5f %8.5f %6.0f %12.3f\n", bits[b],
+                   o ? "ftrl_multi" : "ftrl", r.learn_ns, r.learn_pf_ns, r.predict_ns, r.log_loss,
+                   r.auc, mib(r.memory), r.learn_ns / single.learn_ns);
+        }
+    }
+
     printf("\nstorage, admission and optimizers at bits 22 (warm learn ns; quality of the cold"
            " pass)\n");
     printf("%-26s %9s %10s %10s %8s %13s\n", "variant", "learn ns", "log loss", "AUC", "MiB",
@@ -303,6 +336,16 @@ int main(int argc, char **argv)
             return 1;
         snprintf(name, sizeof(name), "ftrl f32 admission %" PRId64, admissions[a]);
         print_variant(name, &r);
+    }
+    const char *multi_names[] = {"ftrl_multi f32 default", "ftrl_multi bf16 default",
+                                 "ftrl_multi f32 admission 2"};
+    for (size_t v = 0; v < 3; v++) {
+        conf = default_conf(PD_OPT_FTRL_MULTI, 22);
+        conf.weights = v == 1 ? PD_WEIGHTS_F16 : PD_WEIGHTS_F32;
+        conf.admission_min_count = v == 2 ? 2 : 0;
+        if (run_learner(&conf, examples, c, false, &r) < 0)
+            return 1;
+        print_variant(multi_names[v], &r);
     }
     const pd_optimizer opts[] = {PD_OPT_ADAGRAD, PD_OPT_SGD};
     const char *opt_names[] = {"adagrad", "sgd"};
