@@ -7,7 +7,9 @@ A benchmark, not a test: it prints a table and always exits 0 once it ran (2 whe
                 (optimizer, alpha, beta, l1, l2, learning rates, intercept, max_abs_margin),
                 so the defaults of config/README.md decide; bits stay as the config sets them
                 (they are the table size, and VW gets the same -b for the same masked indices)
-  ours tuned    the best of a small grid (OURS_GRID) over the same replay
+  ours tuned    the best of a small grid (OURS_GRID) over the same replay; a grid setting the
+                daemon's configuration refuses (an optimizer it does not know) is left out,
+                with a note
   VW default    `vw --loss_function logistic` with nothing else, over the examples the default
                 replay exported (`replay --examples`: same hashed features, learning order)
   VW tuned      the best of a small grid (VW_GRID) over -l, --ftrl/--ftrl_alpha and --l2
@@ -59,13 +61,16 @@ ROOT = os.environ.get("PD_SOURCE_ROOT") or os.path.normpath(os.path.join(HERE, "
 HYPER_KEYS = ("optimizer", "alpha", "beta", "l1", "l2", "learning_rate", "power_t", "initial_t",
               "intercept", "max_abs_margin", "weights", "admission")
 
-# Our grid: FTRL's alpha over two decades, with and without L2, and AdaGrad's rate.
+# Our grid: FTRL's alpha over two decades, with and without L2, AdaGrad's rate, and ftrl_multi
+# (four FTRL alphas mixed) at its default and with L2.
 OURS_GRID = ([("ftrl alpha %g" % a, {"optimizer": "ftrl", "alpha": a})
               for a in (0.03, 0.1, 0.3, 1, 3)] +
              [("ftrl alpha %g l2 1" % a, {"optimizer": "ftrl", "alpha": a, "l2": 1.0})
               for a in (0.1, 0.3, 1)] +
              [("adagrad rate %g" % r, {"optimizer": "adagrad", "learning_rate": r})
-              for r in (0.1, 0.3, 1)])
+              for r in (0.1, 0.3, 1)] +
+             [("ftrl_multi", {"optimizer": "ftrl_multi"}),
+              ("ftrl_multi l2 1", {"optimizer": "ftrl_multi", "l2": 1.0})])
 
 # VW's grid: its default learner's -l, its FTRL's alpha, and L2 on the best-known setting.
 VW_GRID = ([("-l %g" % l, ["-l", repr(l)]) for l in (0.1, 0.25, 1, 2, 8)] +
@@ -242,7 +247,23 @@ def vw_log_loss(vw, examples_path, bits, args, y, tmp):
 # ---- one data set -------------------------------------------------------------------------------
 
 
-def evaluate(ds, daemon, vw, tmp):
+def supported_grid(daemon, conf, tmp):
+    """OURS_GRID without the settings `propensityd check` refuses on conf (with a note each)."""
+    out = []
+    for label, hyper in OURS_GRID:
+        path = write_yaml(with_hyper(with_defaults(json.loads(json.dumps(conf)))[0], hyper),
+                          os.path.join(tmp, "grid-check.yaml"))
+        proc = subprocess.run([daemon, "check", path], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, check=False)
+        if proc.returncode == 0:
+            out.append((label, hyper))
+        else:
+            why = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[0]
+            print("quality_defaults.py: grid setting \"%s\" left out: %s" % (label, why))
+    return out
+
+
+def evaluate(ds, daemon, vw, tmp, grid):
     """ds: dict(name, conf, data, optimum=(base, bayes) or None). Returns a result row."""
     conf, model = with_defaults(ds["conf"])
     bits = int(next(iter(conf["models"].values())).get("bits", 20))
@@ -257,7 +278,7 @@ def evaluate(ds, daemon, vw, tmp):
                optimum=ds.get("optimum"), ours_default=ours["log_loss"],
                events_per_second=report.get("events_per_second"))
     best = None
-    for label, hyper in OURS_GRID:
+    for label, hyper in grid:
         path = write_yaml(with_hyper(conf, hyper), os.path.join(tmp, ds["name"] + ".grid.yaml"))
         ll = replay(daemon, path, ds["data"])[1]["log_loss"]
         if best is None or ll < best[0]:
@@ -405,7 +426,8 @@ def main(argv):
             print("quality_defaults.py: %s is absent: no gen_truth streams" % gen_truth)
         for ds in sets:
             ds["keep"] = bool(args.keep)
-        rows = [evaluate(ds, daemon, vw, tmp) for ds in sets]
+        grid = supported_grid(daemon, sets[0]["conf"], tmp) if sets else OURS_GRID
+        rows = [evaluate(ds, daemon, vw, tmp, grid) for ds in sets]
     except Failure as exc:
         print("quality_defaults.py: %s" % exc, file=sys.stderr)
         return 2
@@ -436,7 +458,7 @@ def main(argv):
     print("best settings: ours tuned / vw tuned")
     for r in rows:
         print("  %-19s %-22s / %s" % (r["name"], r["ours_tuned_with"], r["vw_tuned_with"] or "-"))
-    print("grids: ours %s; vw %s" % ("; ".join(g[0] for g in OURS_GRID),
+    print("grids: ours %s; vw %s" % ("; ".join(g[0] for g in grid),
                                      "; ".join(g[0] for g in VW_GRID)))
     print("seconds per data set: " + ", ".join("%s %.1f" % (r["name"], r["seconds"]) for r in rows))
     return 0
