@@ -653,17 +653,11 @@ HOT v4f store4(void *tab, size_t pos, bool f16, v4f x, v4u dither)
     return x;
 }
 
-/* dither_hash() of idx under four salts */
+/* dither_hash() of idx under each lane's salt */
 HOT v4u dither_hash4(uint32_t idx, v4u salt)
 {
-    v4u h = (idx * 0x9e3779b1u) ^ salt;
-
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h;
+    return (v4u){dither_hash(idx, salt[0]), dither_hash(idx, salt[1]), dither_hash(idx, salt[2]),
+                 dither_hash(idx, salt[3])};
 }
 
 /* ftrl_weight() of four lanes (a zero weight may come out as -0: it is never stored) */
