@@ -1,11 +1,15 @@
 /* Redis publisher over hiredis' blocking API with a socket timeout: a flush appends a window
  * of commands, then reads their replies, so each round trip carries up to max_pipeline
  * commands. One HSET per user carries every score field plus ts and v, so a reader sees a
- * user's scores from one flush, never a mix of two. */
+ * user's scores from one flush, never a mix of two. A list needs DEL then ZADD, which a reader
+ * could see between (an empty list) were they not one MULTI / EXEC: a window boundary can fall
+ * anywhere, so the transaction is what makes the replacement atomic. */
 #include "pipeline/publisher.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +44,25 @@ typedef struct model_put {
     size_t n;
 } model_put;
 
+/* A waiting list in one allocation: this header, then lens[n], scores[n], name, members. */
+typedef struct zset_put {
+    size_t size; /* bytes allocated, header included */
+    size_t n, name_len;
+    size_t *lens;
+    float *scores;
+    char *name;
+    char *members; /* concatenated */
+} zset_put;
+
+/* What a reply answers, so that a flush can check it (and count a list once written). */
+enum cmd_kind {
+    CMD_PLAIN,
+    CMD_LIST_DEL, /* a list put with no members, written as a plain DEL */
+    CMD_MULTI,
+    CMD_QUEUED, /* a command inside MULTI / EXEC */
+    CMD_EXEC,
+};
+
 struct pd_publisher {
     pd_redis_conf conf; /* strings owned below */
     char *host, *unix_path, *username, *password, *prefix;
@@ -56,6 +79,9 @@ struct pd_publisher {
     size_t n_forgets, cap_forgets;
     model_put *models;
     size_t n_models;
+    zset_put **zsets;
+    size_t n_zsets, cap_zsets;
+    pd_hashtab zmap; /* list name hash -> zsets index + 1 */
 
     /* per command scratch */
     const char **argv;
@@ -63,6 +89,8 @@ struct pd_publisher {
     size_t argc_cap;
     char *text;
     size_t text_cap;
+    unsigned char *kinds; /* enum cmd_kind of each command in flight */
+    size_t kinds_cap;
 
     pd_publisher_stats stats;
     uint64_t hist[N_BUCKETS + 1];
@@ -141,7 +169,8 @@ pd_publisher *pd_publisher_new(const pd_redis_conf *conf, const char *const *fie
     pub->conf.url = NULL;
     if (pd_publisher_set_fields(pub, fields, n_fields) < 0)
         goto out_free;
-    if (pd_hashtab_init(&pub->map, 1024) < 0 || scratch_reserve(pub, 64, 4096) < 0)
+    if (pd_hashtab_init(&pub->map, 1024) < 0 || pd_hashtab_init(&pub->zmap, 16) < 0 ||
+        scratch_reserve(pub, 64, 4096) < 0)
         goto out_free;
     return pub;
 
@@ -160,6 +189,14 @@ static void models_clear(pd_publisher *pub)
         free_fields(pub->models[i].values, pub->models[i].n);
     }
     pub->n_models = 0;
+}
+
+static void zsets_clear(pd_publisher *pub)
+{
+    for (size_t i = 0; i < pub->n_zsets; i++)
+        free(pub->zsets[i]);
+    pub->n_zsets = 0;
+    pd_hashtab_clear(&pub->zmap);
 }
 
 void pd_publisher_free(pd_publisher *pub)
@@ -186,6 +223,10 @@ void pd_publisher_free(pd_publisher *pub)
     free_fields(pub->forgets, pub->n_forgets);
     models_clear(pub);
     free(pub->models);
+    zsets_clear(pub);
+    free(pub->zsets);
+    pd_hashtab_release(&pub->zmap);
+    free(pub->kinds);
     free(pub->argv);
     free(pub->argvlen);
     free(pub->text);
@@ -305,16 +346,16 @@ bool pd_publisher_connected(const pd_publisher *pub)
 
 /* ---- coalescing ---- */
 
-static uint64_t user_hash(const char *user, size_t len)
+static uint64_t id_hash(const char *id, size_t len)
 {
-    return XXH3_64bits(user, len);
+    return XXH3_64bits(id, len);
 }
 
 /* The dirty entry of a user, or NULL. */
 static entry *map_find(pd_publisher *pub, const char *user, size_t len)
 {
     const pd_hashtab *t = &pub->map;
-    uint64_t h = user_hash(user, len);
+    uint64_t h = id_hash(user, len);
     for (size_t i = pd_hashtab_first(t, h); t->slots[i].value; i = pd_hashtab_next(t, i)) {
         entry *e = &pub->entries[t->slots[i].value - 1];
         if (t->slots[i].hash == h && e->len == len && memcmp(e->id, user, len) == 0)
@@ -352,7 +393,7 @@ static entry *entry_add(pd_publisher *pub, const char *user, size_t len)
     e->id[len] = '\0';
     e->len = len;
     e->mask = 0;
-    pd_hashtab_insert(&pub->map, user_hash(user, len), ++pub->n_entries);
+    pd_hashtab_insert(&pub->map, id_hash(user, len), ++pub->n_entries);
     return e;
 }
 
@@ -434,9 +475,112 @@ out_nomem:
     return -ENOMEM;
 }
 
+/* Index + 1 of the waiting list of this name, or 0. */
+static size_t zset_find(const pd_publisher *pub, uint64_t h, const char *name, size_t len)
+{
+    const pd_hashtab *t = &pub->zmap;
+    for (size_t i = pd_hashtab_first(t, h); t->slots[i].value; i = pd_hashtab_next(t, i)) {
+        const zset_put *z = pub->zsets[t->slots[i].value - 1];
+        if (t->slots[i].hash == h && z->name_len == len && memcmp(z->name, name, len) == 0)
+            return (size_t)t->slots[i].value;
+    }
+    return 0;
+}
+
+/* Bytes of a list's allocation, or 0 when that does not fit in a size_t. */
+static size_t zset_size(size_t n, size_t name_len, const size_t *member_lens)
+{
+    size_t size = sizeof(zset_put) + name_len + 1;
+    if (n > (SIZE_MAX - size) / (sizeof(size_t) + sizeof(float)))
+        return 0;
+    size += n * (sizeof(size_t) + sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        if (member_lens[i] > SIZE_MAX - size)
+            return 0;
+        size += member_lens[i];
+    }
+    return size;
+}
+
+static void zset_fill(zset_put *z, size_t size, const char *name, size_t name_len,
+                      const char *const *members, const size_t *member_lens, const float *scores,
+                      size_t n)
+{
+    z->size = size;
+    z->n = n;
+    z->name_len = name_len;
+    z->lens = (size_t *)(z + 1);
+    z->scores = (float *)(z->lens + n);
+    z->name = (char *)(z->scores + n);
+    z->members = z->name + name_len + 1;
+    memcpy(z->name, name, name_len);
+    z->name[name_len] = '\0';
+    char *m = z->members;
+    for (size_t i = 0; i < n; i++) {
+        z->lens[i] = member_lens[i];
+        z->scores[i] = scores[i];
+        if (member_lens[i])
+            memcpy(m, members[i], member_lens[i]);
+        m += member_lens[i];
+    }
+}
+
+/* A new slot in the waiting lists, not yet in the map; NULL when out of memory. */
+static zset_put **zset_slot_add(pd_publisher *pub)
+{
+    if (pd_hashtab_reserve(&pub->zmap) < 0)
+        return NULL;
+    if (pub->n_zsets == pub->cap_zsets) {
+        size_t ncap = pub->cap_zsets ? pub->cap_zsets * 2 : 16;
+        zset_put **nz = realloc(pub->zsets, ncap * sizeof *nz);
+        if (!nz)
+            return NULL;
+        pub->zsets = nz;
+        pub->cap_zsets = ncap;
+    }
+    pub->zsets[pub->n_zsets] = NULL;
+    return &pub->zsets[pub->n_zsets];
+}
+
+int pd_publisher_put_zset(pd_publisher *pub, const char *name, size_t name_len,
+                          const char *const *members, const size_t *member_lens,
+                          const float *scores, size_t n)
+{
+    if (n > (size_t)(INT_MAX - 2) / 2) /* ZADD key, then a score and a member each */
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (isnan(scores[i]))
+            return -EINVAL;
+    size_t size = zset_size(n, name_len, member_lens);
+    if (!size)
+        return -ENOMEM;
+    uint64_t h = id_hash(name, name_len);
+    size_t found = zset_find(pub, h, name, name_len);
+    zset_put **slot = found ? &pub->zsets[found - 1] : zset_slot_add(pub);
+    if (!slot)
+        return -ENOMEM;
+    zset_put *z = *slot;
+    /* a replacement reuses the old allocation when it fits and is not much larger */
+    if (!z || z->size < size || z->size / 4 > size) {
+        if (!(z = malloc(size)))
+            return -ENOMEM; /* a replaced list stays waiting as it was */
+        free(*slot);
+        *slot = z;
+    } else {
+        size = z->size;
+    }
+    zset_fill(z, size, name, name_len, members, member_lens, scores, n);
+    if (found) {
+        pub->stats.list_coalesced++;
+    } else {
+        pd_hashtab_insert(&pub->zmap, h, ++pub->n_zsets);
+    }
+    return 0;
+}
+
 size_t pd_publisher_dirty(const pd_publisher *pub)
 {
-    return pub->n_entries + pub->n_forgets + pub->n_models;
+    return pub->n_entries + pub->n_forgets + pub->n_models + pub->n_zsets;
 }
 
 /* ---- flushing ---- */
@@ -454,52 +598,124 @@ static bool retryable(const char *err)
 typedef struct flush_state {
     size_t in_flight;
     int err;
+    bool tx_refused;     /* the open MULTI had a command refused: EXEC answers EXECABORT */
+    size_t users, lists; /* user hashes sent, lists acknowledged */
     char *errbuf;
     size_t errlen;
 } flush_state;
 
+static void reply_error(pd_publisher *pub, flush_state *fs, const char *err)
+{
+    char addr[300];
+    if (retryable(err)) {
+        if (!fs->err) {
+            describe_address(pub, addr, sizeof addr);
+            snprintf(fs->errbuf, fs->errlen, "redis \"%s\" refused a write for now: %s", addr, err);
+        }
+        fs->err = -EAGAIN;
+    } else {
+        /* a permanent refusal (e.g. WRONGTYPE on a key someone else wrote): retrying would
+         * refuse again, so it is counted and reported instead */
+        pub->stats.reply_errors++;
+        if (!fs->err)
+            snprintf(fs->errbuf, fs->errlen, "redis refused a write: %s", err);
+    }
+}
+
+static bool is_status(const redisReply *rep, const char *status)
+{
+    return rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, status) == 0;
+}
+
+/* An EXEC reply: the queued commands' replies, an error, or nil for an aborted transaction. */
+static bool check_exec(pd_publisher *pub, flush_state *fs, const redisReply *rep)
+{
+    bool refused = fs->tx_refused;
+    fs->tx_refused = false;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        if (!refused) /* otherwise EXECABORT, and its cause is already counted */
+            reply_error(pub, fs, rep->str);
+        return true;
+    }
+    if (rep->type == REDIS_REPLY_NIL) {
+        /* nothing ran (a WATCH would do that; the publisher sets none): write it again */
+        reply_error(pub, fs, "TRYAGAIN EXEC answered nil: transaction aborted");
+        return true;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return false;
+    bool clean = !refused; /* (Redis before 2.6.5 ran the rest of a refused transaction) */
+    for (size_t i = 0; i < rep->elements; i++) {
+        if (rep->element[i]->type == REDIS_REPLY_ERROR) {
+            reply_error(pub, fs, rep->element[i]->str);
+            clean = false;
+        }
+    }
+    fs->lists += clean;
+    return true;
+}
+
+/* Checks a reply against its command; false when replies and commands are out of step. */
+static bool check_reply(pd_publisher *pub, flush_state *fs, unsigned kind, const redisReply *rep)
+{
+    if (kind == CMD_EXEC)
+        return check_exec(pub, fs, rep);
+    if (rep->type == REDIS_REPLY_ERROR) {
+        reply_error(pub, fs, rep->str);
+        if (kind == CMD_MULTI || kind == CMD_QUEUED)
+            fs->tx_refused = true;
+        return true;
+    }
+    if (kind == CMD_MULTI)
+        return is_status(rep, "OK");
+    if (kind == CMD_QUEUED) /* after a refused MULTI, the command ran on its own */
+        return fs->tx_refused || is_status(rep, "QUEUED");
+    fs->lists += kind == CMD_LIST_DEL;
+    return true;
+}
+
+/* Ends a flush whose connection cannot be trusted any more. */
+static int flush_broken(pd_publisher *pub, flush_state *fs, int err, const char *what,
+                        const char *detail)
+{
+    char addr[300];
+    describe_address(pub, addr, sizeof addr);
+    snprintf(fs->errbuf, fs->errlen, "redis \"%s\" %s during a flush: %s", addr, what, detail);
+    disconnect(pub);
+    return err;
+}
+
 /* Reads the replies of every command in flight. */
 static int drain(pd_publisher *pub, flush_state *fs)
 {
-    char addr[300];
-    while (fs->in_flight > 0) {
+    for (size_t i = 0; i < fs->in_flight; i++) {
         void *reply = NULL;
-        if (redisGetReply(pub->ctx, &reply) != REDIS_OK) {
-            describe_address(pub, addr, sizeof addr);
-            snprintf(fs->errbuf, fs->errlen, "redis \"%s\" went away during a flush: %s", addr,
-                     pub->ctx->errstr[0] ? pub->ctx->errstr : "connection lost");
-            disconnect(pub);
-            return -EIO;
-        }
-        fs->in_flight--;
-        redisReply *rep = reply;
-        if (rep->type == REDIS_REPLY_ERROR) {
-            if (retryable(rep->str)) {
-                if (!fs->err) {
-                    describe_address(pub, addr, sizeof addr);
-                    snprintf(fs->errbuf, fs->errlen, "redis \"%s\" refused a write for now: %s",
-                             addr, rep->str);
-                }
-                fs->err = -EAGAIN;
-            } else {
-                /* a permanent refusal (e.g. WRONGTYPE on a key someone else wrote): retrying
-                 * would refuse again, so it is counted and reported instead */
-                pub->stats.reply_errors++;
-                if (!fs->err) {
-                    snprintf(fs->errbuf, fs->errlen, "redis refused a write: %s", rep->str);
-                }
-            }
-        }
-        freeReplyObject(rep);
+        if (redisGetReply(pub->ctx, &reply) != REDIS_OK)
+            return flush_broken(pub, fs, -EIO, "went away",
+                                pub->ctx->errstr[0] ? pub->ctx->errstr : "connection lost");
+        bool in_step = check_reply(pub, fs, pub->kinds[i], reply);
+        freeReplyObject(reply);
+        if (!in_step) /* what was acknowledged can no longer be told apart */
+            return flush_broken(pub, fs, -EPROTO, "went out of step",
+                                "a reply did not fit its command");
     }
+    fs->in_flight = 0;
     return 0;
 }
 
-static int send_argv(pd_publisher *pub, flush_state *fs, int argc)
+static int send_argv(pd_publisher *pub, flush_state *fs, int argc, enum cmd_kind kind)
 {
+    if (fs->in_flight == pub->kinds_cap) {
+        size_t ncap = pub->kinds_cap ? pub->kinds_cap * 2 : 256;
+        unsigned char *nk = realloc(pub->kinds, ncap);
+        if (!nk)
+            return -ENOMEM;
+        pub->kinds = nk;
+        pub->kinds_cap = ncap;
+    }
     if (redisAppendCommandArgv(pub->ctx, argc, pub->argv, pub->argvlen) != REDIS_OK)
         return -ENOMEM;
-    fs->in_flight++;
+    pub->kinds[fs->in_flight++] = (unsigned char)kind;
     if ((int64_t)fs->in_flight >= (pub->conf.max_pipeline > 0 ? pub->conf.max_pipeline : 1000))
         return drain(pub, fs);
     return 0;
@@ -554,7 +770,7 @@ static int write_user(pd_publisher *pub, flush_state *fs, const entry *e)
     arg_text(pub, &argc, &pos, "%" PRId64, e->ts_ms);
     arg_raw(pub, &argc, "v", 1);
     arg_text(pub, &argc, &pos, "%" PRIu64, e->generation);
-    if ((r = send_argv(pub, fs, argc)) < 0)
+    if ((r = send_argv(pub, fs, argc, CMD_PLAIN)) < 0)
         return r;
     if (pub->conf.ttl_ms > 0) {
         argc = 0;
@@ -562,7 +778,7 @@ static int write_user(pd_publisher *pub, flush_state *fs, const entry *e)
         arg_raw(pub, &argc, "PEXPIRE", 7);
         arg_text(pub, &argc, &pos, "%s:u:%s", pub->prefix, e->id);
         arg_text(pub, &argc, &pos, "%" PRId64, pub->conf.ttl_ms);
-        if ((r = send_argv(pub, fs, argc)) < 0)
+        if ((r = send_argv(pub, fs, argc, CMD_PLAIN)) < 0)
             return r;
     }
     return 0;
@@ -577,7 +793,7 @@ static int write_forget(pd_publisher *pub, flush_state *fs, const char *user)
     size_t pos = 0;
     arg_raw(pub, &argc, "DEL", 3);
     arg_text(pub, &argc, &pos, "%s:u:%s", pub->prefix, user);
-    return send_argv(pub, fs, argc);
+    return send_argv(pub, fs, argc, CMD_PLAIN);
 }
 
 static int write_model(pd_publisher *pub, flush_state *fs, const model_put *m)
@@ -593,7 +809,114 @@ static int write_model(pd_publisher *pub, flush_state *fs, const model_put *m)
         arg_raw(pub, &argc, m->fields[i], strlen(m->fields[i]));
         arg_raw(pub, &argc, m->values[i], strlen(m->values[i]));
     }
-    return send_argv(pub, fs, argc);
+    return send_argv(pub, fs, argc, CMD_PLAIN);
+}
+
+/* The key {prefix}:{name}, bytes as they are (names are binary-safe). */
+static void arg_key(pd_publisher *pub, int *argc, size_t *pos, const zset_put *z)
+{
+    size_t plen = strlen(pub->prefix);
+    char *k = pub->text + *pos;
+    memcpy(k, pub->prefix, plen);
+    k[plen] = ':';
+    memcpy(k + plen + 1, z->name, z->name_len);
+    arg_raw(pub, argc, k, plen + 1 + z->name_len);
+    *pos += plen + 1 + z->name_len;
+}
+
+/* MULTI or EXEC, or DEL / PEXPIRE of a list's key. */
+static int send_list_cmd(pd_publisher *pub, flush_state *fs, const zset_put *z, const char *verb,
+                         enum cmd_kind kind)
+{
+    int argc = 0;
+    size_t pos = 0;
+    arg_raw(pub, &argc, verb, strlen(verb));
+    if (kind != CMD_MULTI && kind != CMD_EXEC)
+        arg_key(pub, &argc, &pos, z);
+    if (strcmp(verb, "PEXPIRE") == 0)
+        arg_text(pub, &argc, &pos, "%" PRId64, pub->conf.ttl_ms);
+    return send_argv(pub, fs, argc, kind);
+}
+
+static int send_zadd(pd_publisher *pub, flush_state *fs, const zset_put *z)
+{
+    int argc = 0;
+    size_t pos = 0;
+    arg_raw(pub, &argc, "ZADD", 4);
+    arg_key(pub, &argc, &pos, z);
+    const char *m = z->members;
+    for (size_t i = 0; i < z->n; i++) {
+        /* 9 significant digits bring every float back exactly */
+        arg_text(pub, &argc, &pos, "%.9g", (double)z->scores[i]);
+        arg_raw(pub, &argc, m, z->lens[i]);
+        m += z->lens[i];
+    }
+    return send_argv(pub, fs, argc, CMD_QUEUED);
+}
+
+static int write_list(pd_publisher *pub, flush_state *fs, const zset_put *z)
+{
+    /* the key, then up to 16 bytes per score ("-1.17549435e-38") and 21 for the TTL */
+    size_t text = strlen(pub->prefix) + 1 + z->name_len + 16 * z->n + 32;
+    int r = scratch_reserve(pub, 2 * z->n + 2, text);
+    if (r < 0)
+        return r;
+    if (z->n == 0) /* one command is atomic by itself */
+        return send_list_cmd(pub, fs, z, "DEL", CMD_LIST_DEL);
+    if ((r = send_list_cmd(pub, fs, z, "MULTI", CMD_MULTI)) < 0 ||
+        (r = send_list_cmd(pub, fs, z, "DEL", CMD_QUEUED)) < 0 || (r = send_zadd(pub, fs, z)) < 0)
+        return r;
+    if (pub->conf.ttl_ms > 0 && (r = send_list_cmd(pub, fs, z, "PEXPIRE", CMD_QUEUED)) < 0)
+        return r;
+    return send_list_cmd(pub, fs, z, "EXEC", CMD_EXEC);
+}
+
+/* Sends everything waiting and reads every reply. */
+static int write_all(pd_publisher *pub, flush_state *fs)
+{
+    int r = 0;
+    /* deletions first: a forgotten user's older scores must not be written after its DEL */
+    for (size_t i = 0; i < pub->n_forgets && r == 0; i++)
+        r = write_forget(pub, fs, pub->forgets[i]);
+    for (size_t i = 0; i < pub->n_entries && r == 0; i++) {
+        if (pub->entries[i].mask == 0)
+            continue;
+        r = write_user(pub, fs, &pub->entries[i]);
+        fs->users++;
+    }
+    for (size_t i = 0; i < pub->n_zsets && r == 0; i++)
+        r = write_list(pub, fs, pub->zsets[i]);
+    for (size_t i = 0; i < pub->n_models && r == 0; i++)
+        r = write_model(pub, fs, &pub->models[i]);
+    if (r == 0)
+        r = drain(pub, fs);
+    return r;
+}
+
+/* Counts a flush Redis acknowledged and lets go of what it wrote. */
+static void flush_done(pd_publisher *pub, const flush_state *fs, double t0)
+{
+    pub->stats.user_writes += fs->users;
+    pub->stats.deletes += pub->n_forgets;
+    pub->stats.model_writes += pub->n_models;
+    pub->stats.list_writes += fs->lists;
+    pub->stats.flushes++;
+    pub->stats.last_batch_users = fs->users;
+    double dt = pd_clock_mono_s() - t0;
+    pub->stats.last_flush_seconds = dt;
+    size_t b = 0;
+    while (b < N_BUCKETS && dt > latency_bounds[b])
+        b++;
+    pub->hist[b]++;
+    pub->hist_sum += dt;
+
+    pd_hashtab_clear(&pub->map);
+    pub->n_entries = 0;
+    for (size_t i = 0; i < pub->n_forgets; i++)
+        free(pub->forgets[i]);
+    pub->n_forgets = 0;
+    models_clear(pub);
+    zsets_clear(pub);
 }
 
 int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
@@ -611,21 +934,7 @@ int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
     }
     double t0 = pd_clock_mono_s();
     flush_state fs = {.errbuf = errbuf, .errlen = errlen};
-    int r = 0;
-    size_t users = 0;
-    /* deletions first: a forgotten user's older scores must not be written after its DEL */
-    for (size_t i = 0; i < pub->n_forgets && r == 0; i++)
-        r = write_forget(pub, &fs, pub->forgets[i]);
-    for (size_t i = 0; i < pub->n_entries && r == 0; i++) {
-        if (pub->entries[i].mask == 0)
-            continue;
-        r = write_user(pub, &fs, &pub->entries[i]);
-        users++;
-    }
-    for (size_t i = 0; i < pub->n_models && r == 0; i++)
-        r = write_model(pub, &fs, &pub->models[i]);
-    if (r == 0)
-        r = drain(pub, &fs);
+    int r = write_all(pub, &fs);
     if (r == -ENOMEM && pub->ctx) {
         snprintf(errbuf, errlen, "out of memory during a redis flush");
         disconnect(pub); /* replies of what was sent cannot be matched any more */
@@ -636,25 +945,7 @@ int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
         pub->stats.flush_failures++;
         return r;
     }
-    pub->stats.user_writes += users;
-    pub->stats.deletes += pub->n_forgets;
-    pub->stats.model_writes += pub->n_models;
-    pub->stats.flushes++;
-    pub->stats.last_batch_users = users;
-    double dt = pd_clock_mono_s() - t0;
-    pub->stats.last_flush_seconds = dt;
-    size_t b = 0;
-    while (b < N_BUCKETS && dt > latency_bounds[b])
-        b++;
-    pub->hist[b]++;
-    pub->hist_sum += dt;
-
-    pd_hashtab_clear(&pub->map);
-    pub->n_entries = 0;
-    for (size_t i = 0; i < pub->n_forgets; i++)
-        free(pub->forgets[i]);
-    pub->n_forgets = 0;
-    models_clear(pub);
+    flush_done(pub, &fs, t0);
     return 0;
 }
 

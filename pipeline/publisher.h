@@ -1,7 +1,8 @@
 /* Redis output: the user score hashes ({prefix}:u:{user}), model summaries
- * ({prefix}:model:{name}) and forget deletions. Updates are coalesced per user until a flush,
- * which writes them pipelined and returns only when Redis has acknowledged every one; a failed
- * flush keeps everything for the next attempt, so nothing accepted is lost. */
+ * ({prefix}:model:{name}), sorted-set lists ({prefix}:{name}) and forget deletions. Updates are
+ * coalesced per user or list until a flush, which writes them pipelined and returns only when
+ * Redis has acknowledged every one; a failed flush keeps everything for the next attempt, so
+ * nothing accepted is lost. */
 #ifndef PD_PUBLISHER_H
 #define PD_PUBLISHER_H
 
@@ -20,6 +21,8 @@ typedef struct pd_publisher_stats {
     uint64_t model_writes;
     uint64_t deletes;      /* forget deletions written */
     uint64_t coalesced;    /* updates merged into an already dirty user */
+    uint64_t list_writes;  /* sorted-set lists written (a deletion counts as one) */
+    uint64_t list_coalesced; /* lists replaced while still waiting */
     uint64_t reply_errors; /* commands Redis refused for good (counted, not retried) */
     uint64_t connects;
     uint64_t last_batch_users;
@@ -57,7 +60,20 @@ int pd_publisher_forget(pd_publisher *pub, const char *user, size_t len);
 int pd_publisher_put_model(pd_publisher *pub, const char *model, const char *const *fields,
                            const char *const *values, size_t n);
 
-/* Users waiting to be written. */
+/* Queues the replacement of the sorted set {prefix}:{name} by n (member, score) entries, best
+ * first (readers take them with ZREVRANGE); n == 0 queues the deletion of the key. A list still
+ * waiting for the same name is replaced, not merged. Names and members are bytes of the given
+ * lengths (binary-safe); members should be distinct, as Redis keeps one score per member.
+ * Copies everything. The next flush writes the list as one MULTI / DEL / ZADD / PEXPIRE / EXEC
+ * (PEXPIRE with the conf's ttl_ms, none when it is 0), so a reader sees the old list or the new
+ * one, never a part of either. Returns 0; -ENOMEM, or -EINVAL for a NaN score (Redis refuses
+ * it) or more members than one command carries, leave what was waiting as it was. */
+int pd_publisher_put_zset(pd_publisher *pub, const char *name, size_t name_len,
+                          const char *const *members, const size_t *member_lens,
+                          const float *scores, size_t n);
+
+/* Users, forgets, model summaries and lists waiting to be written (0: a flush has nothing to
+ * do). */
 size_t pd_publisher_dirty(const pd_publisher *pub);
 
 /* Writes everything waiting. 0 when Redis acknowledged all of it; otherwise a negative errno,
