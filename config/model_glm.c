@@ -20,10 +20,11 @@ static const char *const loss_names[] = {
     [PD_LOSS_HUBER] = "huber",
     [PD_LOSS_HINGE] = "hinge",
 };
-static const char *const optimizer_names[] = {"ftrl", "adagrad", "sgd"};
+static const char *const optimizer_names[] = {"ftrl", "adagrad", "sgd", "ftrl_multi"};
 static const char *const weight_format_names[] = {"float32", "float16"};
 
 #define OPT_BIT(o) (1u << (o))
+#define FTRL_BITS (OPT_BIT(PD_OPT_FTRL) | OPT_BIT(PD_OPT_FTRL_MULTI))
 
 /* The optimizers' hyper-parameters: which optimizers take each, its range, where it goes. */
 static const struct {
@@ -34,10 +35,10 @@ static const struct {
     double hi;
     size_t offset;
 } hyper_params[] = {
-    {"alpha", OPT_BIT(PD_OPT_FTRL), 0, true, INFINITY, offsetof(pd_learner_conf, alpha)},
-    {"beta", OPT_BIT(PD_OPT_FTRL), 0, true, INFINITY, offsetof(pd_learner_conf, beta)},
-    {"l1", OPT_BIT(PD_OPT_FTRL), 0, false, INFINITY, offsetof(pd_learner_conf, l1)},
-    {"l2", OPT_BIT(PD_OPT_FTRL) | OPT_BIT(PD_OPT_ADAGRAD) | OPT_BIT(PD_OPT_SGD), 0, false, INFINITY,
+    {"alpha", FTRL_BITS, 0, true, INFINITY, offsetof(pd_learner_conf, alpha)},
+    {"beta", FTRL_BITS, 0, true, INFINITY, offsetof(pd_learner_conf, beta)},
+    {"l1", FTRL_BITS, 0, false, INFINITY, offsetof(pd_learner_conf, l1)},
+    {"l2", FTRL_BITS | OPT_BIT(PD_OPT_ADAGRAD) | OPT_BIT(PD_OPT_SGD), 0, false, INFINITY,
      offsetof(pd_learner_conf, l2)},
     {"learning_rate", OPT_BIT(PD_OPT_ADAGRAD) | OPT_BIT(PD_OPT_SGD), 0, true, INFINITY,
      offsetof(pd_learner_conf, learning_rate)},
@@ -120,7 +121,7 @@ static void report_not_for_optimizer(loader *ld, ynode *map, const char *mpath, 
 /* optimizer: and the hyper-parameters of the one chosen. */
 static void load_optimizer(loader *ld, ynode *map, const char *mp, pd_learner_conf *lc)
 {
-    int opt = PD_OPT_FTRL;
+    int opt = lc->type == PD_MODEL_LOGISTIC ? PD_OPT_FTRL_MULTI : PD_OPT_FTRL;
     bool opt_ok = true;
 
     if (ld_get_enum(ld, map, mp, "optimizer", optimizer_names, ARRAY_SIZE(optimizer_names), &opt) <
@@ -128,6 +129,8 @@ static void load_optimizer(loader *ld, ynode *map, const char *mp, pd_learner_co
         opt_ok = false;
     lc->optimizer = (pd_optimizer)opt;
     lc->learning_rate = lc->optimizer == PD_OPT_SGD ? 0.5 : 0.1;
+    if (lc->optimizer == PD_OPT_FTRL_MULTI)
+        lc->alpha = 0.3;
     for (size_t i = 0; i < ARRAY_SIZE(hyper_params); i++) {
         if (!ld_map_get(map, hyper_params[i].key))
             continue;
@@ -153,6 +156,10 @@ static void glm_load(loader *ld, ynode *def, const char *mp, pd_model_conf *m, s
                                             : PD_LOSS_LOGISTIC;
     load_loss(ld, def, mp, lc, type_ok);
     load_optimizer(ld, def, mp, lc);
+    /* its lanes are mixed by their likelihood of the label */
+    if (type_ok && lc->optimizer == PD_OPT_FTRL_MULTI && lc->type != PD_MODEL_LOGISTIC)
+        ld_report_key(ld, def, mp, "optimizer", "ftrl_multi is for logistic models, not %s",
+                      glm_types[lc->type]);
     ld_get_int32(ld, def, mp, "bits", PD_MIN_HASH_BITS, PD_MAX_HASH_BITS, &lc->bits);
     ld_get_bool(ld, def, mp, "intercept", &lc->intercept);
     v = lc->weights;

@@ -16,7 +16,7 @@ static const char *const kind_names[] = {"categorical", "numeric",        "cross
                                          "text",        "recency",        "decayed_count",
                                          "spend",       "distinct_items", "recent_items"};
 static const char *const type_names[] = {"logistic", "linear", "hinge"};
-static const char *const opt_names[] = {"ftrl", "adagrad", "sgd"};
+static const char *const opt_names[] = {"ftrl", "adagrad", "sgd", "ftrl_multi"};
 
 static void human_bytes(char *buf, size_t len, double bytes)
 {

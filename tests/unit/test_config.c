@@ -173,8 +173,8 @@ static void test_defaults(void **state)
     assert_int_equal(lc->type, PD_MODEL_LOGISTIC);
     assert_int_equal(lc->loss, PD_LOSS_LOGISTIC);
     assert_double_equal(lc->huber_delta, 1.0);
-    assert_int_equal(lc->optimizer, PD_OPT_FTRL);
-    assert_double_equal(lc->alpha, 0.25);
+    assert_int_equal(lc->optimizer, PD_OPT_FTRL_MULTI);
+    assert_double_equal(lc->alpha, 0.3);
     assert_double_equal(lc->beta, 1.0);
     assert_double_equal(lc->l1, 0);
     assert_double_equal(lc->l2, 0);
@@ -676,7 +676,7 @@ static void test_feature_order_and_lookups(void **state)
 static void test_fingerprints(void **state)
 {
     char *reformatted = minimal_with("  topics: events\n", "  # a comment\n  topics: [ events ]\n");
-    char *alpha = minimal_with(NULL, "    alpha: 0.3\n");
+    char *alpha = minimal_with(NULL, "    alpha: 0.5\n");
     char *bits = minimal_with(NULL, "    bits: 22\n");
     char *vocab = minimal_with("  device: { categorical: context.device }\n",
                                "  device: { categorical: context.device, vocabulary: 9 }\n");

@@ -356,6 +356,7 @@ static const char *const fixture_yaml = "kafka: {brokers: b, topics: [t], group:
                                         "models:\n"
                                         "  buy:\n"
                                         "    type: logistic\n"
+                                        "    optimizer: ftrl\n"
                                         "    bits: 6\n"
                                         "    features: [device, views]\n"
                                         "    example_on: [view]\n"
