@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/rng.h"
+
 #define DEFAULT_START_MS 1764000000000LL
 #define DEFAULT_USERS    1000u
 #define DEFAULT_EVENTS   10000ull
@@ -94,71 +96,21 @@ static const char *const filler_words[] = {
 };
 #define N_WORDS(a) (sizeof(a) / sizeof((a)[0]))
 
-/* ---- random numbers: xoshiro256** seeded through splitmix64 -------------------------------- */
+/* ---- random numbers: common/rng.h, and the draws built on it ------------------------------- */
 
-struct rng {
-    uint64_t s[4];
-};
-
-static uint64_t splitmix64(uint64_t *x)
+static inline bool rng_chance(pd_rng *r, double p)
 {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return pd_rng_unit(r) < p;
 }
 
-/* Independent streams per purpose, so that e.g. --bad-ratio does not shift the good events. */
-static void rng_seed(struct rng *r, uint64_t seed, uint64_t stream)
+static inline double rng_exp(pd_rng *r, double mean)
 {
-    uint64_t x = seed ^ (stream * 0xd1b54a32d192ed03ull);
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&x);
+    return -mean * log1p(-pd_rng_unit(r));
 }
 
-static inline uint64_t rotl64(uint64_t x, int k)
+static size_t rng_pick(pd_rng *r, const struct weighted *w, size_t n)
 {
-    return (x << k) | (x >> (64 - k));
-}
-
-static inline uint64_t rng_next(struct rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl64(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl64(s[3], 45);
-    return result;
-}
-
-/* Uniform in [0, 1) with 53 random bits. */
-static inline double rng_unit(struct rng *r)
-{
-    return (double)(rng_next(r) >> 11) * 0x1.0p-53;
-}
-
-static inline uint32_t rng_below(struct rng *r, uint32_t n)
-{
-    return (uint32_t)(((rng_next(r) >> 32) * (uint64_t)n) >> 32);
-}
-
-static inline bool rng_chance(struct rng *r, double p)
-{
-    return rng_unit(r) < p;
-}
-
-static inline double rng_exp(struct rng *r, double mean)
-{
-    return -mean * log1p(-rng_unit(r));
-}
-
-static size_t rng_pick(struct rng *r, const struct weighted *w, size_t n)
-{
-    double u = rng_unit(r), acc = 0.0;
+    double u = pd_rng_unit(r), acc = 0.0;
     for (size_t i = 0; i < n; i++) {
         acc += w[i].weight;
         if (u < acc)
@@ -224,9 +176,9 @@ struct gen_stats {
 };
 
 struct gen {
-    struct rng world;    /* users, sessions */
-    struct rng bad;      /* which lines are malformed */
-    struct rng disorder; /* timestamp jitter */
+    pd_rng world;    /* users, sessions */
+    pd_rng bad;      /* which lines are malformed */
+    pd_rng disorder; /* timestamp jitter */
     struct user *users;
     uint32_t n_users;
     uint32_t *heap; /* user indices, min-heap on (next_ts, index) */
@@ -284,29 +236,29 @@ static double user_propensity(const struct user *u)
 
 static void user_init(struct gen *g, struct user *u, int64_t start_ms)
 {
-    struct rng *r = &g->world;
-    double seg = rng_unit(r);
+    pd_rng *r = &g->world;
+    double seg = pd_rng_unit(r);
 
     u->segment = seg < 0.35 ? SEG_BROWSER : seg < 0.85 ? SEG_OCCASIONAL : SEG_FREQUENT;
-    u->base_logit = (float)(u->segment == SEG_FREQUENT ? -0.4 + (rng_unit(r) - 0.5)
-                                                       : -2.6 + 1.2 * (rng_unit(r) - 0.5));
+    u->base_logit = (float)(u->segment == SEG_FREQUENT ? -0.4 + (pd_rng_unit(r) - 0.5)
+                                                       : -2.6 + 1.2 * (pd_rng_unit(r) - 0.5));
     u->home_device = (uint8_t)rng_pick(r, devices, N_DEVICES);
     u->country = (uint8_t)rng_pick(r, countries, N_COUNTRIES);
     /* Between 35 minutes and 3.4 hours between sessions; frequent buyers come back sooner. */
     u->gap_mean_ms =
-        (float)(7200e3 * (0.3 + 1.4 * rng_unit(r)) * (u->segment == SEG_FREQUENT ? 0.6 : 1.0));
-    u->satisfaction = (float)(0.5 + 0.45 * rng_unit(r));
+        (float)(7200e3 * (0.3 + 1.4 * pd_rng_unit(r)) * (u->segment == SEG_FREQUENT ? 0.6 : 1.0));
+    u->satisfaction = (float)(0.5 + 0.45 * pd_rng_unit(r));
     /* Skewed so some categories are popular across users. */
-    u->fav_category = (uint16_t)(g->n_categories * pow(rng_unit(r), 1.5));
+    u->fav_category = (uint16_t)(g->n_categories * pow(pd_rng_unit(r), 1.5));
     /* Spread first sessions over one gap so the stream starts mid-traffic, not in lockstep. */
-    u->next_ts = start_ms + (int64_t)(rng_unit(r) * u->gap_mean_ms);
+    u->next_ts = start_ms + (int64_t)(pd_rng_unit(r) * u->gap_mean_ms);
     u->s = NULL;
 }
 
 static uint32_t catalog_pick(struct gen *g, uint32_t category)
 {
     /* Quadratic skew: the first items of a category are its best sellers. */
-    double u = rng_unit(&g->world);
+    double u = pd_rng_unit(&g->world);
     uint32_t within = (uint32_t)(ITEMS_PER_CAT * u * u);
     uint32_t item = category * ITEMS_PER_CAT + within;
     return item < g->n_items ? item : g->n_items - 1;
@@ -344,7 +296,7 @@ static void session_push(struct session *s, enum ev_type type, int64_t ts, uint3
  * behaviour leading up to a purchase carries signal a model can learn. */
 static int session_start(struct gen *g, struct user *u)
 {
-    struct rng *r = &g->world;
+    pd_rng *r = &g->world;
     struct session *s = session_alloc(g);
     uint32_t carted[SESSION_MAX_CART];
     uint32_t n_cart = 0, category, last_item = 0;
@@ -360,7 +312,7 @@ static int session_start(struct gen *g, struct user *u)
     s->campaign = (uint8_t)rng_pick(r, campaigns, N_CAMPAIGNS);
     intent = rng_chance(r, user_session_purchase_p(u, s->device, s->campaign));
     s->intent = intent;
-    category = rng_chance(r, 0.6) ? u->fav_category : rng_below(r, g->n_categories);
+    category = rng_chance(r, 0.6) ? u->fav_category : pd_rng_below(r, g->n_categories);
 
     n_views = 1 + (int)rng_exp(r, intent ? 7.0 : 4.0);
     if (n_views > SESSION_MAX_VIEWS)
@@ -370,7 +322,7 @@ static int session_start(struct gen *g, struct user *u)
         if (v > 0)
             t += 4000 + (int64_t)rng_exp(r, 20000.0);
         if (rng_chance(r, 0.15))
-            category = rng_below(r, g->n_categories);
+            category = pd_rng_below(r, g->n_categories);
         last_item = catalog_pick(g, category);
         clicked_last = false;
         session_push(s, EV_VIEW, t, last_item);
@@ -410,7 +362,7 @@ static int session_start(struct gen *g, struct user *u)
             t += 60000 + (int64_t)rng_exp(r, 600000.0);
             session_push(s, EV_REVIEW, t, carted[i]);
             s->ev[s->n - 1].positive = rng_chance(r, u->satisfaction);
-            s->ev[s->n - 1].text_seed = (uint32_t)rng_next(r);
+            s->ev[s->n - 1].text_seed = (uint32_t)pd_rng_next(r);
         }
     }
 
@@ -422,9 +374,9 @@ static int session_start(struct gen *g, struct user *u)
 static int gen_init(struct gen *g, const struct gen_opts *o)
 {
     memset(g, 0, sizeof(*g));
-    rng_seed(&g->world, o->seed, 1);
-    rng_seed(&g->bad, o->seed, 2);
-    rng_seed(&g->disorder, o->seed, 3);
+    pd_rng_seed(&g->world, o->seed, 1);
+    pd_rng_seed(&g->bad, o->seed, 2);
+    pd_rng_seed(&g->disorder, o->seed, 3);
     g->n_users = o->users;
     g->n_items = o->items;
     g->n_categories = (o->items + ITEMS_PER_CAT - 1) / ITEMS_PER_CAT;
@@ -441,9 +393,9 @@ static int gen_init(struct gen *g, const struct gen_opts *o)
 
     /* Each category has a price level (log-uniform, 3 to 300); items vary around it. */
     for (uint32_t c = 0; c < g->n_categories; c++) {
-        double level = 3.0 * pow(100.0, rng_unit(&g->world));
+        double level = 3.0 * pow(100.0, pd_rng_unit(&g->world));
         for (uint32_t i = c * ITEMS_PER_CAT; i < (c + 1) * ITEMS_PER_CAT && i < o->items; i++)
-            g->price_cents[i] = (int32_t)(100.0 * level * (0.5 + rng_unit(&g->world))) + 1;
+            g->price_cents[i] = (int32_t)(100.0 * level * (0.5 + pd_rng_unit(&g->world))) + 1;
     }
     for (uint32_t i = 0; i < o->users; i++) {
         user_init(g, &g->users[i], o->start_ms);
@@ -581,20 +533,20 @@ static inline void put_price(struct out *o, int32_t cents)
 /* Review text: a few sentiment words among fillers, from a per-event seed so it is stable. */
 static void put_review_text(struct out *o, uint32_t seed, bool positive)
 {
-    struct rng r;
+    pd_rng r;
     uint32_t n_words;
     const char *const *words = positive ? positive_words : negative_words;
     uint32_t n_sentiment = positive ? N_WORDS(positive_words) : N_WORDS(negative_words);
 
-    rng_seed(&r, seed, 4);
-    n_words = 4 + rng_below(&r, 6);
+    pd_rng_seed(&r, seed, 4);
+    n_words = 4 + pd_rng_below(&r, 6);
     for (uint32_t i = 0; i < n_words; i++) {
         if (i > 0)
             o->buf[o->len++] = ' ';
         if (i == 0 || rng_chance(&r, 0.4))
-            put_str(o, words[rng_below(&r, n_sentiment)]);
+            put_str(o, words[pd_rng_below(&r, n_sentiment)]);
         else
-            put_str(o, filler_words[rng_below(&r, N_WORDS(filler_words))]);
+            put_str(o, filler_words[pd_rng_below(&r, N_WORDS(filler_words))]);
     }
 }
 
@@ -1011,7 +963,7 @@ static int run(struct gen *g, const struct gen_opts *o, struct out *out, uint64_
         v.ts = v.e->ts;
         v.label = o->label;
         if (o->disorder_ms > 0)
-            v.ts -= (int64_t)(rng_next(&g->disorder) % (uint64_t)(o->disorder_ms + 1));
+            v.ts -= (int64_t)(pd_rng_next(&g->disorder) % (uint64_t)(o->disorder_ms + 1));
         /* A malformed line borrows the next good event's fields but does not consume it. */
         if (o->bad_ratio > 0 && rng_chance(&g->bad, o->bad_ratio))
             bad = (int)(g->stats.bad % BAD_KIND_COUNT);
