@@ -135,7 +135,8 @@ typedef struct pd_feature_conf {
 /* ---- models: ---- */
 /* The family a model's type belongs to; each kind has its own keys (config/README.md). */
 typedef enum pd_model_kind {
-    PD_MODEL_KIND_GLM, /* type logistic, linear or hinge: pd_model_conf.learner */
+    PD_MODEL_KIND_GLM,         /* type logistic, linear or hinge: pd_model_conf.learner */
+    PD_MODEL_KIND_RECOMMENDER, /* type recommender: pd_model_conf.recommender */
 } pd_model_kind;
 
 typedef enum pd_model_type {
@@ -182,6 +183,34 @@ typedef struct pd_learner_conf {
     double max_abs_margin;       /* margins are clipped to +-this before the link */
 } pd_learner_conf;
 
+/* A recommender: a list of items per user, scored from item-to-item co-visitation, online
+ * embeddings (BPR) and decayed popularity; models/ takes this as it is. */
+typedef struct pd_recommender_conf {
+    float interaction[PD_MAX_EVENT_TYPES]; /* weight of each event type; 0: not an interaction */
+    uint32_t evaluate_on;                  /* types whose events the progressive HR@K counts */
+    int k;                                 /* list length */
+    int dim;                               /* embedding size */
+    bool exclude_seen;                     /* lists leave out what the user touched */
+    int window;           /* co_visitation.window: recent items a new one is paired with */
+    double decay;         /* co_visitation.decay: a pair k items apart weighs 1/(1+k)^decay */
+    int score_from;       /* co_visitation.score_from: recent items a list is scored from */
+    double score_decay;   /* co_visitation.score_decay: the k-th latest counts 1/(1+k)^this */
+    double reverse;       /* co_visitation.reverse: weight of a pair's other direction */
+    int neighbors;        /* co_visitation.neighbors: co-visited items kept per item */
+    double learning_rate; /* embeddings.learning_rate: SGD step of the BPR updates */
+    double power_t;       /* embeddings.power_t: rate * (initial_t / (initial_t + t))^power_t */
+    double initial_t;     /* embeddings.initial_t */
+    double l2;            /* embeddings.l2 */
+    int negatives;        /* embeddings.negatives: sampled by popularity per interaction */
+    int64_t popularity_half_life_ms;
+    double blend_covis, blend_embeddings, blend_popularity;
+    int64_t max_users, max_items; /* limits.users, limits.items: least recently seen go */
+    int max_seen;                 /* limits.seen: items remembered per user for exclude_seen */
+    int64_t refresh_ms;           /* limits.refresh: a user's list is rescored at most this often */
+    int64_t similar_refresh_ms;   /* limits.similar_refresh: an item's similar list likewise */
+    uint64_t seed;                /* embeddings start from it: replay is deterministic */
+} pd_recommender_conf;
+
 typedef enum pd_label_kind {
     PD_LABEL_POSITIVE_WITHIN, /* 1 if a positive_on event follows within the window, else 0 */
     PD_LABEL_VALUE_FROM,      /* the example's own value field, learned immediately */
@@ -204,7 +233,8 @@ typedef struct pd_model_conf {
     char *name;
     pd_conf_pos pos;
     pd_model_kind kind;
-    pd_learner_conf learner; /* PD_MODEL_KIND_GLM */
+    pd_learner_conf learner;         /* PD_MODEL_KIND_GLM */
+    pd_recommender_conf recommender; /* PD_MODEL_KIND_RECOMMENDER */
     int *features; /* indices into pd_config.features */
     size_t n_features;
     uint32_t example_on; /* bit mask of type ids that make an example */
@@ -214,7 +244,7 @@ typedef struct pd_model_conf {
     pd_label_match match;
     char *value_field;  /* PD_LABEL_VALUE_FROM: JSON path, default the events.value field */
     char *weight_field; /* optional importance weight per example: JSON path */
-    char *output;       /* field name in the Redis user hash */
+    char *output;       /* field name in the Redis user hash; a recommender: its list key */
     bool publish;
     int64_t metrics_window; /* examples in the "recent" progressive metrics */
     pd_quality_gate gate;
@@ -302,6 +332,10 @@ int pd_config_type_index(const pd_config *conf, const char *type);
 /* A hash of what makes a model's weights meaningful: its features' definitions, type, loss
  * and bits. Equal fingerprints across reloads mean the learned weights may be kept. */
 uint64_t pd_config_model_fingerprint(const pd_config *conf, size_t model);
+
+/* A hash of everything a model's configuration says (hyper-parameters, label, output, gate
+ * and all): when it changes on reload the model's generation bumps. */
+uint64_t pd_config_model_settings(const pd_config *conf, size_t model);
 
 /* Whether new can replace old without a restart; if not, a message naming the key that changed
  * (e.g. "kafka.topics changed: restart to apply") is written to errbuf. */

@@ -56,10 +56,16 @@ typedef struct model_kind_ops {
     /* Whether types[type] learns a value (a regression) rather than a class: its labels are
      * value_from only, its quality gate max_rmse. */
     bool (*learns_value)(size_t type);
+    /* Whether its models learn examples of features and labels, and so take the common keys
+     * features, example_on, label, weight_from and quality_gate (required or optional as
+     * models.c says); a kind that does not refuses them. */
+    bool learns_examples;
 } model_kind_ops;
 
 /* model_glm.c: logistic, linear and hinge models with FTRL, AdaGrad or SGD */
 extern const model_kind_ops model_glm_ops;
+/* model_recommender.c: lists of items per user */
+extern const model_kind_ops model_recommender_ops;
 
 /* ---- fingerprint.c ---- */
 

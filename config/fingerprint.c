@@ -75,6 +75,38 @@ static void fp_feature(fp *f, const pd_config *conf, size_t i, int depth)
     fp_i64(f, ft->count);
 }
 
+static void fp_recommender(fp *f, const pd_config *conf, const pd_model_conf *m)
+{
+    const pd_recommender_conf *r = &m->recommender;
+
+    fp_i64(f, m->kind);
+    for (size_t t = 0; t < conf->events.n_types; t++) {
+        fp_type(f, conf, (int)t);
+        fp_f64(f, r->interaction[t]);
+        fp_i64(f, (r->evaluate_on >> t) & 1);
+    }
+    fp_i64(f, r->k);
+    fp_i64(f, r->dim);
+    fp_i64(f, r->exclude_seen);
+    fp_i64(f, r->window);
+    fp_i64(f, r->score_from);
+    fp_f64(f, r->reverse);
+    fp_i64(f, r->neighbors);
+    fp_f64(f, r->learning_rate);
+    fp_f64(f, r->l2);
+    fp_i64(f, r->negatives);
+    fp_i64(f, r->popularity_half_life_ms);
+    fp_f64(f, r->blend_covis);
+    fp_f64(f, r->blend_embeddings);
+    fp_f64(f, r->blend_popularity);
+    fp_i64(f, r->max_users);
+    fp_i64(f, r->max_items);
+    fp_i64(f, r->max_seen);
+    fp_i64(f, r->refresh_ms);
+    fp_i64(f, r->similar_refresh_ms);
+    fp_i64(f, (int64_t)r->seed);
+}
+
 static void fp_model(fp *f, const pd_config *conf, const pd_model_conf *m)
 {
     const pd_learner_conf *lc = &m->learner;
@@ -116,6 +148,8 @@ static void fp_model(fp *f, const pd_config *conf, const pd_model_conf *m)
     fp_f64(f, m->gate.max_log_loss);
     fp_f64(f, m->gate.max_rmse);
     fp_i64(f, m->gate.min_examples);
+    if (m->kind != PD_MODEL_KIND_GLM) /* GLM fingerprints stay as they were */
+        fp_recommender(f, conf, m);
 }
 
 /* A fresh hash state in f; false when out of memory (the fingerprint is then 0). */
@@ -243,7 +277,13 @@ uint64_t pd_config_model_fingerprint(const pd_config *conf, size_t model)
     m = &conf->models[model];
     if (!fp_begin(&f))
         return 0;
-    /* the kind is not hashed while there is one: fingerprints kept in snapshots stay valid */
+    if (m->kind == PD_MODEL_KIND_RECOMMENDER) {
+        /* the embeddings' size; the rest are hyper-parameters a reload may change */
+        fp_i64(&f, m->kind);
+        fp_i64(&f, m->recommender.dim);
+        return fp_end(&f);
+    }
+    /* the GLM kind is not hashed: fingerprints kept in snapshots stay valid */
     fp_i64(&f, m->learner.type);
     fp_i64(&f, m->learner.loss);
     fp_i64(&f, m->learner.bits);
@@ -254,5 +294,15 @@ uint64_t pd_config_model_fingerprint(const pd_config *conf, size_t model)
     fp_i64(&f, (int64_t)m->n_features);
     for (size_t i = 0; i < m->n_features; i++)
         fp_feature(&f, conf, (size_t)m->features[i], 0);
+    return fp_end(&f);
+}
+
+uint64_t pd_config_model_settings(const pd_config *conf, size_t model)
+{
+    fp f;
+
+    if (!conf || model >= conf->n_models || !fp_begin(&f))
+        return 0;
+    fp_model(&f, conf, &conf->models[model]);
     return fp_end(&f);
 }

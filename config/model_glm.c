@@ -182,4 +182,5 @@ const model_kind_ops model_glm_ops = {
     .init = glm_init,
     .load = glm_load,
     .learns_value = glm_learns_value,
+    .learns_examples = true,
 };

@@ -11,11 +11,14 @@
 
 /* Every kind, in the order their types are listed in messages; the first is the default when
  * `type:` is missing or wrong. */
-static const model_kind_ops *const model_kinds[] = {&model_glm_ops};
+static const model_kind_ops *const model_kinds[] = {&model_glm_ops, &model_recommender_ops};
 
 static const char *const common_keys[] = {"features",       "example_on",   "label",
                                           "weight_from",    "output",       "publish",
                                           "metrics_window", "quality_gate", NULL};
+/* The common keys that only kinds learning examples take. */
+static const char *const example_keys[] = {"features", "example_on", "label", "weight_from",
+                                           "quality_gate", NULL};
 static const char *const label_keys[] = {"positive_on", "within", "match", "value_from", NULL};
 static const char *const gate_keys[] = {"min_auc", "max_log_loss", "max_rmse", "min_examples",
                                         NULL};
@@ -193,20 +196,30 @@ static void load_label(loader *ld, ynode *n, const char *path, pd_model_conf *m,
         load_value_label(ld, n, path, m);
 }
 
+/* The types, of every kind, whose models learn examples, joined with "and" into b: those that
+ * learn a value (for_value 1), a class (0) or either (-1). */
+static void join_example_types(pd_strbuf *b, int for_value)
+{
+    const char *names[32];
+    size_t n_names = 0;
+
+    for (size_t i = 0; i < ARRAY_SIZE(model_kinds); i++)
+        for (size_t j = 0; model_kinds[i]->learns_examples && model_kinds[i]->types[j] &&
+                           n_names < ARRAY_SIZE(names);
+             j++)
+            if (for_value < 0 || model_kinds[i]->learns_value(j) == (for_value == 1))
+                names[n_names++] = model_kinds[i]->types[j];
+    ld_join_names(b, names, n_names, " and ");
+}
+
 /* "applies to linear models, not logistic": the types, of every kind, whose models learn a
  * value (for_value) or a class. */
 static void report_gate_key(loader *ld, ynode *n, const char *path, const char *key, bool for_value,
                             const model_type *t)
 {
-    const char *names[32];
-    size_t n_names = 0;
     pd_strbuf b = PD_STRBUF_INIT;
 
-    for (size_t i = 0; i < ARRAY_SIZE(model_kinds); i++)
-        for (size_t j = 0; model_kinds[i]->types[j] && n_names < ARRAY_SIZE(names); j++)
-            if (model_kinds[i]->learns_value(j) == for_value)
-                names[n_names++] = model_kinds[i]->types[j];
-    ld_join_names(&b, names, n_names, " and ");
+    join_example_types(&b, for_value ? 1 : 0);
     ld_report_key(ld, n, path, key, "applies to %s models, not %s", pd_strbuf_str(&b),
                   t->kind->types[t->type]);
     pd_strbuf_release(&b);
@@ -256,6 +269,19 @@ static void load_output(loader *ld, ynode *def, const char *mp, pd_model_conf *m
                   "\"%s\" is reserved (the user hash keeps \"ts\" and \"v\" itself)", m->output);
 }
 
+/* A kind that learns no examples has no features, labels or quality gate: say which kinds do. */
+static void refuse_example_keys(loader *ld, ynode *def, const char *mp, const model_type *t)
+{
+    pd_strbuf b = PD_STRBUF_INIT;
+
+    join_example_types(&b, -1);
+    for (const char *const *k = example_keys; *k; k++)
+        if (ld_map_get(def, *k))
+            ld_report_key(ld, def, mp, *k, "applies to %s models, not %s", pd_strbuf_str(&b),
+                          t->kind->types[t->type]);
+    pd_strbuf_release(&b);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* one model, all models */
 
@@ -280,6 +306,13 @@ static void load_model(loader *ld, ynode *def, const char *mp, pd_model_conf *m,
         t.kind->init(m);
     }
     t.kind->load(ld, def, mp, m, t.type, t.ok);
+    if (!t.kind->learns_examples) {
+        refuse_example_keys(ld, def, mp, &t);
+        load_output(ld, def, mp, m);
+        ld_get_bool(ld, def, mp, "publish", &m->publish);
+        ld_get_int(ld, def, mp, "metrics_window", 10, 10000000, &m->metrics_window);
+        return;
+    }
     ld_path_key(kp, mp, "features");
     if (ld_need(ld, def, mp, "features"))
         load_model_features(ld, ld_map_get(def, "features"), kp, m);

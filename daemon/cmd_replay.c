@@ -821,6 +821,8 @@ static int run_start(replay_run *r)
         return 1;
     }
     pd_engine_set_label_observer(r->eng, observe, &r->rc);
+    /* lists are rescored at every evaluation (deterministic), beside the baselines */
+    pd_engine_set_list_evaluation(r->eng, true, true, NULL, NULL);
     return 0;
 }
 

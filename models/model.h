@@ -22,7 +22,44 @@ typedef enum pd_model_output {
     PD_OUTPUT_PROBABILITY,
     PD_OUTPUT_VALUE,
     PD_OUTPUT_MARGIN,
+    PD_OUTPUT_LIST, /* a list of items per user (a recommender) */
 } pd_model_output;
+
+/* An event a model learns from directly (a recommender's interactions): the engine hands it
+ * every event that names an item, and the model decides what it means. */
+typedef struct pd_interaction {
+    const char *user;
+    size_t user_len;
+    const char *item;
+    size_t item_len;
+    int type;
+    int64_t ts_ms;
+} pd_interaction;
+
+/* Where a model's lists go when it refreshes them (the daemon's publisher). Items are best
+ * first; pointers are valid during the call only. */
+typedef struct pd_list_sink {
+    void *ctx;
+    /* a user's list replaces the one before */
+    void (*user_list)(void *ctx, const char *user, size_t user_len, const char *const *items,
+                      const size_t *item_lens, const float *scores, size_t n);
+    /* the items most popular now, for users with nothing to go on */
+    void (*popular)(void *ctx, const char *const *items, const size_t *item_lens,
+                    const float *scores, size_t n);
+    /* the items most often seen with item */
+    void (*similar)(void *ctx, const char *item, size_t item_len, const char *const *items,
+                    const size_t *item_lens, const float *scores, size_t n);
+} pd_list_sink;
+
+/* One progressive evaluation of a list (a recommender's): the rank the next item had in the
+ * list served, 0 when it was not in it, and in each baseline's list, for reports. */
+#define PD_MAX_BASELINES 3
+typedef struct pd_list_eval {
+    uint32_t rank;
+    uint32_t baseline_rank[PD_MAX_BASELINES];
+    size_t n_baselines;
+} pd_list_eval;
+typedef void (*pd_list_eval_fn)(void *ctx, const pd_list_eval *ev);
 
 /* One figure a model reports: name (snake_case, stable: it becomes the Prometheus family
  * propensityd_model_<name>, the field of {prefix}:model:{name} and the key in replay's JSON),
@@ -74,6 +111,26 @@ typedef struct pd_model_ops {
      * negative errno with the reason in errbuf and the model is as it was. */
     int (*save)(const void *state, pd_bin_writer *w);
     int (*load)(void *state, pd_bin_reader *r, char *errbuf, size_t errlen);
+
+    /* ---- models of lists (NULL in a kind that scores feature vectors) ---- */
+
+    /* Learns an interaction (and judges the user's list before it, progressively). Returns
+     * whether it was one (its type has a weight and it was learned). */
+    bool (*interact)(void *state, const pd_interaction *in);
+    /* Rescores the lists that changed, up to budget users, and hands them to sink; now_ms is
+     * the event time they are computed at. Returns how many users it rescored. */
+    size_t (*refresh)(void *state, int64_t now_ms, const pd_list_sink *sink, size_t budget);
+    /* A user's current list into items/item_lens/scores (max entries); how many. */
+    size_t (*user_list)(void *state, const char *user, size_t len, const char **items,
+                        size_t *item_lens, float *scores, size_t max);
+    /* Drops what the model holds of a user (its vector, lists and history). */
+    void (*forget)(void *state, const char *user, size_t len);
+    /* How it judges lists: live (a user's list is rescored at each evaluation, as replay
+     * does, deterministically) or as last refreshed (what a reader saw, as the daemon does);
+     * baselines: also judge the baselines' lists (for reports). observer, when not NULL,
+     * sees every evaluation. */
+    void (*set_evaluation)(void *state, bool live, bool baselines, pd_list_eval_fn observer,
+                           void *ctx);
 } pd_model_ops;
 
 /* The table of the kind conf asks for. */

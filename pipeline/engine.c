@@ -23,10 +23,8 @@ typedef struct model {
     void *state;
     char *name;
     char *output;
-    uint64_t fingerprint;
-    /* what a reload compares to tell whether the model's configuration changed */
-    pd_learner_conf lconf;
-    pd_quality_gate gate;
+    uint64_t fingerprint; /* what makes its learned state meaningful */
+    uint64_t settings;    /* all its configuration says: a change bumps the generation */
     int *features;
     size_t n_features;
     uint32_t example_on;
@@ -79,6 +77,15 @@ struct pd_engine {
     bool track_users; /* some feature or label reads per-user state */
     pd_label_observer_fn observer;
     void *observer_ctx;
+    /* how models of lists judge them (pd_engine_set_list_evaluation), applied to every model
+     * a reload starts; thunks carry each model's index to the observer */
+    bool list_live, list_baselines;
+    pd_list_observer_fn list_observer;
+    void *list_observer_ctx;
+    struct list_thunk {
+        pd_engine *eng;
+        int model;
+    } thunks[PD_MAX_MODELS];
     pd_engine_stats stats;
 };
 
@@ -166,7 +173,7 @@ static int parts_build(parts *p, const pd_config *conf, char *errbuf, size_t err
         m->n_features = mc->n_features;
         m->ops = pd_model_ops_for(mc);
         m->fingerprint = pd_config_model_fingerprint(conf, i) ^ m->ops->fingerprint(mc);
-        m->lconf = mc->learner;
+        m->settings = pd_config_model_settings(conf, i);
         m->example_on = mc->example_on;
         m->label = mc->label;
         m->rule.positive_on = mc->positive_on;
@@ -183,7 +190,6 @@ static int parts_build(parts *p, const pd_config *conf, char *errbuf, size_t err
         if (mc->weight_field && (m->weight_slot = path_slot(&pl, mc->weight_field)) < 0)
             goto out_nomem;
         m->publish = mc->publish;
-        m->gate = mc->gate;
         m->generation = 1;
         if (mc->label == PD_LABEL_POSITIVE_WITHIN && mc->positive_on >= 0 && mc->positive_on < 32)
             p->label_types |= UINT32_C(1) << mc->positive_on;
@@ -257,6 +263,26 @@ static void engine_settings(pd_engine *eng, const pd_config *conf)
     eng->track_users = pd_config_needs_user_state(conf);
 }
 
+static void on_list_eval(void *ctx, const pd_list_eval *ev)
+{
+    struct list_thunk *t = ctx;
+    if (t->eng->list_observer)
+        t->eng->list_observer(t->eng->list_observer_ctx, t->model, ev);
+}
+
+/* Tells every model of lists how to judge them: after a model starts and on request. */
+static void apply_list_evaluation(pd_engine *eng)
+{
+    for (size_t i = 0; i < eng->cur.n_models; i++) {
+        model *m = &eng->cur.models[i];
+        if (!m->ops->set_evaluation)
+            continue;
+        eng->thunks[i] = (struct list_thunk){eng, (int)i};
+        m->ops->set_evaluation(m->state, eng->list_live, eng->list_baselines, on_list_eval,
+                               &eng->thunks[i]);
+    }
+}
+
 static void on_prefetch(void *ctx, int mi, const pd_feature *x, size_t n)
 {
     pd_engine *eng = ctx;
@@ -296,6 +322,7 @@ pd_engine *pd_engine_new(const pd_config *conf, char *errbuf, size_t errlen)
     pd_labels_set_evict(eng->labels, on_evict, eng);
     parts_install(eng, &p);
     engine_settings(eng, conf);
+    apply_list_evaluation(eng);
     eng->generation = 1;
     eng->scoring = true;
     eng->stats.max_event_ts_ms = INT64_MIN;
@@ -355,6 +382,14 @@ static void forget_user(pd_engine *eng, pd_user *u)
 {
     pd_labels_forget_user(eng->labels, u);
     pd_user_state_remove(eng->users, u);
+}
+
+/* Models of lists keep users of their own (a pipeline may track no user state at all). */
+static void forget_in_lists(pd_engine *eng, const char *user, size_t len)
+{
+    for (size_t i = 0; i < eng->cur.n_models; i++)
+        if (eng->cur.models[i].ops->forget)
+            eng->cur.models[i].ops->forget(eng->cur.models[i].state, user, len);
 }
 
 static void enforce_user_bounds(pd_engine *eng, const pd_user *current)
@@ -481,6 +516,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
     if (ev->type == eng->forget_type) {
         if (u)
             forget_user(eng, u);
+        forget_in_lists(eng, ev->user, ev->user_len);
         eng->stats.forgotten++;
         res.forgotten = true;
         *ret_result = res;
@@ -504,6 +540,13 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
 
     for (size_t i = 0; i < eng->cur.n_models; i++) {
         model *m = &eng->cur.models[i];
+        if (m->ops->interact) {
+            pd_interaction in = {.user = ev->user, .user_len = ev->user_len, .item = ev->item,
+                                 .item_len = ev->item_len, .type = ev->type, .ts_ms = ev->ts_ms};
+            if (has_item && m->ops->interact(m->state, &in))
+                m->examples++;
+            continue; /* its lists go out through pd_engine_refresh_lists() */
+        }
         size_t n = pd_featurizer_gather(eng->cur.features, m->features, m->n_features, eng->cur.x);
         double p = 0;
         if (eng->scoring) {
@@ -588,8 +631,7 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
         if (om->ops->reconfigure(om->state, &conf->models[old_to_new[j]]) < 0) {
             /* only running out of memory gets here (the config was validated): the model
              * keeps its previous hyper-parameters; say so, so the engine's view matches */
-            m->lconf = om->lconf;
-            m->gate = om->gate;
+            m->settings = om->settings;
             if (ret_fresh && fresh_len > fresh_used) {
                 int w = snprintf(ret_fresh + fresh_used, fresh_len - fresh_used,
                                  "%s\"%s\" (kept its previous hyper-parameters: out of memory)",
@@ -598,9 +640,7 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
                     fresh_used += (size_t)w;
             }
         }
-        if (memcmp(&om->lconf, &m->lconf, sizeof m->lconf) != 0 || om->publish != m->publish ||
-            memcmp(&om->gate, &m->gate, sizeof m->gate) != 0 || om->example_on != m->example_on ||
-            memcmp(&om->rule, &m->rule, sizeof m->rule) != 0) {
+        if (om->settings != m->settings) {
             m->generation = om->generation + 1;
             changed = true;
         } else {
@@ -621,6 +661,7 @@ int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh
     parts_release(&eng->cur);
     parts_install(eng, &p);
     engine_settings(eng, conf);
+    apply_list_evaluation(eng);
     if (changed)
         eng->generation++;
     free(old_to_new);
@@ -635,11 +676,42 @@ out_release:
 bool pd_engine_forget(pd_engine *eng, const char *user, size_t len)
 {
     pd_user *u = pd_user_state_find(eng->users, user, len);
+    forget_in_lists(eng, user, len);
     if (!u)
         return false;
     forget_user(eng, u);
     eng->stats.forgotten++;
     return true;
+}
+
+void pd_engine_set_list_evaluation(pd_engine *eng, bool live, bool baselines,
+                                   pd_list_observer_fn fn, void *ctx)
+{
+    eng->list_live = live;
+    eng->list_baselines = baselines;
+    eng->list_observer = fn;
+    eng->list_observer_ctx = ctx;
+    apply_list_evaluation(eng);
+}
+
+size_t pd_engine_refresh_lists(pd_engine *eng, size_t i, int64_t now_ms, const pd_list_sink *sink,
+                               size_t budget)
+{
+    model *m = i < eng->cur.n_models ? &eng->cur.models[i] : NULL;
+    if (!m || !m->ops->refresh)
+        return 0;
+    size_t n = m->ops->refresh(m->state, now_ms, sink, budget);
+    m->predictions += n;
+    return n;
+}
+
+size_t pd_engine_user_list(pd_engine *eng, size_t i, const char *user, size_t len,
+                           const char **items, size_t *item_lens, float *scores, size_t max)
+{
+    model *m = i < eng->cur.n_models ? &eng->cur.models[i] : NULL;
+    if (!m || !m->ops->user_list)
+        return 0;
+    return m->ops->user_list(m->state, user, len, items, item_lens, scores, max);
 }
 
 bool pd_engine_feature_coverage(const pd_engine *eng, size_t i, pd_feature_coverage *ret_cov)
@@ -741,6 +813,8 @@ int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score 
     size_t k = 0;
     for (size_t i = 0; i < eng->cur.n_models && k < max; i++) {
         model *m = &eng->cur.models[i];
+        if (m->ops->output(m->state) == PD_OUTPUT_LIST)
+            continue; /* pd_engine_user_list() */
         size_t n = pd_featurizer_gather(eng->cur.features, m->features, m->n_features, eng->cur.x);
         scores[k++] = (pd_score){.model = (int)i, .value = m->ops->predict(m->state, eng->cur.x, n)};
     }

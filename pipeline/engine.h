@@ -120,6 +120,28 @@ typedef void (*pd_label_observer_fn)(void *ctx, int model, const pd_feature *x, 
                                      double prediction, double label, double weight);
 void pd_engine_set_label_observer(pd_engine *eng, pd_label_observer_fn fn, void *ctx);
 
+/* ---- models of lists (a recommender) ----
+ * They learn from every event that names an item and publish nothing per event: the caller
+ * asks them for the lists that changed. */
+
+/* How they judge their lists (models/model.h, set_evaluation): live (rescored at each
+ * evaluation: replay) or as last refreshed (the daemon, the default); baselines too; fn, when
+ * not NULL, sees every evaluation with the model's index. Applies to models a reload starts. */
+typedef void (*pd_list_observer_fn)(void *ctx, int model, const pd_list_eval *ev);
+void pd_engine_set_list_evaluation(pd_engine *eng, bool live, bool baselines,
+                                   pd_list_observer_fn fn, void *ctx);
+
+/* Rescores up to budget of model i's lists that are due (now_ms: the clock limits.refresh
+ * counts in) and hands them to sink. Returns how many users it rescored (0 for a model that
+ * keeps no lists). */
+size_t pd_engine_refresh_lists(pd_engine *eng, size_t i, int64_t now_ms, const pd_list_sink *sink,
+                               size_t budget);
+
+/* A user's list from model i as it would be served now (up to max items, best first; the
+ * pointers are valid until the next call on the engine); 0 for an unknown user. */
+size_t pd_engine_user_list(pd_engine *eng, size_t i, const char *user, size_t len,
+                           const char **items, size_t *item_lens, float *scores, size_t max);
+
 uint64_t pd_engine_generation(const pd_engine *eng);
 void pd_engine_get_stats(const pd_engine *eng, pd_engine_stats *ret_stats);
 size_t pd_engine_model_count(const pd_engine *eng);
@@ -129,7 +151,8 @@ void pd_engine_model_info(const pd_engine *eng, size_t i, pd_model_info *ret_inf
 void pd_engine_model_report(const pd_engine *eng, size_t i, pd_model_info *ret_info);
 
 /* Scores a known user from its state alone (no event fields), for the control plane's
- * `score USER`; fills up to max scores and returns how many, or -ENOENT for an unknown user. */
+ * `score USER` (models of lists are left out: pd_engine_user_list()); fills up to max scores
+ * and returns how many, or -ENOENT for an unknown user. */
 int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score *scores,
                          size_t max);
 
