@@ -3,7 +3,7 @@
  * embeddings (bpr.h), the progressive evaluation of lists, batched scoring through
  * models/topk.h, and the snapshot section.
  *
- * A list is scored, for user u with recent items j_0 (latest), j_1, ... and item i, as
+ * A list is scored, for user u with recent items j_0 (latest), j_1, ... (distinct) and item i, as
  *   covis(i) / max covis + alpha_u * (u . v_i + b_i) + w_pop * pop(i) / max pop
  * where covis(i) = sum over k < score_from of C[j_k][i] / (1 + k)^score_decay / sqrt(visits
  * of j_k), the co-visitation weights of the user's latest items (max-normalised, so it is in
@@ -607,8 +607,31 @@ static bool has_seen(const user *u, ref x)
     return false;
 }
 
-static int remember(rec *r, user *u, ref x)
+/* Where x stands among u's recent items (0: the latest), or n_recent when it is not there. */
+static size_t recent_find(const rec *r, const user *u, ref x)
 {
+    size_t k = 0;
+
+    for (; k < u->n_recent; k++) {
+        ref j = recent_at(r, u, k);
+        if (j.slot == x.slot && j.gen == x.gen)
+            break;
+    }
+    return k;
+}
+
+/* Makes x u's latest item: recent items are distinct, so a repeat (at, from recent_find())
+ * moves to the front and the others keep their order; a new one pushes the oldest out. */
+static int remember(rec *r, user *u, ref x, size_t at)
+{
+    size_t L = r->ring_len;
+
+    if (at < u->n_recent) {
+        for (size_t k = at; k > 0; k--)
+            u->recent[(u->head_recent + L - 1 - k) % L] = recent_at(r, u, k - 1);
+        u->recent[(u->head_recent + L - 1) % L] = x;
+        return 0;
+    }
     u->recent[u->head_recent] = x;
     u->head_recent = (uint32_t)((u->head_recent + 1) % r->ring_len);
     if (u->n_recent < r->ring_len)
@@ -1048,6 +1071,7 @@ static bool rec_interact(void *state, const pd_interaction *in)
     int type = in->type;
     float w;
     uint32_t is, us;
+    size_t at;
     user *u;
 
     if (type < 0 || type >= PD_MAX_EVENT_TYPES || !(r->conf.interaction[type] > 0) ||
@@ -1061,11 +1085,13 @@ static bool rec_interact(void *state, const pd_interaction *in)
     ref target = {is, r->gens[is]};
     if ((r->conf.evaluate_on & (UINT32_C(1) << type)) && u->n_recent > 0 && !has_seen(u, target))
         evaluate(r, us, target);
-    if (learn_pairs(r, u, target, w) < 0)
+    /* A repeat of a recent item teaches no pairs: they were counted when it came first. */
+    at = recent_find(r, u, target);
+    if (at == u->n_recent && learn_pairs(r, u, target, w) < 0)
         return false;
     learn_embeddings(r, u, target, w);
     learn_popularity(r, is, w, in->ts_ms);
-    if (remember(r, u, target) < 0)
+    if (remember(r, u, target, at) < 0)
         return false;
     u->last_ms = in->ts_ms;
     r->interactions++;
