@@ -38,9 +38,10 @@ const char *const slot_names[SLOT__MAPPED] = {"user",  "item", "type",    "time"
 constexpr int max_depth = 8;
 
 const char *const error_names[PD_DECODE__COUNT] = {
-    "ok",           "oversize",     "invalid_utf8", "not_json",   "not_object",      "missing_user",
-    "missing_type", "unknown_type", "wrong_type",   "bad_number", "string_too_long", "bad_string",
-    "missing_time",
+    "ok",           "oversize",      "invalid_utf8",    "not_json",
+    "not_object",   "missing_user",  "missing_type",    "unknown_type",
+    "wrong_type",   "bad_number",    "string_too_long", "bad_string",
+    "missing_time", "duplicate_key",
 };
 
 } // namespace
@@ -49,8 +50,12 @@ struct pd_decoder {
     simdjson::dom::parser parser;
     std::vector<char> buf; /* the message copied with SIMDJSON_PADDING readable bytes after it */
     std::vector<std::string> paths;
-    std::vector<pd_value> values;  /* one per path */
-    std::vector<size_t> consumed;  /* per path: bytes of the path matched by the walk so far */
+    std::vector<pd_value> values; /* one per path */
+    std::vector<size_t> consumed; /* per path: bytes of the path matched by the walk so far */
+    /* per path, for this message: bit k set once the walk entered the path's object at depth
+     * k + 1, LEAF once its value was read; a second time is a duplicate key */
+    std::vector<uint16_t> reached;
+    int duplicate = -1;            /* the first path met twice in this message, or -1 */
     std::vector<uint16_t> scratch; /* candidate path indices, one row per depth */
     std::vector<std::string> types;
     /* Every prefix of every path that ends at a '.' or at the path's end, mapped to the paths
@@ -111,6 +116,38 @@ static void set_value(pd_value *v, simdjson::dom::element el)
     }
 }
 
+constexpr uint16_t LEAF = 0x8000;
+
+/* Marks path p reached (bit: LEAF, or its object at some depth); a path reached twice in one
+ * message means a key the pipeline reads appears twice, which JSON parsers resolve in
+ * different ways (first wins, last wins, refuse), so the event is refused. */
+static void reach(pd_decoder *d, uint16_t p, uint16_t bit)
+{
+    if ((d->reached[p] & bit) && d->duplicate < 0)
+        d->duplicate = p;
+    d->reached[p] |= bit;
+}
+
+static void set_leaf(pd_decoder *d, uint16_t p, simdjson::dom::element el)
+{
+    reach(d, p, LEAF);
+    set_value(&d->values[p], el);
+}
+
+/* The paths in next continue below key, whose value is not an object: an array, a string, ...
+ * where the path needs an object is a value of the wrong type (the feature counts it as such);
+ * null is missing. */
+static void not_an_object(pd_decoder *d, simdjson::dom::element el, const uint16_t *next,
+                          size_t nnext)
+{
+    if (el.type() == simdjson::dom::element_type::NULL_VALUE)
+        return;
+    for (size_t i = 0; i < nnext; i++) {
+        reach(d, next[i], LEAF);
+        d->values[next[i]].kind = PD_VALUE_OTHER;
+    }
+}
+
 /* Matches the keys of obj against the candidate paths; a path segment must equal a whole key,
  * so keys that contain dots are reachable too. */
 static void walk(pd_decoder *d, simdjson::dom::object obj, const uint16_t *cand, size_t ncand,
@@ -138,17 +175,21 @@ static void walk(pd_decoder *d, simdjson::dom::object obj, const uint16_t *cand,
             if (j != k)
                 continue;
             if (rem == key.size())
-                set_value(&d->values[p], field.value);
+                set_leaf(d, p, field.value);
             else if (path[off + key.size()] == '.')
                 next[nnext++] = p;
         }
         if (nnext == 0 || depth + 1 >= max_depth)
             continue;
         simdjson::dom::object child;
-        if (field.value.get_object().get(child) != simdjson::SUCCESS)
+        if (field.value.get_object().get(child) != simdjson::SUCCESS) {
+            not_an_object(d, field.value, next, nnext);
             continue;
-        for (size_t i = 0; i < nnext; i++)
+        }
+        for (size_t i = 0; i < nnext; i++) {
+            reach(d, next[i], (uint16_t)(1u << depth));
             d->consumed[next[i]] += key.size() + 1;
+        }
         walk(d, child, next, nnext, depth + 1);
         for (size_t i = 0; i < nnext; i++)
             d->consumed[next[i]] -= key.size() + 1;
@@ -167,17 +208,21 @@ static void walk_top(pd_decoder *d, simdjson::dom::object obj)
         size_t nnext = 0;
         for (uint16_t p : it->second) {
             if (d->paths[p].size() == key.size())
-                set_value(&d->values[p], field.value);
+                set_leaf(d, p, field.value);
             else
                 next[nnext++] = p;
         }
         if (nnext == 0)
             continue;
         simdjson::dom::object child;
-        if (field.value.get_object().get(child) != simdjson::SUCCESS)
+        if (field.value.get_object().get(child) != simdjson::SUCCESS) {
+            not_an_object(d, field.value, next, nnext);
             continue;
-        for (size_t i = 0; i < nnext; i++)
+        }
+        for (size_t i = 0; i < nnext; i++) {
+            reach(d, next[i], 1);
             d->consumed[next[i]] = key.size() + 1;
+        }
         walk(d, child, next, nnext, 1);
     }
 }
@@ -213,6 +258,7 @@ extern "C" pd_decoder *pd_decoder_new(const pd_events_conf *conf, const char *co
     }
     d->values.resize(d->paths.size());
     d->consumed.resize(d->paths.size());
+    d->reached.resize(d->paths.size());
     d->scratch.resize(d->paths.size() * (max_depth + 1));
     d->buf.resize(d->max_bytes + simdjson::SIMDJSON_PADDING);
     if (d->parser.allocate(d->max_bytes) != simdjson::SUCCESS) {
@@ -310,9 +356,18 @@ extern "C" pd_decode_error pd_decoder_decode(pd_decoder *d, const char *buf, siz
         return fail(PD_DECODE_NOT_OBJECT, detail, detail_len, "not a JSON object");
 
     size_t n = d->paths.size();
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         d->values[i].kind = PD_VALUE_MISSING;
+        d->reached[i] = 0;
+    }
+    d->duplicate = -1;
     walk_top(d, obj);
+    if (d->duplicate >= 0) {
+        const std::string &path = d->paths[(size_t)d->duplicate];
+        snprintf(what, sizeof what, "field \"%.*s\" appears twice",
+                 (int)(path.size() < 64 ? path.size() : 64), path.data());
+        return fail(PD_DECODE_DUPLICATE_KEY, detail, detail_len, what);
+    }
 
     pd_event ev;
     memset(&ev, 0, sizeof ev);

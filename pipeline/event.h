@@ -31,6 +31,7 @@ typedef enum pd_decode_error {
     PD_DECODE_STRING_TOO_LONG, /* a mapped string over events.max_string_length */
     PD_DECODE_BAD_STRING,      /* a mapped string holding a NUL character */
     PD_DECODE_MISSING_TIME,    /* no time field and no message timestamp */
+    PD_DECODE_DUPLICATE_KEY,   /* a field the pipeline reads appears twice in one object */
     PD_DECODE__COUNT
 } pd_decode_error;
 

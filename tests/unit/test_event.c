@@ -251,6 +251,80 @@ static void test_refusals(void **state)
     pd_decoder_free(d);
 }
 
+/* A key the pipeline reads, given twice, is refused: parsers disagree on which one wins, so
+ * two consumers of one topic could learn different events. Keys it does not read may repeat. */
+static void test_duplicate_keys(void **state)
+{
+    (void)state;
+    pd_decoder *d = new_decoder();
+    pd_event ev;
+    char detail[128] = "";
+    const char *dup_user = "{\"user_id\":\"u1\",\"type\":\"view\",\"user_id\":\"u2\"}";
+
+    assert_int_equal(
+        pd_decoder_decode(d, dup_user, strlen(dup_user), 1000, &ev, detail, sizeof detail),
+        PD_DECODE_DUPLICATE_KEY);
+    assert_string_equal(detail, "field \"user_id\" appears twice");
+    expect_error(d, "{\"user_id\":\"u1\",\"type\":\"view\",\"type\":\"click\"}",
+                 PD_DECODE_DUPLICATE_KEY);
+    /* a null is a value too: which one wins still depends on the parser */
+    expect_error(d, "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":5,\"ts\":null}",
+                 PD_DECODE_DUPLICATE_KEY);
+    /* nested: the path's leaf twice, or the object on its way twice */
+    expect_error(d,
+                 "{\"user_id\":\"u1\",\"type\":\"view\",\"context\":{\"device\":\"a\","
+                 "\"device\":\"b\"}}",
+                 PD_DECODE_DUPLICATE_KEY);
+    expect_error(d,
+                 "{\"user_id\":\"u1\",\"type\":\"view\",\"context\":{\"device\":\"a\"},"
+                 "\"context\":{\"os\":\"b\"}}",
+                 PD_DECODE_DUPLICATE_KEY);
+    /* keys nothing reads may repeat, and the next event is judged on its own */
+    assert_int_equal(decode(d,
+                            "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":5,\"x\":1,\"x\":2,"
+                            "\"context\":{\"os\":1,\"os\":2,\"device\":\"m\"}}",
+                            0, &ev),
+                     PD_DECODE_OK);
+    assert_str(ev.user, ev.user_len, "u1");
+    assert_int_equal(ev.fields[0].kind, PD_VALUE_STRING);
+    expect_error(d, dup_user, PD_DECODE_DUPLICATE_KEY);
+    assert_int_equal(decode(d, "{\"user_id\":\"u3\",\"type\":\"view\",\"ts\":6}", 0, &ev),
+                     PD_DECODE_OK);
+    assert_str(ev.user, ev.user_len, "u3");
+    pd_decoder_free(d);
+}
+
+/* A path through something that is not an object (an array, a string) reaches a value of the
+ * wrong type, which features count as such; through null it is missing. */
+static void test_path_through_non_object(void **state)
+{
+    (void)state;
+    pd_decoder *d = new_decoder();
+    pd_event ev;
+
+    assert_int_equal(decode(d,
+                            "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":5,"
+                            "\"context\":[{\"device\":\"m\"}]}",
+                            0, &ev),
+                     PD_DECODE_OK);
+    assert_int_equal(ev.fields[0].kind, PD_VALUE_OTHER); /* context.device */
+    assert_int_equal(ev.fields[1].kind, PD_VALUE_OTHER); /* context.emp.var.rate */
+    assert_int_equal(ev.fields[3].kind, PD_VALUE_MISSING);
+    assert_int_equal(decode(d,
+                            "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":5,"
+                            "\"context\":{\"emp\":\"x\",\"device\":\"m\"}}",
+                            0, &ev),
+                     PD_DECODE_OK);
+    assert_int_equal(ev.fields[0].kind, PD_VALUE_STRING);
+    assert_int_equal(ev.fields[1].kind, PD_VALUE_OTHER); /* "emp" is a string */
+    assert_int_equal(
+        decode(d, "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":5,\"context\":null}", 0, &ev),
+        PD_DECODE_OK);
+    assert_int_equal(ev.fields[0].kind, PD_VALUE_MISSING);
+    assert_int_equal(ev.fields[1].kind, PD_VALUE_MISSING);
+    pd_decoder_free(d);
+}
+
 static void test_string_length_limit(void **state)
 {
     (void)state;
@@ -332,6 +406,7 @@ static void test_error_names(void **state)
     assert_string_equal(pd_decode_error_name(PD_DECODE_MISSING_USER), "missing_user");
     assert_string_equal(pd_decode_error_name(PD_DECODE_STRING_TOO_LONG), "string_too_long");
     assert_string_equal(pd_decode_error_name(PD_DECODE_MISSING_TIME), "missing_time");
+    assert_string_equal(pd_decode_error_name(PD_DECODE_DUPLICATE_KEY), "duplicate_key");
     assert_string_equal(pd_decode_error_name(PD_DECODE__COUNT), "unknown");
     /* every reason has a distinct snake_case name */
     for (int i = 0; i < PD_DECODE__COUNT; i++) {
@@ -352,6 +427,8 @@ int main(void)
         cmocka_unit_test(test_fallback_time),
         cmocka_unit_test(test_not_nul_terminated),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_duplicate_keys),
+        cmocka_unit_test(test_path_through_non_object),
         cmocka_unit_test(test_string_length_limit),
         cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_recovers_after_failure),
