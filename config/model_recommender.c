@@ -42,7 +42,7 @@ static void rec_init(pd_model_conf *m)
         .popularity_half_life_ms = 24 * MS_PER_H,
         .blend_covis = 1.0,
         .blend_embeddings = 0.01,
-        .blend_popularity = 0.001,
+        .blend_popularity = 0.02,
         .max_users = 1000000,
         .max_items = 1000000,
         .max_seen = 200,

@@ -955,8 +955,10 @@ static uint32_t blend_rank(rec *r, uint32_t us, ref target)
     return 0;
 }
 
-/* Before an interaction with target is learned: where each list had it. */
-static void evaluate(rec *r, uint32_t us, ref target)
+/* Before an interaction with target is learned: where each list had it. known: whether the
+ * item existed before this interaction (a new one was in no list: it is a miss everywhere,
+ * though its fresh vector could score it in a list rescored now). */
+static void evaluate(rec *r, uint32_t us, ref target, bool known)
 {
     const user *u = &r->users[us];
     uint32_t *seen = r->rows[1 % BATCH].seen;
@@ -966,9 +968,12 @@ static void evaluate(rec *r, uint32_t us, ref target)
     double keep = exp2(-1.0 / ARM_HALF_LIFE);
     int lead = leader(r);
 
-    rank[ARM_BLEND] = blend_rank(r, us, target);
-    rank[ARM_POPULAR] = popular_rank(r, false, seen, n_seen, target.slot);
-    rank[ARM_RECENT] = popular_rank(r, true, seen, n_seen, target.slot);
+    memset(rank, 0, sizeof rank);
+    if (known) {
+        rank[ARM_BLEND] = blend_rank(r, us, target);
+        rank[ARM_POPULAR] = popular_rank(r, false, seen, n_seen, target.slot);
+        rank[ARM_RECENT] = popular_rank(r, true, seen, n_seen, target.slot);
+    }
     ev.rank = rank[lead];
     score_add(&r->served, ev.rank);
     if (lead == ARM_BLEND)
@@ -979,7 +984,8 @@ static void evaluate(rec *r, uint32_t us, ref target)
         ev.n_baselines = N_BASES;
         ev.baseline_rank[BASE_POPULARITY] = rank[ARM_POPULAR];
         ev.baseline_rank[BASE_RECENT_POPULARITY] = rank[ARM_RECENT];
-        ev.baseline_rank[BASE_CO_VISITATION] = plain_rank(r, u, seen, n_seen, target.slot);
+        ev.baseline_rank[BASE_CO_VISITATION] =
+            known ? plain_rank(r, u, seen, n_seen, target.slot) : 0;
         for (size_t b = 0; b < N_BASES; b++)
             score_add(&r->base[b], ev.baseline_rank[b]);
     }
@@ -1072,19 +1078,23 @@ static bool rec_interact(void *state, const pd_interaction *in)
     float w;
     uint32_t is, us;
     size_t at;
+    bool known;
     user *u;
 
     if (type < 0 || type >= PD_MAX_EVENT_TYPES || !(r->conf.interaction[type] > 0) ||
         in->user_len == 0 || in->item_len == 0 || in->user_len > MAX_ID || in->item_len > MAX_ID)
         return false;
     w = r->conf.interaction[type];
+    known = r->item_map.slots[item_find(r, id_hash(in->item, in->item_len), in->item,
+                                        in->item_len)]
+                .value != 0;
     if (item_get(r, in->item, in->item_len, &is) < 0 ||
         user_get(r, in->user, in->user_len, in->ts_ms, &us) < 0)
         return false; /* out of memory: the interaction is not learned */
     u = &r->users[us];
     ref target = {is, r->gens[is]};
     if ((r->conf.evaluate_on & (UINT32_C(1) << type)) && u->n_recent > 0 && !has_seen(u, target))
-        evaluate(r, us, target);
+        evaluate(r, us, target, known);
     /* A repeat of a recent item teaches no pairs: they were counted when it came first. */
     at = recent_find(r, u, target);
     if (at == u->n_recent && learn_pairs(r, u, target, w) < 0)
