@@ -27,11 +27,26 @@ typedef struct figure {
     double value, baseline;
 } figure;
 
+#define MAX_RATES 4
+
+typedef struct list_row {
+    char *list;
+    double hr, mrr, ndcg;
+} list_row;
+
 typedef struct model {
     char *name;
     pd_metrics_kind kind;
     bool regressor;
     bool declared;
+    bool list; /* a model of lists: rows and rates, no pairs */
+    int k;
+    uint64_t evaluated;
+    list_row *rows;
+    size_t n_rows;
+    series rates[MAX_RATES];
+    char *rate_names[MAX_RATES];
+    size_t n_rates;
     pair *pairs;
     size_t n, cap;
     series curve, baseline_curve;
@@ -68,6 +83,14 @@ void pd_replay_report_free(pd_replay_report *rep)
         for (size_t k = 0; k < m->n_figures; k++)
             free(m->figures[k].metric);
         free(m->figures);
+        for (size_t k = 0; k < m->n_rows; k++)
+            free(m->rows[k].list);
+        free(m->rows);
+        for (size_t k = 0; k < m->n_rates; k++) {
+            free(m->rates[k].x);
+            free(m->rates[k].y);
+            free(m->rate_names[k]);
+        }
     }
     for (size_t i = 0; i < rep->n_warnings; i++)
         free(rep->warnings[i]);
@@ -103,6 +126,63 @@ int pd_replay_report_model(pd_replay_report *rep, size_t i, const char *name, pd
     m->kind = kind;
     m->regressor = kind == PD_METRICS_REGRESSOR;
     m->declared = true;
+    return 0;
+}
+
+int pd_replay_report_list_model(pd_replay_report *rep, size_t i, const char *name)
+{
+    int r = pd_replay_report_model(rep, i, name, PD_METRICS_CLASSIFIER);
+    if (r == 0)
+        rep->models[i].list = true;
+    return r;
+}
+
+int pd_replay_report_list_table(pd_replay_report *rep, size_t i, int k, uint64_t evaluated,
+                                const pd_replay_list_row *rows, size_t n_rows)
+{
+    model *m = model_at(rep, i);
+    list_row *nr = m ? calloc(n_rows ? n_rows : 1, sizeof *nr) : NULL;
+    if (!nr)
+        return -ENOMEM;
+    for (size_t r = 0; r < n_rows; r++) {
+        nr[r] = (list_row){strdup(rows[r].list), rows[r].hr, rows[r].mrr, rows[r].ndcg};
+        if (!nr[r].list) {
+            for (size_t q = 0; q < r; q++)
+                free(nr[q].list);
+            free(nr);
+            return -ENOMEM;
+        }
+    }
+    for (size_t r = 0; r < m->n_rows; r++)
+        free(m->rows[r].list);
+    free(m->rows);
+    m->rows = nr;
+    m->n_rows = n_rows;
+    m->k = k;
+    m->evaluated = evaluated;
+    return 0;
+}
+
+static int series_set(series *s, const double *x, const double *y, size_t n);
+
+int pd_replay_report_rate_curves(pd_replay_report *rep, size_t i, const double *x,
+                                 const double *const *y, const char *const *names, size_t n_series,
+                                 size_t n)
+{
+    model *m = model_at(rep, i);
+    if (!m || n_series > MAX_RATES)
+        return -ENOMEM;
+    for (size_t s = 0; s < n_series; s++) {
+        char *name = strdup(names[s]);
+        if (!name || series_set(&m->rates[s], x, y[s], n) < 0) {
+            free(name);
+            return -ENOMEM;
+        }
+        free(m->rate_names[s]);
+        m->rate_names[s] = name;
+        if (s >= m->n_rates)
+            m->n_rates = s + 1;
+    }
     return 0;
 }
 
@@ -387,6 +467,93 @@ static void figures_table(FILE *out, const model *m, const char *baseline_name)
     fprintf(out, "</table>\n");
 }
 
+/* ---- models of lists ---- */
+
+/* HR, MRR and NDCG at K of the list served and of each baseline, side by side, and how the
+ * served HR compares with the best baseline's. */
+static void list_table(FILE *out, const model *m)
+{
+    if (m->n_rows == 0)
+        return;
+    fprintf(out, "<table><tr><th>list</th><th>HR@%d</th><th>MRR@%d</th><th>NDCG@%d</th></tr>\n",
+            m->k, m->k, m->k);
+    size_t best = 0;
+    for (size_t r = 0; r < m->n_rows; r++) {
+        const list_row *row = &m->rows[r];
+        fprintf(out, "<tr><td style=\"text-align:left\">%s", r ? "" : "<b>");
+        html_text(out, row->list);
+        fprintf(out, "%s</td><td>%.4f</td><td>%.4f</td><td>%.4f</td></tr>\n", r ? "" : "</b>",
+                row->hr, row->mrr, row->ndcg);
+        if (r > 0 && (best == 0 || row->hr > m->rows[best].hr))
+            best = r;
+    }
+    fprintf(out, "</table>\n");
+    if (best > 0 && m->rows[best].hr > 0 && isfinite(m->rows[0].hr))
+        fprintf(out, "<p>served HR@%d is %.3f&times; the best baseline&rsquo;s (%s, %.4f)</p>\n",
+                m->k, m->rows[0].hr / m->rows[best].hr, m->rows[best].list, m->rows[best].hr);
+}
+
+/* The hit rate of every list over the evaluations, the served one solid, and the baseline
+ * run's served list dashed. The top third is left for the legend. */
+static void rate_curves(FILE *out, const model *m, const char *baseline_name)
+{
+    static const char *const colors[MAX_RATES] = {"#1f6fb4", "#888", "#7c3aed", "#15803d"};
+    static const char *const dashes[MAX_RATES] = {NULL, "2,3", "4,2", "1,2"};
+    const series *b = &m->baseline_curve;
+    double xmax = 1, ymax = 0;
+    for (size_t s = 0; s < m->n_rates; s++)
+        for (size_t i = 0; i < m->rates[s].n; i++) {
+            xmax = fmax(xmax, m->rates[s].x[i]);
+            if (isfinite(m->rates[s].y[i]))
+                ymax = fmax(ymax, m->rates[s].y[i]);
+        }
+    for (size_t i = 0; i < b->n; i++) {
+        xmax = fmax(xmax, b->x[i]);
+        if (isfinite(b->y[i]))
+            ymax = fmax(ymax, b->y[i]);
+    }
+    frame f = {0, xmax, 0, ymax > 0 ? ymax * 1.5 : 1};
+    char title[64];
+    snprintf(title, sizeof title, "HR@%d over evaluations (cumulative)", m->k);
+    axes(out, &f, title, "evaluations", "hit rate");
+    int row = 0;
+    /* baselines first so the served list is drawn on top */
+    for (size_t s = m->n_rates; s-- > 0;) {
+        const series *c = &m->rates[s];
+        size_t a = 0;
+        while (a < c->n) { /* a series is NaN until its first evaluation: skip that head */
+            if (isfinite(c->y[a]))
+                break;
+            a++;
+        }
+        polyline_styled(out, &f, c->x + a, c->y + a, c->n - a, colors[s], false, dashes[s]);
+    }
+    for (size_t s = 0; s < m->n_rates; s++)
+        legend(out, row++, colors[s], dashes[s], m->rate_names[s] ? m->rate_names[s] : "");
+    if (b->n) {
+        polyline_styled(out, &f, b->x, b->y, b->n, "#c2410c", false, "6,3");
+        char label[96];
+        snprintf(label, sizeof label, "served, %s", baseline_name ? baseline_name : "baseline");
+        legend(out, row, "#c2410c", "6,3", label);
+    }
+    fprintf(out, "</svg>\n");
+}
+
+static void list_section(FILE *out, const model *m, const char *baseline_name)
+{
+    fprintf(out, "<section><h2>");
+    html_text(out, m->name);
+    fprintf(out, " &mdash; lists of %d, %llu evaluations</h2>\n", m->k,
+            (unsigned long long)m->evaluated);
+    list_table(out, m);
+    figures_table(out, m, baseline_name);
+    if (m->evaluated == 0 || m->n_rates == 0)
+        fprintf(out, "<p>no evaluations</p>\n");
+    else
+        rate_curves(out, m, baseline_name);
+    fprintf(out, "</section>\n");
+}
+
 static int cmp_pred(const void *a, const void *b)
 {
     float x = ((const pair *)a)->pred, y = ((const pair *)b)->pred;
@@ -501,6 +668,10 @@ int pd_replay_report_write(const pd_replay_report *rep, const char *title, FILE 
         const model *m = &rep->models[i];
         if (!m->declared)
             continue;
+        if (m->list) {
+            list_section(out, m, rep->baseline_name);
+            continue;
+        }
         fprintf(out, "<section><h2>");
         html_text(out, m->name);
         fprintf(out, " &mdash; %zu examples</h2>\n", m->n);
