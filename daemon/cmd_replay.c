@@ -1,6 +1,8 @@
 /* propensityd replay --config FILE EVENTS.jsonl [...]: the daemon's pipeline (decode, state,
- * features, label joins, learners) over files, with no Kafka or Redis, and a report of each
- * model's progressive quality. Same files and config, same numbers. */
+ * features, label joins, learners, models of lists) over files, with no Kafka or Redis, and a
+ * report of each model's progressive quality: losses for the models that score users, HR, MRR
+ * and NDCG at K beside three baselines for the models of lists. Same files and config, same
+ * numbers. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -24,6 +26,8 @@
 #include "daemon/learning_curve.h"
 #include "daemon/replay_report.h"
 #include "models/learner.h"
+#include "models/recommender.h"
+#include "models/topk.h"
 #include "pipeline/engine.h"
 #include "pipeline/user_state.h"
 
@@ -156,6 +160,7 @@ typedef struct model_export {
 typedef struct replay_ctx {
     pd_replay_report *report;
     pd_learning_curve **curves; /* per model, always kept: the JSON carries them */
+    pd_rate_curve **rates;      /* per model of lists (NULL for the others): its hit rates */
     size_t n_curves;
     FILE *examples;
     model_export *exports;
@@ -196,6 +201,20 @@ static void observe(void *ctx, int model, const pd_feature *x, size_t n, double 
         export_example(rc, model, x, n, label, weight);
 }
 
+/* One evaluation of a list: the served list's hit, then each baseline's, into the model's
+ * rate curve. */
+static void observe_list(void *ctx, int model, const pd_list_eval *ev)
+{
+    replay_ctx *rc = ctx;
+    if ((size_t)model >= rc->n_curves || !rc->rates[model])
+        return;
+    bool hits[1 + PD_MAX_BASELINES] = {ev->rank != 0};
+    size_t n = ev->n_baselines < PD_MAX_BASELINES ? ev->n_baselines : PD_MAX_BASELINES;
+    for (size_t b = 0; b < n; b++)
+        hits[1 + b] = ev->baseline_rank[b] != 0;
+    pd_rate_curve_add(rc->rates[model], hits, 1 + n);
+}
+
 static void replay_usage(FILE *out)
 {
     fprintf(out, "usage: propensityd replay --config FILE [--json] [--scores OUT.jsonl]\n"
@@ -203,13 +222,16 @@ static void replay_usage(FILE *out)
                  "                          EVENTS.jsonl [...]\n\n"
                  "Runs the pipeline of FILE over event files (one JSON event per line) with no\n"
                  "Kafka or Redis, and reports each model's progressive validation metrics\n"
-                 "(every example is scored before the model learns from it), throughput and\n"
+                 "(every example is scored before the model learns from it; a recommender's\n"
+                 "list is judged before each interaction: HR, MRR and NDCG at K beside its\n"
+                 "popularity, recent popularity and co-visitation baselines), throughput and\n"
                  "memory. Deterministic: the same files and config give the same numbers.\n\n"
                  "  -c, --config FILE   pipeline configuration (YAML)\n"
                  "      --json          machine-readable report on stdout\n"
                  "      --scores FILE   the final scores of every user, one JSON line each\n"
                  "      --report FILE   an HTML page with each model's learning curve,\n"
-                 "                      calibration by decile and ROC curve\n"
+                 "                      calibration by decile and ROC curve (a recommender:\n"
+                 "                      its table and HR@K over the evaluations)\n"
                  "      --examples FILE every learned example, in learning order, in Vowpal\n"
                  "                      Wabbit's text format tagged with its model\n"
                  "      --baseline FILE a previous run's --json output: both runs side by\n"
@@ -292,6 +314,7 @@ static pd_metrics_kind metrics_kind_of(pd_model_output o)
 typedef struct figure {
     const char *name; /* as in --json, so a baseline file is read by the same names */
     double value;
+    const char *group; /* NULL, or the baseline list it is under in "baselines" */
 } figure;
 
 #define MAX_FIGURES (PD_MODEL_MAX_METRICS + 8)
@@ -335,6 +358,76 @@ static size_t model_figures(const pd_model_info *mi, pd_learning_curve *c, figur
     return k;
 }
 
+/* The lists a model of lists is judged beside, as its metrics name them
+ * (baseline_<list>_hr_at_k) and as --json groups them ("baselines": {"<list>": ...}). */
+static const char *const list_baselines[PD_MAX_BASELINES] = {"popularity", "recent_popularity",
+                                                             "co_visitation"};
+static const char *const list_scores[3] = {"hr_at_k", "mrr_at_k", "ndcg_at_k"};
+
+static double list_baseline_figure(const pd_model_info *mi, size_t b, size_t score)
+{
+    char name[64];
+    snprintf(name, sizeof name, "baseline_%s_%s", list_baselines[b], list_scores[score]);
+    return pd_model_info_figure(mi, name);
+}
+
+static const pd_model_conf *model_conf(const pd_config *conf, const char *name)
+{
+    for (size_t i = 0; i < conf->n_models; i++)
+        if (strcmp(conf->models[i].name, name) == 0)
+            return &conf->models[i];
+    return NULL;
+}
+
+/* A model of lists' figures in print order: K and the evaluations, the served list's scores,
+ * each baseline's, then its other figures in the model's order with the bytes a user and an
+ * item take at most (from its configuration) after the counts of users and items. */
+static size_t list_figures(const pd_model_info *mi, const pd_model_conf *mc, figure *out)
+{
+    static const char *const head[] = {"k", "evaluated", "hr_at_k", "mrr_at_k", "ndcg_at_k"};
+    size_t k = 0;
+    for (size_t i = 0; i < sizeof head / sizeof *head; i++)
+        out[k++] = (figure){head[i], pd_model_info_figure(mi, head[i]), NULL};
+    for (size_t b = 0; b < PD_MAX_BASELINES; b++)
+        for (size_t sc = 0; sc < 3; sc++)
+            out[k++] =
+                (figure){list_scores[sc], list_baseline_figure(mi, b, sc), list_baselines[b]};
+    bool rec = mc && mc->kind == PD_MODEL_KIND_RECOMMENDER;
+    double per_user = rec ? (double)pd_recommender_bytes_per_user(&mc->recommender) : NAN;
+    double per_item = rec ? (double)pd_recommender_bytes_per_item(&mc->recommender) : NAN;
+    for (size_t i = 0; i < mi->n_figures && k < MAX_FIGURES - 2; i++) {
+        const char *n = mi->figures[i].name;
+        bool shown = strncmp(n, "baseline_", 9) == 0;
+        for (size_t h = 0; h < sizeof head / sizeof *head; h++)
+            shown = shown || strcmp(n, head[h]) == 0;
+        if (shown)
+            continue;
+        out[k++] = (figure){n, mi->figures[i].value, NULL};
+        if (strcmp(n, "items") == 0) {
+            out[k++] = (figure){"bytes_per_user", per_user, NULL};
+            out[k++] = (figure){"bytes_per_item", per_item, NULL};
+        }
+    }
+    return k;
+}
+
+/* An ungrouped figure by name (NaN: none). */
+static double figure_value(const figure *fg, size_t nf, const char *name)
+{
+    for (size_t k = 0; k < nf; k++)
+        if (!fg[k].group && strcmp(fg[k].name, name) == 0)
+            return fg[k].value;
+    return NAN;
+}
+
+/* Model i's figures, whichever its kind (mc: its configuration, for a model of lists). */
+static size_t figures_of(const pd_model_info *mi, const pd_model_conf *mc, pd_learning_curve *c,
+                         figure *out)
+{
+    return mi->output_kind == PD_OUTPUT_LIST ? list_figures(mi, mc, out)
+                                             : model_figures(mi, c, out);
+}
+
 /* A previous run's --json output, read once. */
 typedef struct baseline {
     const char *path;
@@ -373,17 +466,21 @@ static json_t *baseline_model(const baseline *b, const char *name)
     return NULL;
 }
 
-static double baseline_value(json_t *bm, const char *figure_name)
+static double baseline_value(json_t *bm, const figure *fg)
 {
-    json_t *v = bm ? json_object_get(bm, figure_name) : NULL;
+    if (bm && fg->group)
+        bm = json_object_get(json_object_get(bm, "baselines"), fg->group);
+    json_t *v = bm ? json_object_get(bm, fg->name) : NULL;
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
-/* The baseline model's curve, into x/y (capacity cap); returns the points read. */
-static size_t baseline_curve(json_t *bm, double *x, double *y, size_t cap)
+/* The baseline model's curve, into x/y (capacity cap); returns the points read. A model of
+ * lists': the served list's hit rate over evaluations. */
+static size_t baseline_curve(json_t *bm, bool list, double *x, double *y, size_t cap)
 {
     json_t *c = bm ? json_object_get(bm, "curve") : NULL;
-    json_t *jx = json_object_get(c, "examples"), *jy = json_object_get(c, "loss");
+    json_t *jx = json_object_get(c, list ? "evaluations" : "examples");
+    json_t *jy = json_object_get(c, list ? "hr_at_k" : "loss");
     size_t n = 0;
     for (size_t i = 0; i < json_array_size(jx) && i < json_array_size(jy) && n < cap; i++) {
         json_t *a = json_array_get(jx, i), *b = json_array_get(jy, i);
@@ -414,7 +511,8 @@ static void warn(warnings *w, const char *fmt, ...)
     va_end(ap);
 }
 
-/* What an engineer must not miss: examples lost to the pending bounds (never learned) and
+/* What an engineer must not miss: examples lost to the pending bounds (never learned), a model
+ * of lists that was never judged (no evaluate_on event came from a user with a history) and
  * feature fields that never held a usable value (a path that does not match the data). */
 static void collect_warnings(pd_engine *eng, const pd_config *conf, const baseline *b,
                              warnings *w)
@@ -433,6 +531,11 @@ static void collect_warnings(pd_engine *eng, const pd_config *conf, const baseli
                  mi.examples + mi.evicted_user + mi.evicted_total, mi.evicted_user,
                  conf->state.max_pending_per_user, mi.evicted_total,
                  conf->state.max_pending_total);
+        if (mi.output_kind == PD_OUTPUT_LIST && !(pd_model_info_figure(&mi, "evaluated") > 0))
+            warn(w,
+                 "model %s judged no list: no evaluate_on event came from a user with an "
+                 "earlier interaction, on an item new to that user",
+                 mi.name);
         if (b->root && !baseline_model(b, mi.name))
             warn(w, "model %s is not in the baseline \"%s\"", mi.name, b->path);
     }
@@ -473,6 +576,69 @@ static void json_curve(pd_learning_curve *c)
             printf("%snull", i ? "," : "");
     }
     printf("]}");
+}
+
+static void json_rates(const double *y, size_t n)
+{
+    putchar('[');
+    for (size_t i = 0; i < n; i++) {
+        if (y && isfinite(y[i]))
+            printf("%s%.8g", i ? "," : "", y[i]);
+        else
+            printf("%snull", i ? "," : "");
+    }
+    putchar(']');
+}
+
+/* A model of lists' hit rates at the same points: the served list's, then each baseline's
+ * under "baselines" as the figures are. */
+static void json_rate_curve(pd_rate_curve *c)
+{
+    const double *x, *y[PD_RATE_CURVE_MAX_SERIES];
+    size_t n = c ? pd_rate_curve_points(c, &x, y) : 0;
+    printf("\"curve\":{\"evaluations\":[");
+    for (size_t i = 0; i < n; i++)
+        printf("%s%.0f", i ? "," : "", x[i]);
+    printf("],\"hr_at_k\":");
+    json_rates(n ? y[0] : NULL, n);
+    printf(",\"baselines\":{");
+    for (size_t b = 0; b < PD_MAX_BASELINES; b++) {
+        printf("%s\"%s\":{\"hr_at_k\":", b ? "," : "", list_baselines[b]);
+        json_rates(n && b + 1 < PD_RATE_CURVE_MAX_SERIES ? y[b + 1] : NULL, n);
+        putchar('}');
+    }
+    printf("}}");
+}
+
+/* A model of lists: its figures, the grouped ones under "baselines": {"<list>": {...}}, and
+ * no loss, base rate or pending-example figures (it has none). */
+static void json_list_model(const pd_model_info *mi, const figure *fg, size_t nf, pd_rate_curve *c)
+{
+    printf(",\"type\":");
+    put_json_string(stdout, mi->kind);
+    const char *group = NULL;
+    bool first = false; /* the first figure of a list's object takes no comma */
+    for (size_t k = 0; k < nf; k++) {
+        const char *g = fg[k].group;
+        if (g != group) {
+            if (group)
+                putchar('}'); /* the previous list */
+            if (group && !g)
+                putchar('}'); /* "baselines" */
+            if (g)
+                printf(group ? ",\"%s\":{" : ",\"baselines\":{\"%s\":{", g);
+            group = g;
+            first = g != NULL;
+        }
+        if (!first)
+            putchar(',');
+        first = false;
+        json_num(fg[k].name, fg[k].value, false);
+    }
+    if (group)
+        printf("}}");
+    printf(",\"memory\":%zu,", mi->memory);
+    json_rate_curve(c);
 }
 
 static void report_json(pd_engine *eng, const pd_config *conf, const pd_engine_stats *s,
@@ -519,11 +685,16 @@ static void report_json(pd_engine *eng, const pd_config *conf, const pd_engine_s
         pd_model_info mi;
         pd_engine_model_report(eng, i, &mi);
         figure fg[MAX_FIGURES];
-        size_t nf = model_figures(&mi, rc->curves[i], fg);
+        size_t nf = figures_of(&mi, model_conf(conf, mi.name), rc->curves[i], fg);
         printf("%s{\"name\":", i ? "," : "");
         put_json_string(stdout, mi.name);
         printf(",\"kind\":");
         put_json_string(stdout, mi.kind);
+        if (mi.output_kind == PD_OUTPUT_LIST) {
+            json_list_model(&mi, fg, nf, rc->rates[i]);
+            printf("}");
+            continue;
+        }
         printf(",");
         for (size_t k = 0; k < nf; k++)
             json_num(fg[k].name, fg[k].value, true);
@@ -539,14 +710,17 @@ static void report_json(pd_engine *eng, const pd_config *conf, const pd_engine_s
     printf("]}\n");
 }
 
-/* This run beside the baseline's, one figure per line. */
-static void text_comparison(const figure *fg, size_t nf, json_t *bm, const char *path)
+/* This run beside the baseline's, one figure per line (a baseline list's as "<list>.<name>"). */
+static void text_comparison(const figure *fg, size_t nf, json_t *bm, const char *path, int width)
 {
-    printf("  compared with %s:\n    %-20s %14s %14s %14s\n", path, "metric", "baseline",
+    printf("  compared with %s:\n    %-*s %14s %14s %14s\n", path, width, "metric", "baseline",
            "this run", "difference");
     for (size_t k = 0; k < nf; k++) {
-        double b = baseline_value(bm, fg[k].name);
-        printf("    %-20s %14.6g %14.6g", fg[k].name, b, fg[k].value);
+        double b = baseline_value(bm, &fg[k]);
+        char label[96];
+        snprintf(label, sizeof label, "%s%s%s", fg[k].group ? fg[k].group : "",
+                 fg[k].group ? "." : "", fg[k].name);
+        printf("    %-*s %14.6g %14.6g", width, label, b, fg[k].value);
         if (isfinite(b) && isfinite(fg[k].value))
             printf(" %+14.6g\n", fg[k].value - b);
         else
@@ -604,8 +778,63 @@ static void text_model(const pd_model_info *mi, pd_learning_curve *c, const base
         size_t nf = model_figures(mi, c, fg);
         json_t *bm = baseline_model(b, mi->name);
         if (bm)
-            text_comparison(fg, nf, bm, b->path);
+            text_comparison(fg, nf, bm, b->path, 20);
     }
+}
+
+/* HR, MRR and NDCG at K of the list served and of each baseline side by side, and the served
+ * HR against the best baseline's. */
+static void text_list_table(const pd_model_info *mi, int k)
+{
+    char h[3][16];
+    for (size_t sc = 0; sc < 3; sc++)
+        snprintf(h[sc], sizeof h[sc], "%s@%d", sc == 0 ? "HR" : (sc == 1 ? "MRR" : "NDCG"), k);
+    printf("  %-20s %9s %9s %9s\n", "list", h[0], h[1], h[2]);
+    double hr = pd_model_info_figure(mi, "hr_at_k");
+    printf("  %-20s %9.4f %9.4f %9.4f\n", "served", hr, pd_model_info_figure(mi, "mrr_at_k"),
+           pd_model_info_figure(mi, "ndcg_at_k"));
+    size_t best = PD_MAX_BASELINES;
+    double best_hr = -1;
+    for (size_t l = 0; l < PD_MAX_BASELINES; l++) {
+        double v[3];
+        for (size_t sc = 0; sc < 3; sc++)
+            v[sc] = list_baseline_figure(mi, l, sc);
+        printf("  %-20s %9.4f %9.4f %9.4f\n", list_baselines[l], v[0], v[1], v[2]);
+        if (isfinite(v[0]) && v[0] > best_hr) {
+            best_hr = v[0];
+            best = l;
+        }
+    }
+    if (best < PD_MAX_BASELINES && best_hr > 0 && isfinite(hr))
+        printf("  served HR@%d is %.3fx the best baseline's (%s, %.4f)\n", k, hr / best_hr,
+               list_baselines[best], best_hr);
+}
+
+/* A model of lists: its table (when it judged any list), its counts and sizes, the baseline
+ * run beside it. */
+static void text_list_model(const pd_model_info *mi, const pd_model_conf *mc, const baseline *b)
+{
+    figure fg[MAX_FIGURES];
+    size_t nf = list_figures(mi, mc, fg);
+    int k = (int)pd_model_info_figure(mi, "k");
+    double evaluated = pd_model_info_figure(mi, "evaluated");
+    printf("model %s: %s, lists of %d; %.0f evaluations of %.0f interactions", mi->name, mi->kind,
+           k, evaluated, pd_model_info_figure(mi, "interactions"));
+    if (evaluated > 0)
+        printf(", the blend served at %.5g%% of them",
+               100.0 * pd_model_info_figure(mi, "blend_share"));
+    printf("\n");
+    if (evaluated > 0)
+        text_list_table(mi, k);
+    printf("  users %.0f (at most %.0f bytes each), items %.0f (at most %.0f bytes each); "
+           "evicted %.0f users, %.0f items; %.0f lists refreshed\n",
+           pd_model_info_figure(mi, "users"), figure_value(fg, nf, "bytes_per_user"),
+           pd_model_info_figure(mi, "items"), figure_value(fg, nf, "bytes_per_item"),
+           pd_model_info_figure(mi, "users_evicted"), pd_model_info_figure(mi, "items_evicted"),
+           pd_model_info_figure(mi, "lists_refreshed"));
+    json_t *bm = b->root ? baseline_model(b, mi->name) : NULL;
+    if (bm)
+        text_comparison(fg, nf, bm, b->path, 30);
 }
 
 static void report_text(pd_engine *eng, const pd_config *conf, const pd_engine_stats *s,
@@ -645,7 +874,10 @@ static void report_text(pd_engine *eng, const pd_config *conf, const pd_engine_s
     for (size_t i = 0; i < pd_engine_model_count(eng); i++) {
         pd_model_info mi;
         pd_engine_model_report(eng, i, &mi);
-        text_model(&mi, rc->curves[i], b);
+        if (mi.output_kind == PD_OUTPUT_LIST)
+            text_list_model(&mi, model_conf(conf, mi.name), b);
+        else
+            text_model(&mi, rc->curves[i], b);
     }
     printf("memory: users %zu B, pending examples %zu B, models %zu B\n", s->memory_users,
            s->memory_pending, s->memory_models);
@@ -653,10 +885,49 @@ static void report_text(pd_engine *eng, const pd_config *conf, const pd_engine_s
         printf("WARNING: %s\n", w->text[i]);
 }
 
+/* A model of lists on the report page: its table (the list served, then each baseline), the
+ * rest of its figures beside the baseline run's, and the hit rates over evaluations. */
+static int fill_report_list(pd_replay_report *rep, size_t i, const pd_model_info *mi,
+                            const pd_model_conf *mc, pd_rate_curve *c, json_t *bm)
+{
+    figure fg[MAX_FIGURES];
+    size_t nf = list_figures(mi, mc, fg);
+    pd_replay_list_row rows[1 + PD_MAX_BASELINES];
+    rows[0] = (pd_replay_list_row){"served", pd_model_info_figure(mi, "hr_at_k"),
+                                   pd_model_info_figure(mi, "mrr_at_k"),
+                                   pd_model_info_figure(mi, "ndcg_at_k")};
+    for (size_t l = 0; l < PD_MAX_BASELINES; l++)
+        rows[1 + l] =
+            (pd_replay_list_row){list_baselines[l], list_baseline_figure(mi, l, 0),
+                                 list_baseline_figure(mi, l, 1), list_baseline_figure(mi, l, 2)};
+    double evaluated = pd_model_info_figure(mi, "evaluated");
+    int r = pd_replay_report_list_table(rep, i, (int)pd_model_info_figure(mi, "k"),
+                                        evaluated > 0 ? (uint64_t)evaluated : 0, rows,
+                                        1 + PD_MAX_BASELINES);
+    for (size_t k = 0; k < nf; k++)
+        if (!fg[k].group && strcmp(fg[k].name, "k") != 0 && !strstr(fg[k].name, "_at_k"))
+            r |= pd_replay_report_figure(rep, i, fg[k].name, fg[k].value,
+                                         baseline_value(bm, &fg[k]));
+    if (c) {
+        const double *x, *y[PD_RATE_CURVE_MAX_SERIES];
+        size_t n = pd_rate_curve_points(c, &x, y);
+        const char *names[PD_RATE_CURVE_MAX_SERIES] = {"served"};
+        for (size_t l = 0; l < PD_MAX_BASELINES && l + 1 < PD_RATE_CURVE_MAX_SERIES; l++)
+            names[l + 1] = list_baselines[l];
+        r |= pd_replay_report_rate_curves(rep, i, x, y, names, pd_rate_curve_series(c), n);
+    }
+    if (bm) {
+        double bx[1024], by[1024];
+        size_t bn = baseline_curve(bm, true, bx, by, sizeof bx / sizeof bx[0]);
+        r |= pd_replay_report_baseline_curve(rep, i, bx, by, bn);
+    }
+    return r;
+}
+
 /* Hands the report page what the text output shows: figures (beside the baseline's), the
  * learning curves and the warnings. */
-static int fill_report(pd_replay_report *rep, pd_engine *eng, replay_ctx *rc, const baseline *b,
-                       const warnings *w)
+static int fill_report(pd_replay_report *rep, pd_engine *eng, const pd_config *conf, replay_ctx *rc,
+                       const baseline *b, const warnings *w)
 {
     int r = 0;
     if (b->root)
@@ -666,18 +937,22 @@ static int fill_report(pd_replay_report *rep, pd_engine *eng, replay_ctx *rc, co
     for (size_t i = 0; i < pd_engine_model_count(eng); i++) {
         pd_model_info mi;
         pd_engine_model_report(eng, i, &mi);
+        json_t *bm = baseline_model(b, mi.name);
+        if (mi.output_kind == PD_OUTPUT_LIST) {
+            r |= fill_report_list(rep, i, &mi, model_conf(conf, mi.name), rc->rates[i], bm);
+            continue;
+        }
         figure fg[MAX_FIGURES];
         size_t nf = model_figures(&mi, rc->curves[i], fg);
-        json_t *bm = baseline_model(b, mi.name);
         for (size_t k = 0; k < nf; k++)
             r |= pd_replay_report_figure(rep, i, fg[k].name, fg[k].value,
-                                         baseline_value(bm, fg[k].name));
+                                         baseline_value(bm, &fg[k]));
         const double *x, *y;
         size_t n = pd_learning_curve_points(rc->curves[i], &x, &y);
         r |= pd_replay_report_curve(rep, i, x, y, n, pd_learning_curve_prior(rc->curves[i]));
         if (bm) {
             double bx[1024], by[1024];
-            size_t bn = baseline_curve(bm, bx, by, sizeof bx / sizeof bx[0]);
+            size_t bn = baseline_curve(bm, false, bx, by, sizeof bx / sizeof bx[0]);
             r |= pd_replay_report_baseline_curve(rep, i, bx, by, bn);
         }
     }
@@ -732,9 +1007,13 @@ typedef struct replay_run {
 static void run_release(replay_run *r)
 {
     replay_ctx *rc = &r->rc;
-    for (size_t i = 0; i < rc->n_curves; i++)
+    for (size_t i = 0; i < rc->n_curves; i++) {
         pd_learning_curve_free(rc->curves[i]);
+        if (rc->rates)
+            pd_rate_curve_free(rc->rates[i]);
+    }
     free(rc->curves);
+    free(rc->rates);
     pd_replay_report_free(rc->report);
     if (rc->examples)
         fclose(rc->examples);
@@ -765,7 +1044,8 @@ static void collectors_new(replay_run *r)
     size_t n = pd_engine_model_count(r->eng);
     rc->n_curves = n;
     rc->curves = calloc(n ? n : 1, sizeof *rc->curves);
-    if (!rc->curves) {
+    rc->rates = calloc(n ? n : 1, sizeof *rc->rates);
+    if (!rc->curves || !rc->rates) {
         rc->n_curves = 0;
         rc->err = -ENOMEM;
     }
@@ -777,8 +1057,15 @@ static void collectors_new(replay_run *r)
         pd_metrics_kind kind = metrics_kind_of(mi.output_kind);
         if (!(rc->curves[i] = pd_learning_curve_new(kind)))
             rc->err = -ENOMEM;
-        if (rc->report && pd_replay_report_model(rc->report, i, mi.name, kind) < 0)
+        if (mi.output_kind == PD_OUTPUT_LIST) {
+            /* the list served, then each baseline */
+            if (!(rc->rates[i] = pd_rate_curve_new(1 + PD_MAX_BASELINES)))
+                rc->err = -ENOMEM;
+            if (rc->report && pd_replay_report_list_model(rc->report, i, mi.name) < 0)
+                rc->err = -ENOMEM;
+        } else if (rc->report && pd_replay_report_model(rc->report, i, mi.name, kind) < 0) {
             rc->err = -ENOMEM;
+        }
     }
     if (rc->keep_scores && scores_init(&rc->scores, n) < 0)
         rc->err = -ENOMEM;
@@ -811,6 +1098,9 @@ static int run_start(replay_run *r)
         fprintf(stderr, "propensityd: %s\n", err);
         return 1;
     }
+    /* replay scores one user's list at a time: products too small for OpenBLAS's pool to pay
+     * for its threads, which would only spin beside this one */
+    pd_topk_set_blas_threads(1);
     r->rc.keep_scores = r->o.scores_path != NULL;
     /* scores change no learned state: without --scores they are not computed at all */
     pd_engine_set_scoring(r->eng, r->rc.keep_scores);
@@ -822,7 +1112,7 @@ static int run_start(replay_run *r)
     }
     pd_engine_set_label_observer(r->eng, observe, &r->rc);
     /* lists are rescored at every evaluation (deterministic), beside the baselines */
-    pd_engine_set_list_evaluation(r->eng, true, true, NULL, NULL);
+    pd_engine_set_list_evaluation(r->eng, true, true, observe_list, &r->rc);
     return 0;
 }
 
@@ -846,7 +1136,7 @@ static int run_files(replay_run *r, char **files, int n)
 static int write_report_page(replay_run *r, int n_files)
 {
     int status = 0;
-    if (fill_report(r->rc.report, r->eng, &r->rc, &r->base, r->w) < 0) {
+    if (fill_report(r->rc.report, r->eng, r->conf, &r->rc, &r->base, r->w) < 0) {
         fprintf(stderr, "propensityd: out of memory building the report\n");
         status = 1;
     }
