@@ -11,20 +11,94 @@
 
 #include "pipeline/kafka_in.h"
 
+/* A dead letter too large for the producer (message.max.bytes) or the broker goes as a prefix
+ * of its payload, halved until it fits but never below MIN_PREFIX bytes; HEADROOM is left in
+ * the producer's limit for the key, the headers and the record's framing. */
+#define MIN_PREFIX 1024
+#define HEADROOM   8192
+
 struct pd_dead_letter {
     rd_kafka_t *rk;
     rd_kafka_topic_t *rkt;
+    size_t max_bytes; /* the producer's message.max.bytes */
     pd_dead_letter_stats stats;
 };
 
+/* Marks h as carrying a prefix of a payload of original bytes (headers truncated and
+ * original.size), once. */
+static void mark_truncated(rd_kafka_headers_t *h, size_t original)
+{
+    char size[32];
+    const void *v;
+    size_t n;
+
+    if (rd_kafka_header_get_last(h, "truncated", &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    snprintf(size, sizeof size, "%zu", original);
+    rd_kafka_header_add(h, "truncated", -1, "true", -1);
+    rd_kafka_header_add(h, "original.size", -1, size, -1);
+}
+
+/* Queues len bytes of value; a payload the producer or the broker finds too large is retried
+ * as a prefix of half the size (see MIN_PREFIX). Takes h on success. */
+static rd_kafka_resp_err_t produce(pd_dead_letter *dl, const void *value, size_t len,
+                                   size_t original, const void *key, size_t key_len,
+                                   rd_kafka_headers_t *h)
+{
+    rd_kafka_resp_err_t err;
+
+    for (;;) {
+        if (len < original)
+            mark_truncated(h, original);
+        err = rd_kafka_producev(dl->rk, RD_KAFKA_V_RKT(dl->rkt),
+                                RD_KAFKA_V_VALUE((void *)value, len),
+                                RD_KAFKA_V_KEY((void *)key, key ? key_len : 0),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                                RD_KAFKA_V_END);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(dl->rk, 100); /* back-pressure: let deliveries drain */
+            continue;
+        }
+        if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && len > MIN_PREFIX) {
+            len = len / 2 > MIN_PREFIX ? len / 2 : MIN_PREFIX;
+            continue;
+        }
+        if (!err && len < original)
+            dl->stats.truncated++;
+        return err;
+    }
+}
+
+/* A delivery the broker refused for its size is sent again as a shorter prefix (the
+ * broker's limit may be below the producer's); any other failure is final and counted, and
+ * pd_dead_letter_flush() then never reports everything delivered, so no offset moves past it. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
-    (void)rk;
     pd_dead_letter *dl = opaque;
-    if (m->err)
-        dl->stats.failed++;
-    else
+    rd_kafka_headers_t *src = NULL, *h;
+    const void *v;
+    size_t n, original;
+
+    (void)rk;
+    if (!m->err) {
         dl->stats.delivered++;
+        return;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && m->len > MIN_PREFIX &&
+        rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        (h = rd_kafka_headers_copy(src))) {
+        original = m->len;
+        if (rd_kafka_header_get_last(h, "original.size", &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "%.*s", (int)(n < 31 ? n : 31), (const char *)v);
+            original = (size_t)strtoull(buf, NULL, 10);
+        }
+        if (produce(dl, m->payload, m->len / 2 > MIN_PREFIX ? m->len / 2 : MIN_PREFIX, original,
+                    m->key, m->key_len, h) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return; /* the retry is in flight: flush waits for it */
+        rd_kafka_headers_destroy(h);
+    }
+    dl->stats.failed++;
 }
 
 pd_dead_letter *pd_dead_letter_new(const pd_kafka_conf *conf, const char *topic, char *errbuf,
@@ -51,6 +125,11 @@ pd_dead_letter *pd_dead_letter_new(const pd_kafka_conf *conf, const char *topic,
             goto out_free;
         }
     }
+    char max[32];
+    size_t max_len = sizeof max;
+    dl->max_bytes = 1000000; /* librdkafka's default */
+    if (rd_kafka_conf_get(kc, "message.max.bytes", max, &max_len) == RD_KAFKA_CONF_OK)
+        dl->max_bytes = (size_t)strtoull(max, NULL, 10);
     rd_kafka_conf_set_opaque(kc, dl);
     rd_kafka_conf_set_dr_msg_cb(kc, on_delivery);
     dl->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof err);
@@ -99,16 +178,10 @@ int pd_dead_letter_send(pd_dead_letter *dl, const void *value, size_t len, const
     rd_kafka_header_add(h, "source.topic", -1, src_topic ? src_topic : "", -1);
     rd_kafka_header_add(h, "source.partition", -1, part, -1);
     rd_kafka_header_add(h, "source.offset", -1, off, -1);
-    rd_kafka_resp_err_t err;
-    for (;;) {
-        err = rd_kafka_producev(
-            dl->rk, RD_KAFKA_V_RKT(dl->rkt), RD_KAFKA_V_VALUE((void *)value, len),
-            RD_KAFKA_V_KEY((void *)key, key ? key_len : 0),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            break;
-        rd_kafka_poll(dl->rk, 100); /* back-pressure: let deliveries drain */
-    }
+    size_t room = dl->max_bytes > key_len + HEADROOM + MIN_PREFIX
+                      ? dl->max_bytes - key_len - HEADROOM
+                      : MIN_PREFIX;
+    rd_kafka_resp_err_t err = produce(dl, value, len < room ? len : room, len, key, key_len, h);
     if (err) {
         rd_kafka_headers_destroy(h);
         snprintf(errbuf, errlen, "failed to produce to the dead-letter topic: %s",
@@ -128,7 +201,9 @@ void pd_dead_letter_poll(pd_dead_letter *dl)
 int pd_dead_letter_flush(pd_dead_letter *dl, int timeout_ms)
 {
     rd_kafka_flush(dl->rk, timeout_ms);
-    return rd_kafka_outq_len(dl->rk) == 0 ? 0 : -ETIMEDOUT;
+    if (rd_kafka_outq_len(dl->rk) > 0)
+        return -ETIMEDOUT;
+    return dl->stats.failed ? -EIO : 0;
 }
 
 void pd_dead_letter_get_stats(const pd_dead_letter *dl, pd_dead_letter_stats *ret_stats)

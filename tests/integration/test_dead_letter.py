@@ -6,6 +6,9 @@ it, then reads the dead-letter topic and checks, for every malformed line:
   - it is there exactly once, byte for byte, with the reason header of its kind
   - source.topic / source.partition / source.offset point at the original message
   - the good events were all scored and every offset was committed
+Two events larger than the dead-letter producer may send (1.5 MB and 3 MB; its limit is
+librdkafka's message.max.bytes, 1 MB) go there too, as a prefix with the headers truncated and
+original.size, and their offsets are committed only then: before, they were counted and lost.
 """
 
 import os
@@ -14,12 +17,13 @@ import shutil
 import sys
 import tempfile
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 import harness
 
 TOPIC = "events"
 DLQ = "events.dlq"
+BIG = "events.big"  # the oversize events, one per partition (the broker's log per partition is bounded)
 GROUP = "dlq"
 PREFIX = "pd"
 
@@ -30,7 +34,7 @@ KIND_REASONS = ["not_json", "missing_user", "wrong_type", "invalid_utf8", "overs
 CONFIG = """
 kafka:
   brokers: ${KAFKA_BROKERS}
-  topics: [%s]
+  topics: [%s, %s]
   group: ${KAFKA_GROUP}
 redis:
   url: ${REDIS_URL}
@@ -48,9 +52,29 @@ models:
     example_on: [view, click]
     label: { positive_on: purchase, within: 30m }
     output: purchase_p
-""" % (TOPIC, PREFIX, DLQ)
+""" % (TOPIC, BIG, PREFIX, DLQ)
 
 BAD_ID = re.compile(rb'"event_id":"bad-(\d+)"')
+BIG_SIZES = [1536 * 1024, 3 * 1024 * 1024]
+
+
+def big_event(n, size):
+    head = b'{"event_id":"big-%d","user_id":"big-user","type":"view","ts":1,"text":"' % n
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def produce_big(bootstrap):
+    """The oversize events, through a client that may send them."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                             max_request_size=8 << 20, buffer_memory=64 << 20)
+    try:
+        futures = [producer.send(BIG, key=b"big-user", value=big_event(n, size), partition=n)
+                   for n, size in enumerate(BIG_SIZES)]
+        producer.flush(60)
+        for fut in futures:
+            fut.get(60)
+    finally:
+        producer.close(10)
 
 
 def check(cond, msg):
@@ -61,7 +85,7 @@ def check(cond, msg):
 def read_all(bootstrap, topic, partitions, expected):
     """Every record of `topic` from the beginning, without a group."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, max_partition_fetch_bytes=1 << 20,
+                             enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
                              consumer_timeout_ms=3000)
     try:
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -96,38 +120,64 @@ def main():
         print("%d events, %d malformed (%s)" % (len(lines), n_bad, ", ".join(sorted(kinds))))
         check(kinds == set(KIND_REASONS), "need every malformed kind, got %s" % kinds)
 
-        with harness.RedisServer() as rs, harness.Broker({TOPIC: 4, DLQ: 1}) as broker, \
+        with harness.RedisServer() as rs, harness.Broker({TOPIC: 4, BIG: len(BIG_SIZES), DLQ: 1}) as broker, \
                 harness.KafkaInspector(broker.bootstrap) as k:
             harness.produce_kcat(broker.bootstrap, TOPIC, lines)
+            produce_big(broker.bootstrap)
+            n_big = len(BIG_SIZES)
             produced = {p: o for p, o in k.end_offsets(TOPIC).items() if o > 0}
             begin = k.beginning_offsets(TOPIC)
             check(all(o == 0 for o in begin.values()), "beginning offsets %s" % begin)
             check(sum(produced.values()) == len(lines), "end offsets %s" % produced)
+            big_produced = k.end_offsets(BIG)
+            check(big_produced == {n: 1 for n in range(n_big)} and
+                  all(o == 0 for o in k.beginning_offsets(BIG).values()),
+                  "%s holds %s" % (BIG, big_produced))
             env = {"KAFKA_BROKERS": broker.bootstrap, "KAFKA_GROUP": GROUP,
                    "REDIS_URL": rs.url}
             with harness.Daemon(config, env) as daemon:
-                daemon.wait_until(lambda: k.committed_offsets(GROUP, TOPIC) == produced,
+                daemon.wait_until(lambda: k.committed_offsets(GROUP, TOPIC) == produced and
+                                  k.committed_offsets(GROUP, BIG) == big_produced,
                                   60, 0.3, "every offset committed")
                 # committed means the dead letters were acknowledged first
                 dlq_end = k.end_offsets(DLQ)
-                check(sum(dlq_end.values()) == n_bad,
-                      "dead-letter topic holds %s, expected %d" % (dlq_end, n_bad))
+                check(sum(dlq_end.values()) == n_bad + n_big,
+                      "dead-letter topic holds %s, expected %d" % (dlq_end, n_bad + n_big))
                 code = daemon.stop(timeout=15)
                 check(code == 0, "exit %s; log:\n%s" % (code, daemon.log_tail()))
                 log = daemon.log_text()
-                check("dead_lettered=%d" % n_bad in log,
+                check("dead_lettered=%d" % (n_bad + n_big) in log,
                       "stop summary does not count %d dead letters:\n%s"
-                      % (n_bad, daemon.log_tail()))
+                      % (n_bad + n_big, daemon.log_tail()))
 
             originals = {(r.partition, r.offset): r.value
                          for r in read_all(broker.bootstrap, TOPIC, sorted(produced),
                                            len(lines))}
-            dead = read_all(broker.bootstrap, DLQ, [0], n_bad)
-            check(len(dead) == n_bad, "read %d dead letters of %d" % (len(dead), n_bad))
+            originals.update({("big", r.partition, r.offset): r.value
+                              for r in read_all(broker.bootstrap, BIG, range(n_big), n_big)})
+            dead = read_all(broker.bootstrap, DLQ, [0], n_bad + n_big)
+            check(len(dead) == n_bad + n_big,
+                  "read %d dead letters of %d" % (len(dead), n_bad + n_big))
             seen = set()
             by_reason = {}
+            big_seen = set()
             for rec in dead:
                 h = {key: val.decode() for key, val in rec.headers}
+                if rec.value.startswith(b'{"event_id":"big-'):
+                    n = int(rec.value[17:18])
+                    full = big_event(n, BIG_SIZES[n])
+                    check(n not in big_seen, "big-%d dead-lettered twice" % n)
+                    big_seen.add(n)
+                    check(h.get("reason") == "oversize" and h.get("truncated") == "true" and
+                          h.get("original.size") == str(len(full)),
+                          "big-%d: headers %s" % (n, h))
+                    check(1024 <= len(rec.value) < 1000000 and full.startswith(rec.value),
+                          "big-%d: %d bytes, not a prefix under 1 MB" % (n, len(rec.value)))
+                    src = ("big", int(h["source.partition"]), int(h["source.offset"]))
+                    check(h.get("source.topic") == BIG and originals.get(src) == full,
+                          "big-%d: source %s %s" % (n, h.get("source.topic"), src))
+                    print("big-%d: %d of %d bytes dead-lettered" % (n, len(rec.value), len(full)))
+                    continue
                 m = BAD_ID.search(rec.value)
                 check(m, "a dead letter that is not one of the malformed lines: %r"
                       % rec.value[:80])
