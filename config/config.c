@@ -238,8 +238,11 @@ bool pd_config_needs_user_state(const pd_config *conf)
             break;
         }
     }
+    /* a model of lists has no label (its label field is left at the enum's first value) and
+     * keeps its users itself */
     for (size_t i = 0; i < conf->n_models; i++)
-        if (conf->models[i].label == PD_LABEL_POSITIVE_WITHIN)
+        if (conf->models[i].kind == PD_MODEL_KIND_GLM &&
+            conf->models[i].label == PD_LABEL_POSITIVE_WITHIN)
             return true;
     return false;
 }
