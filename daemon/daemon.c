@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "daemon/daemon_internal.h"
 #include "daemon/log.h"
+#include "models/topk.h"
 
 #define MAX_WAIT_MS 100 /* longest the loop sleeps: bounds stop and control latency */
 
@@ -158,6 +159,7 @@ void pd_daemon_free(pd_daemon *d)
     pd_engine_free(d->engine);
     pd_config_free(d->conf);
     daemon_snapshot_release(d);
+    daemon_flush_release(d);
     pd_sources_free(d->sources);
     pd_notify_free(d->notify);
     pd_strbuf_release(&d->metrics.text);
@@ -248,6 +250,20 @@ static int connect_redis(pd_daemon *d)
     return -EINTR;
 }
 
+/* OpenBLAS runs the recommenders' products on a pool of one thread per core by default, which
+ * would compete with the loop (and other instances) for cores: one thread, the loop's own
+ * (models/topk.h). Says which kernels it chose, as they set the cost of every list. */
+static void start_blas(pd_daemon *d)
+{
+    pd_topk_set_blas_threads(1);
+    bool lists = false;
+    for (size_t i = 0; i < d->conf->n_models; i++)
+        lists |= d->conf->models[i].kind == PD_MODEL_KIND_RECOMMENDER;
+    const char *core = pd_topk_blas_core();
+    pd_logkv(lists ? PD_LOG_INFO : PD_LOG_DEBUG, "openblas for the models of lists",
+             "threads=%d core=%s", pd_topk_blas_threads(), core ? core : "unknown");
+}
+
 /* Everything before the loop: a snapshot to restore, Redis, the consumer group. Returns 0,
  * -EINTR when a stop came first (nothing was consumed), or another negative errno. */
 static int start(pd_daemon *d)
@@ -256,6 +272,7 @@ static int start(pd_daemon *d)
     d->ready.started_wall_ms = pd_clock_wall_ms();
     if (start_ops(d) < 0)
         return -EINVAL;
+    start_blas(d);
     pd_notify_status(d->notify, "starting: restoring the snapshot");
     if (daemon_snapshot_restore(d) < 0)
         return -EIO;

@@ -11,6 +11,7 @@
 
 #define CONTROL_BATCH 16 /* control requests answered per loop turn */
 #define MAX_SCORES    PD_MAX_MODELS /* scores in a score reply: one per model */
+#define PD_SCORE_LIST_MAX 1000 /* items of a list in a score reply (the config's largest k) */
 
 /* Replies are built member by member in the order they are printed; json_object_set_new()
  * takes the value even when it fails, so one flag collects any out-of-memory. */
@@ -165,6 +166,44 @@ static int score_state(pd_daemon *d, const pd_user_info *ui, const int64_t *last
     return e;
 }
 
+/* The lists of a user from every model of lists, by output ("rec": [{"item","score"}...], the
+ * list as it would be served now) and appended to models; *ret_known: any model knows the
+ * user. */
+static int score_lists(pd_daemon *d, const char *user, size_t len, json_t *lists, json_t *models,
+                       bool *ret_known)
+{
+    const char *items[PD_SCORE_LIST_MAX];
+    size_t lens[PD_SCORE_LIST_MAX];
+    float scores[PD_SCORE_LIST_MAX];
+    bool known = false;
+    int e = 0;
+    for (size_t i = 0; i < pd_engine_model_count(d->engine) && e == 0; i++) {
+        pd_model_info mi;
+        pd_engine_model_info(d->engine, i, &mi);
+        if (mi.output_kind != PD_OUTPUT_LIST)
+            continue;
+        size_t n =
+            pd_engine_user_list(d->engine, i, user, len, items, lens, scores, PD_SCORE_LIST_MAX);
+        if (n == 0)
+            continue; /* unknown to this model, or nothing left to list */
+        known = true;
+        json_t *list = json_array();
+        for (size_t k = 0; k < n && e == 0; k++)
+            e |= json_array_append_new(list, json_pack("{s:s%, s:o}", "item", items[k], lens[k],
+                                                       "score", pd_control_number(scores[k])));
+        const char *output = mi.output ? mi.output : mi.name;
+        json_t *m = json_object();
+        e |= json_array_append_new(models, m);
+        e |= json_object_set_new(m, "name", pd_control_string(mi.name));
+        e |= json_object_set_new(m, "output", pd_control_string(output));
+        e |= json_object_set_new(m, "list", json_incref(list));
+        e |= json_object_set_new(m, "publishing", json_boolean(mi.gate_open));
+        e |= json_object_set_new(lists, output, list);
+    }
+    *ret_known = known;
+    return e;
+}
+
 static json_t *cmd_score(void *ctx, const char *user, size_t len, char *err, size_t errlen)
 {
     pd_daemon *d = ctx;
@@ -179,17 +218,28 @@ static json_t *cmd_score(void *ctx, const char *user, size_t len, char *err, siz
         memcpy(last_by_type, ui.last_ts_by_type, n_types * sizeof *last_by_type);
         n = pd_engine_score_user(d->engine, user, len, scores, MAX_SCORES);
     }
-    if (n < 0) {
+    json_t *by_output = json_object(), *models = json_array(), *lists = json_object();
+    bool listed = false;
+    int e = score_lists(d, user, len, lists, models, &listed);
+    /* a pipeline of lists alone keeps no user state: the lists' models know the user */
+    if (n < 0 && !listed) {
+        json_decref(by_output);
+        json_decref(models);
+        json_decref(lists);
         snprintf(err, errlen, "unknown user (never seen, forgotten or evicted)");
         return NULL;
     }
-    json_t *by_output = json_object(), *models = json_array(), *state = json_object();
-    int e = score_models(d, scores, n, by_output, models);
-    e |= score_state(d, &ui, last_by_type, n_types, state);
+    json_t *state = json_null();
+    if (n >= 0) {
+        e |= score_models(d, scores, n, by_output, models);
+        state = json_object();
+        e |= score_state(d, &ui, last_by_type, n_types, state);
+    }
     json_t *r = json_object();
     e |= json_object_set_new(r, "user", json_stringn(user, len));
     e |= json_object_set_new(r, "generation", json_integer(pd_engine_generation(d->engine)));
     e |= json_object_set_new(r, "scores", by_output);
+    e |= json_object_set_new(r, "lists", lists);
     e |= json_object_set_new(r, "models", models);
     e |= json_object_set_new(r, "state", state);
     if (e) {
@@ -201,16 +251,30 @@ static json_t *cmd_score(void *ctx, const char *user, size_t len, char *err, siz
 
 /* ---- forget, reload, snapshot ---- */
 
+/* Whether a model of lists knows the user (which it may while the pipeline keeps no state). */
+static bool user_listed(pd_daemon *d, const char *user, size_t len)
+{
+    const char *item;
+    size_t item_len;
+    float score;
+    for (size_t i = 0; i < pd_engine_model_count(d->engine); i++)
+        if (pd_engine_user_list(d->engine, i, user, len, &item, &item_len, &score, 1) > 0)
+            return true;
+    return false;
+}
+
 static json_t *cmd_forget(void *ctx, const char *user, size_t len, char *err, size_t errlen)
 {
     pd_daemon *d = ctx;
-    bool known = pd_engine_forget(d->engine, user, len);
+    bool known = user_listed(d, user, len);
+    known |= pd_engine_forget(d->engine, user, len);
     /* the keys may exist even when the state does not (evicted, or written by another
      * instance before a rebalance), so the deletion is always queued */
     if (pd_publisher_forget(d->pub, user, len) < 0) {
         snprintf(err, errlen, "out of memory queueing the deletion of the user's keys");
         return NULL;
     }
+    daemon_lists_forget(d, user, len);
     bool deleted = daemon_flush_commit(d, true) == 0;
     d->control.forgets++;
     daemon_audit_forget(user, len, "control", known, deleted ? "deleted" : "queued");

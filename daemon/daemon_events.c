@@ -47,6 +47,7 @@ static void forget_user(pd_daemon *d, const pd_engine_result *res)
 {
     if (pd_publisher_forget(d->pub, res->user, res->user_len) < 0)
         pd_log_error("out of memory queueing the deletion of a user's keys");
+    daemon_lists_forget(d, res->user, res->user_len);
     d->events.forgets++;
     daemon_audit_forget(res->user, res->user_len, "event", true, "queued");
     daemon_feed_forget(d, res->user, res->user_len);

@@ -1,5 +1,8 @@
 /* The score feed (daemon.feed): a ZeroMQ PUB socket with every score change, topic = model
- * name, payload {"user","model","field","value","ts","v"}, and forgets under FEED_FORGET_TOPIC.
+ * name, payload {"user","model","field","value","ts","v"}; every list a model of lists
+ * publishes, same topic, payload {"key","user" or "item" (absent for the popular list),
+ * "model","field","items":[{"item","score"}...] best first,"ts","v"} (key: its Redis name
+ * without the prefix; an empty list is a deletion); and forgets under FEED_FORGET_TOPIC.
  * Publishing never blocks: what a slow subscriber cannot take is counted as dropped. */
 #include <stdlib.h>
 #include <string.h>
@@ -35,4 +38,31 @@ void daemon_feed_forget(pd_daemon *d, const char *user, size_t len)
 {
     if (pd_control_has_feed(d->ctl))
         feed_publish(d, FEED_FORGET_TOPIC, json_pack("{s:s%}", "user", user, len));
+}
+
+void daemon_feed_list(pd_daemon *d, size_t model, const char *key, size_t key_len, const char *user,
+                      size_t user_len, const char *item, size_t item_len, const char *const *items,
+                      const size_t *item_lens, const float *scores, size_t n, int64_t ts)
+{
+    const pd_model_conf *mc = &d->conf->models[model];
+    json_t *list = json_array(), *msg = json_object();
+    int e = !list || !msg;
+    for (size_t i = 0; i < n && !e; i++)
+        e |= json_array_append_new(list, json_pack("{s:s%, s:o}", "item", items[i], item_lens[i],
+                                                   "score", pd_control_number(scores[i])));
+    e |= json_object_set_new(msg, "key", json_stringn(key, key_len));
+    if (user)
+        e |= json_object_set_new(msg, "user", json_stringn(user, user_len));
+    if (item)
+        e |= json_object_set_new(msg, "item", json_stringn(item, item_len));
+    e |= json_object_set_new(msg, "model", pd_control_string(mc->name));
+    e |= json_object_set_new(msg, "field", pd_control_string(mc->output ? mc->output : mc->name));
+    e |= json_object_set_new(msg, "items", list); /* takes list even when it fails */
+    e |= json_object_set_new(msg, "ts", json_integer((json_int_t)ts));
+    e |= json_object_set_new(msg, "v", json_integer((json_int_t)pd_engine_generation(d->engine)));
+    if (e) {
+        json_decref(msg);
+        msg = NULL;
+    }
+    feed_publish(d, mc->name, msg);
 }

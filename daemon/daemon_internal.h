@@ -5,7 +5,8 @@
  *                      hook, event-time sources (partition -> engine source id, idleness)
  *   daemon_events.c    each message: decode, dead letter, engine, publisher, forget events
  *   daemon_feed.c      the ZeroMQ PUB score feed
- *   daemon_flush.c     Redis flush, then Kafka commit; the flush schedule and its backoff
+ *   daemon_flush.c     Redis flush, then Kafka commit; the flush schedule and its backoff;
+ *                      the lists of list models, refreshed before each flush
  *   daemon_models.c    everything said per model: Redis summaries, /metrics families, the
  *                      status reply's list, quality-gate and eviction log lines
  *   daemon_metrics.c   the rest of /metrics, one function per family group
@@ -67,7 +68,25 @@ typedef struct daemon_flush {
     uint64_t flushes_seen;
     uint64_t batch_hist[N_BATCH_BOUNDS + 1];
     double batch_sum;
+    /* positions waiting until the lists covering them are out (daemon_flush.c says when) */
+    rd_kafka_topic_partition_list_t *held;
+    int64_t held_ms; /* list clock by which every list they touch is due */
 } daemon_flush;
+
+/* daemon_flush.c: models of lists (recommenders), refreshed before each flush */
+typedef struct daemon_lists {
+    bool any;          /* the configuration has a model of lists */
+    int64_t lag_ms;    /* the longest limits.refresh among them */
+    int64_t clock_ms;  /* the list clock (wall time, never backwards) */
+    int64_t future_ms; /* lists may carry refresh times up to this (a complete refresh) */
+    double us_per_user[PD_MAX_MODELS]; /* measured refresh cost, by model index; 0: unknown */
+    bool behind;                       /* the last refresh left due users for the next */
+    int64_t behind_since_ms, behind_logged_ms; /* monotonic */
+    uint64_t users;                            /* user lists rescored */
+    uint64_t limited;                          /* refreshes the budget cut short */
+    uint64_t put_errors; /* lists the publisher refused (out of memory, NaN score) */
+    pd_strbuf key;       /* scratch: a list's Redis name */
+} daemon_lists;
 
 /* daemon_events.c */
 typedef struct daemon_events {
@@ -149,6 +168,7 @@ struct pd_daemon {
 
     daemon_loop loop;
     daemon_flush flush;
+    daemon_lists lists;
     daemon_events events;
     daemon_feed feed;
     daemon_models models;
@@ -182,12 +202,24 @@ void daemon_audit_forget(const char *user, size_t len, const char *source, bool 
 
 void daemon_feed_scores(pd_daemon *d, const pd_engine_result *res, int64_t ts, uint64_t gen);
 void daemon_feed_forget(pd_daemon *d, const char *user, size_t len);
+/* A list model's new list under key (its Redis name without the prefix); user or item names
+ * whose list it is (NULL for the popular list). */
+void daemon_feed_list(pd_daemon *d, size_t model, const char *key, size_t key_len, const char *user,
+                      size_t user_len, const char *item, size_t item_len, const char *const *items,
+                      const size_t *item_lens, const float *scores, size_t n, int64_t ts);
 
 /* ---- daemon_flush.c ---- */
 
-/* Writes everything waiting to Redis; on success commits the offsets processed before the
- * flush began. Returns 0 or a negative errno (logged). */
+/* Refreshes the lists that are due (within a budget), writes everything waiting to Redis;
+ * on success commits the offsets processed before the flush began whose lists are out too
+ * (daemon_flush.c). Returns 0 or a negative errno (logged). */
 int daemon_flush_commit(pd_daemon *d, bool sync);
+/* The same with every waiting list refreshed whatever the budget and limits.refresh say, and
+ * all the processed offsets committed: before partitions go and at stop. */
+int daemon_flush_commit_all(pd_daemon *d);
+/* Queues the deletion of a user's lists ({prefix}:{output}:{user} of every list model). */
+void daemon_lists_forget(pd_daemon *d, const char *user, size_t len);
+void daemon_flush_release(pd_daemon *d);
 /* Reads the flush interval from the configuration (the next flush keeps its time). */
 void daemon_flush_configure(pd_daemon *d);
 /* daemon_flush_configure(), and the first flush one interval from now. */

@@ -89,7 +89,8 @@ static void handle_revoke(void *ctx, pd_kafka_in *in, const rd_kafka_topic_parti
                        parts->cnt);
         return;
     }
-    if (daemon_flush_commit(d, true) < 0)
+    /* every waiting list first: the new owner resumes after what this one published */
+    if (daemon_flush_commit_all(d) < 0)
         pd_log_warning("could not flush before giving up %d partition(s); their new owner "
                        "resumes from the last commit",
                        parts->cnt);

@@ -171,15 +171,39 @@ static void render_redis(pd_daemon *d, pd_strbuf *sb)
     SAMPLE1("propensityd_redis_writes_total", "kind", "user", ps.user_writes);
     SAMPLE1("propensityd_redis_writes_total", "kind", "model", ps.model_writes);
     SAMPLE1("propensityd_redis_writes_total", "kind", "delete", ps.deletes);
+    SAMPLE1("propensityd_redis_writes_total", "kind", "list", ps.list_writes);
     FAMILY("propensityd_redis_coalesced_total", COUNTER,
            "Score updates merged into a user already waiting for the flush.");
     SAMPLE("propensityd_redis_coalesced_total", ps.coalesced);
+    FAMILY("propensityd_redis_lists_coalesced_total", COUNTER,
+           "Sorted-set lists replaced while still waiting for the flush (never written).");
+    SAMPLE("propensityd_redis_lists_coalesced_total", ps.list_coalesced);
     FAMILY("propensityd_redis_connects_total", COUNTER, "Connections made to Redis.");
     SAMPLE("propensityd_redis_connects_total", ps.connects);
     FAMILY("propensityd_redis_connected", GAUGE, "1 while connected to Redis.");
     SAMPLE("propensityd_redis_connected", pd_publisher_connected(d->pub) ? 1 : 0);
     FAMILY("propensityd_redis_pending_users", GAUGE, "Users waiting for the next flush.");
     SAMPLE("propensityd_redis_pending_users", pd_publisher_dirty(d->pub));
+}
+
+/* Models of lists: their refreshes before each flush (daemon_flush.c). */
+static void render_lists(pd_daemon *d, pd_strbuf *sb)
+{
+    const daemon_lists *l = &d->lists;
+    if (!l->any)
+        return;
+    FAMILY("propensityd_list_refresh_users_total", COUNTER,
+           "User lists rescored before a flush (all models of lists).");
+    SAMPLE("propensityd_list_refresh_users_total", l->users);
+    FAMILY("propensityd_list_refresh_limited_total", COUNTER,
+           "List refreshes the per-flush budget cut short (due users left for the next).");
+    SAMPLE("propensityd_list_refresh_limited_total", l->limited);
+    FAMILY("propensityd_list_refresh_behind", GAUGE,
+           "1 while the last refresh left due users waiting (offset commits wait too).");
+    SAMPLE("propensityd_list_refresh_behind", l->behind ? 1 : 0);
+    FAMILY("propensityd_list_errors_total", COUNTER,
+           "Lists the publisher refused (out of memory, a score that is not a number).");
+    SAMPLE("propensityd_list_errors_total", l->put_errors);
 }
 
 static void render_snapshots(pd_daemon *d, pd_strbuf *sb)
@@ -248,6 +272,7 @@ static void render_metrics(pd_daemon *d, pd_strbuf *sb)
     render_state(d, sb, &es);
     render_kafka(d, sb);
     render_redis(d, sb);
+    render_lists(d, sb);
     render_snapshots(d, sb);
     render_operations(d, sb);
     render_process(d, sb);

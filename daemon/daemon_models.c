@@ -162,14 +162,16 @@ static bool model_has_figure(const pd_model_info *mi, const char *name)
 static void render_model_counts(pd_strbuf *sb, const pd_model_info *mi, size_t n)
 {
     FAMILY("propensityd_model_examples_total", COUNTER,
-           "Labelled examples learned (labels resolved) per model.");
+           "Labelled examples learned (labels resolved) per model; interactions learned by a "
+           "model of lists.");
     for (size_t i = 0; i < n; i++)
         SAMPLE1("propensityd_model_examples_total", "model", mi[i].name, mi[i].examples);
     FAMILY("propensityd_model_positive_examples_total", COUNTER,
            "Examples learned with a positive label per model.");
     for (size_t i = 0; i < n; i++)
         SAMPLE1("propensityd_model_positive_examples_total", "model", mi[i].name, mi[i].positives);
-    FAMILY("propensityd_model_predictions_total", COUNTER, "Scores computed per model.");
+    FAMILY("propensityd_model_predictions_total", COUNTER,
+           "Scores computed per model; user lists rescored by a model of lists.");
     for (size_t i = 0; i < n; i++)
         SAMPLE1("propensityd_model_predictions_total", "model", mi[i].name, mi[i].predictions);
     FAMILY("propensityd_model_publishing", GAUGE,
