@@ -8,6 +8,7 @@
 #include "config/config.h"
 #include "daemon/commands.h"
 #include "models/learner.h"
+#include "models/recommender.h"
 #include "pipeline/featurizer.h"
 #include "pipeline/labels.h"
 #include "pipeline/user_state.h"
@@ -60,6 +61,8 @@ static int check_learners(const char *path, const pd_config *conf)
     int bad = 0;
     for (size_t i = 0; i < conf->n_models; i++) {
         char err[256];
+        if (conf->models[i].kind != PD_MODEL_KIND_GLM)
+            continue;
         if (pd_learner_check_conf(&conf->models[i].learner, err, sizeof err) < 0) {
             fprintf(stderr, "%s:%d:%d: error: models.%s: %s\n", path, conf->models[i].pos.line,
                     conf->models[i].pos.column, conf->models[i].name, err);
@@ -123,7 +126,7 @@ static void print_pending(const pd_config *conf, const pd_featurizer *fz)
     double per = 0;
     for (size_t i = 0; i < conf->n_models; i++) {
         const pd_model_conf *m = &conf->models[i];
-        if (m->label != PD_LABEL_POSITIVE_WITHIN)
+        if (m->kind != PD_MODEL_KIND_GLM || m->label != PD_LABEL_POSITIVE_WITHIN)
             continue;
         size_t nnz = pd_featurizer_max_nnz(fz, m->features, m->n_features);
         double b = (double)pd_labels_bytes_per_example(nnz);
@@ -144,6 +147,36 @@ static void print_pending(const pd_config *conf, const pd_featurizer *fz)
            "after %.1f s without events (watermark.idle_timeout)\n",
            (double)conf->state.allowed_lateness_ms / 1000.0,
            (double)conf->state.idle_timeout_ms / 1000.0);
+}
+
+/* A model of lists' lines: its keys, what it learns from, how often lists go out, the memory
+ * one user and one item take and all of them at limits.users and limits.items. Returns those
+ * bytes at the limits. */
+static double print_recommender(const pd_config *conf, const pd_model_conf *m)
+{
+    const pd_recommender_conf *r = &m->recommender;
+    const char *out = m->output ? m->output : m->name;
+    bool rec = strcmp(out, "rec") == 0;
+    printf("  %s: recommender, k %d, dim %d, lists {prefix}:%s:{user}, "
+           "{prefix}:%s%spopular, {prefix}:%s%ssim:{item}%s\n",
+           m->name, r->k, r->dim, out, rec ? "" : out, rec ? "" : "_", rec ? "" : out,
+           rec ? "" : "_", m->publish ? "" : " (not published)");
+    printf("    interactions");
+    for (size_t t = 0; t < conf->events.n_types && t < PD_MAX_EVENT_TYPES; t++)
+        if (r->interaction[t] > 0)
+            printf(" %s x%g", conf->events.types[t], r->interaction[t]);
+    printf("; a user's list rescored at most every %.1f s, an item's similar list every %.0f s\n",
+           (double)r->refresh_ms / 1000.0, (double)r->similar_refresh_ms / 1000.0);
+    size_t per_user = pd_recommender_bytes_per_user(r), per_item = pd_recommender_bytes_per_item(r);
+    double users = (double)per_user * (double)r->max_users;
+    double items = (double)per_item * (double)r->max_items;
+    char ub[32], ib[32];
+    human_bytes(ub, sizeof ub, users);
+    human_bytes(ib, sizeof ib, items);
+    printf("    memory: %zu B per user (limits.users %lld: at most %s), %zu B per item "
+           "(limits.items %lld: at most %s)\n",
+           per_user, (long long)r->max_users, ub, per_item, (long long)r->max_items, ib);
+    return users + items;
 }
 
 /* The config with its positioned errors, or NULL after printing them. */
@@ -187,13 +220,21 @@ int pd_cmd_check(int argc, char **argv)
         pd_config_free(conf);
         return 1;
     }
-    double total = 0;
+    double total = 0, lists = 0;
     printf("models: %zu\n", conf->n_models);
-    for (size_t i = 0; i < conf->n_models; i++)
-        total += print_model(conf, &conf->models[i]);
+    for (size_t i = 0; i < conf->n_models; i++) {
+        if (conf->models[i].kind == PD_MODEL_KIND_RECOMMENDER)
+            lists += print_recommender(conf, &conf->models[i]);
+        else
+            total += print_model(conf, &conf->models[i]);
+    }
     char buf[64];
     human_bytes(buf, sizeof buf, total);
     printf("memory:\n  weight tables: %s\n", buf);
+    if (lists > 0) {
+        human_bytes(buf, sizeof buf, lists);
+        printf("  models of lists: at most %s (at their limits)\n", buf);
+    }
     print_users(conf, fz);
     print_pending(conf, fz);
     pd_featurizer_free(fz);
