@@ -978,8 +978,14 @@ static void evaluate(rec *r, uint32_t us, ref target, bool known)
     score_add(&r->served, ev.rank);
     if (lead == ARM_BLEND)
         r->evaluations_blend++;
-    for (int a = 0; a < N_ARMS; a++)
-        r->arm_hits[a] = r->arm_hits[a] * keep + (rank[a] ? 1.0 : 0.0);
+    /* The arms are compared on equal terms only: the popularity rankings are judged as they
+     * stand, so the blend must be too. Judged as last refreshed, its list is older than the
+     * user's latest interaction while the user waits for a refresh (always, in a backlog read
+     * faster than limits.refresh), and such an evaluation says nothing about which arm is
+     * better: it counts in what was served, not in the choice. */
+    if (r->live || !u->queued)
+        for (int a = 0; a < N_ARMS; a++)
+            r->arm_hits[a] = r->arm_hits[a] * keep + (rank[a] ? 1.0 : 0.0);
     if (r->baselines) {
         ev.n_baselines = N_BASES;
         ev.baseline_rank[BASE_POPULARITY] = rank[ARM_POPULAR];
@@ -1173,8 +1179,13 @@ static void store_list(rec *r, user *u, size_t b)
 static int refresh_batch(rec *r, const uint32_t *slots, size_t n, int64_t now_ms,
                          const pd_list_sink *sink)
 {
-    if (score_batch(r, slots, n) < 0)
+    if (score_batch(r, slots, n) < 0) {
+        /* they stay due: back in the queue (there is room, they were just taken from it) */
+        for (size_t b = 0; b < n; b++)
+            ring_push(&r->uq, &r->uq_head, &r->uq_n, &r->uq_cap,
+                      (ref){slots[b], r->users[slots[b]].gen});
         return -EINVAL;
+    }
     for (size_t b = 0; b < n; b++) {
         user *u = &r->users[slots[b]];
         size_t m;

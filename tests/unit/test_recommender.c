@@ -191,6 +191,7 @@ static void on_eval(void *ctx, const pd_list_eval *ev)
 typedef struct lists {
     size_t k;
     size_t calls, popular_calls;
+    char popular_first[ID_LEN]; /* the first item of the last popular list */
     uint64_t digest;
     size_t n_users;
     char users[MAX_USERS][ID_LEN];
@@ -255,6 +256,8 @@ static void on_popular(void *ctx, const char *const *items, const size_t *lens, 
 
     check_list(s, items, lens, scores, n);
     s->popular_calls++;
+    if (n)
+        snprintf(s->popular_first, sizeof s->popular_first, "%.*s", (int)lens[0], items[0]);
     for (size_t i = 0; i < n; i++)
         s->digest = fnv(s->digest, items[i], lens[i]);
 }
@@ -517,6 +520,40 @@ static void feed_gen(void *m, uint64_t seed, size_t from, size_t to, const pd_li
         if (sink && i % 50 == 49)
             ops->refresh(m, e.ts, sink, 1000);
     }
+}
+
+/* A backlog judged as last refreshed (the daemon catching up: many events per user between
+ * two refreshes) says nothing about which list is better, since the blend's lists are stale
+ * (or, for new users, not there yet) while the popularity rankings are current: it must not
+ * hand the serving to popularity. The blend leads after 2000 events refreshed every 50; then,
+ * before any refresh, 1500 new users each touch a rare item and then the most popular one,
+ * which popularity ranks first and the blend has no list for: every one of those evaluations
+ * is served by the blend all the same (judging them would have handed popularity the lead). */
+static void test_backlog_keeps_the_arm(void **state)
+{
+    pd_config *conf = load_config(full_body);
+    void *m = model_new(conf);
+    lists out;
+    pd_list_sink sink = sink_of(&out, 5);
+    char user[ID_LEN];
+
+    (void)state;
+    ops->set_evaluation(m, false, false, NULL, NULL);
+    feed_gen(m, 7, 0, 2000, &sink);
+    double share = metric(m, "blend_share"), n0 = metric(m, "evaluated");
+    assert_true(share > 0.5);
+    assert_true(out.popular_first[0] && strcmp(out.popular_first, "i59") != 0);
+    for (int j = 0; j < 1500; j++) {
+        int64_t ts = 1000000 + (2000 + 2 * (int64_t)j) * 1000;
+        snprintf(user, sizeof user, "n%d", j);
+        interact(m, user, "i59", VIEW, ts);
+        interact(m, user, out.popular_first, VIEW, ts + 500);
+    }
+    double n1 = metric(m, "evaluated");
+    assert_float_equal(n1 - n0, 1500, 0);
+    assert_float_equal(metric(m, "blend_share") * n1, share * n0 + 1500, 1e-6);
+    ops->destroy(m);
+    pd_config_free(conf);
 }
 
 static void assert_same_metrics(const void *a, const void *b)
@@ -847,6 +884,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics_by_hand),
         cmocka_unit_test(test_evaluation_as_refreshed),
+        cmocka_unit_test(test_backlog_keeps_the_arm),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_save_load_round_trip),
         cmocka_unit_test(test_forget),
