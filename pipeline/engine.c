@@ -169,7 +169,8 @@ static int parts_build(parts *p, const pd_config *conf, char *errbuf, size_t err
         m->features = malloc((mc->n_features ? mc->n_features : 1) * sizeof *m->features);
         if (!m->name || !m->output || !m->features)
             goto out_nomem;
-        memcpy(m->features, mc->features, mc->n_features * sizeof *m->features);
+        if (mc->n_features) /* a list model has none: no NULL source to memcpy */
+            memcpy(m->features, mc->features, mc->n_features * sizeof *m->features);
         m->n_features = mc->n_features;
         m->ops = pd_model_ops_for(mc);
         m->fingerprint = pd_config_model_fingerprint(conf, i) ^ m->ops->fingerprint(mc);
