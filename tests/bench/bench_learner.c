@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "common/rng.h"
 #include "models/learner.h"
 #include "models/metrics.h"
 
@@ -33,11 +34,7 @@ typedef struct gen {
 
 static uint64_t next_u64(gen *g)
 {
-    uint64_t z = (g->state += 0x9e3779b97f4a7c15ull);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return pd_splitmix64(&g->state);
 }
 
 static double uniform(gen *g)
