@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@ struct broker_opts {
     size_t n_topics;
     int brokers;
     const char *ready_file;
+    bool control; /* fault-injection commands on stdin */
 };
 
 /* Set by the signal handler only; everything else happens in main's loop. */
@@ -46,7 +48,8 @@ static void on_stop_signal(int sig)
 static void usage(FILE *out, const char *argv0)
 {
     fprintf(out,
-            "usage: %s [--topic NAME[:PARTITIONS]]... [--brokers N] [--ready-file FILE]\n"
+            "usage: %s [--topic NAME[:PARTITIONS]]... [--brokers N] [--ready-file FILE] "
+            "[--control]\n"
             "\n"
             "Runs librdkafka's mock Kafka cluster as a standalone broker for development and\n"
             "tests. Prints the bootstrap address (host:port[,host:port...]) as the first line\n"
@@ -57,6 +60,17 @@ static void usage(FILE *out, const char *argv0)
             "  -b, --brokers N                number of mock brokers (default 1, max %d)\n"
             "  -r, --ready-file FILE          once listening, atomically write the bootstrap\n"
             "                                 address to FILE (temp file + rename)\n"
+            "  -c, --control                  read fault-injection commands from stdin, one a\n"
+            "                                 line, each answered on stdout with \"ok\" or\n"
+            "                                 \"error: WHY\" (for the fault tests):\n"
+            "      down BROKER | up BROKER    refuse / accept connections (-1: every broker)\n"
+            "      rtt BROKER MS              delay every response of a broker\n"
+            "      leader TOPIC PART BROKER   move a partition's leader\n"
+            "      coordinator GROUP BROKER   move a consumer group's coordinator\n"
+            "      errors API N ERROR         the next N requests of API (Fetch, OffsetCommit,\n"
+            "                                 ... or its number) fail with ERROR (a name such\n"
+            "                                 as NOT_COORDINATOR, or a number)\n"
+            "      clear API                  drop the errors still queued for API\n"
             "  -h, --help                     this text\n"
             "\n"
             "Limits of the mock cluster (librdkafka %s), which is not a real Kafka:\n"
@@ -155,13 +169,14 @@ static int opts_parse(int argc, char **argv, struct broker_opts *opts)
         {"topic", required_argument, NULL, 't'},
         {"brokers", required_argument, NULL, 'b'},
         {"ready-file", required_argument, NULL, 'r'},
+        {"control", no_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
 
     opts->brokers = 1;
-    while ((c = getopt_long(argc, argv, "t:b:r:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:b:r:ch", longopts, NULL)) != -1) {
         switch (c) {
         case 't': {
             int err = opts_add_topic(opts, optarg);
@@ -182,6 +197,9 @@ static int opts_parse(int argc, char **argv, struct broker_opts *opts)
                 return -EINVAL;
             }
             opts->ready_file = optarg;
+            break;
+        case 'c':
+            opts->control = true;
             break;
         case 'h':
             usage(stdout, argv[0]);
@@ -228,6 +246,161 @@ static int ready_file_write(const char *path, const char *bootstraps)
 out_unlink:
     unlink(tmp);
     return err ? err : -EIO;
+}
+
+/* ---- fault injection (--control) ---- */
+
+static const struct {
+    const char *name;
+    int16_t key;
+} api_keys[] = {
+    {"Produce", 0},       {"Fetch", 1},          {"ListOffsets", 2},      {"Metadata", 3},
+    {"OffsetCommit", 8},  {"OffsetFetch", 9},    {"FindCoordinator", 10}, {"JoinGroup", 11},
+    {"Heartbeat", 12},    {"LeaveGroup", 13},    {"SyncGroup", 14},       {"ApiVersions", 18},
+    {"InitProducerId", 22},
+};
+
+static int parse_api(const char *s, int16_t *ret_key)
+{
+    int v;
+    for (size_t i = 0; i < sizeof api_keys / sizeof api_keys[0]; i++) {
+        if (strcmp(s, api_keys[i].name) == 0) {
+            *ret_key = api_keys[i].key;
+            return 0;
+        }
+    }
+    if (parse_int(s, 0, 100, &v) < 0)
+        return -EINVAL;
+    *ret_key = (int16_t)v;
+    return 0;
+}
+
+/* An error by librdkafka's name without the RD_KAFKA_RESP_ERR_ prefix, or by number. */
+static int parse_error(const char *s, rd_kafka_resp_err_t *ret_err)
+{
+    const struct rd_kafka_err_desc *descs;
+    size_t n;
+    int v;
+    rd_kafka_get_err_descs(&descs, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (descs[i].name && strcmp(descs[i].name, s) == 0) {
+            *ret_err = descs[i].code;
+            return 0;
+        }
+    }
+    if (parse_int(s, -200, 200, &v) < 0)
+        return -EINVAL;
+    *ret_err = (rd_kafka_resp_err_t)v;
+    return 0;
+}
+
+/* Runs one command line; writes the reason of a refusal to why. */
+static int control_run(rd_kafka_mock_cluster_t *mc, char *line, char *why, size_t whylen)
+{
+    char *argv[5];
+    int argc = 0, broker, part, n;
+    int16_t api;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR, inj;
+    for (char *save = NULL, *tok = strtok_r(line, " \t\r\n", &save); tok && argc < 5;
+         tok = strtok_r(NULL, " \t\r\n", &save))
+        argv[argc++] = tok;
+    if (argc == 0) {
+        snprintf(why, whylen, "empty command");
+        return -EINVAL;
+    }
+#define NEED(k)                                                                                    \
+    do {                                                                                           \
+        if (argc != (k) + 1) {                                                                     \
+            snprintf(why, whylen, "%s takes %d argument(s)", argv[0], (k));                        \
+            return -EINVAL;                                                                        \
+        }                                                                                          \
+    } while (0)
+    if (strcmp(argv[0], "down") == 0 || strcmp(argv[0], "up") == 0) {
+        NEED(1);
+        if (parse_int(argv[1], -1, MAX_BROKERS, &broker) < 0)
+            goto out_bad;
+        err = argv[0][0] == 'd' ? rd_kafka_mock_broker_set_down(mc, broker)
+                                : rd_kafka_mock_broker_set_up(mc, broker);
+    } else if (strcmp(argv[0], "rtt") == 0) {
+        NEED(2);
+        if (parse_int(argv[1], -1, MAX_BROKERS, &broker) < 0 ||
+            parse_int(argv[2], 0, 600000, &n) < 0)
+            goto out_bad;
+        err = rd_kafka_mock_broker_set_rtt(mc, broker, n);
+    } else if (strcmp(argv[0], "leader") == 0) {
+        NEED(3);
+        if (parse_int(argv[2], 0, MAX_PARTITIONS, &part) < 0 ||
+            parse_int(argv[3], -1, MAX_BROKERS, &broker) < 0)
+            goto out_bad;
+        err = rd_kafka_mock_partition_set_leader(mc, argv[1], part, broker);
+    } else if (strcmp(argv[0], "coordinator") == 0) {
+        NEED(2);
+        if (parse_int(argv[2], -1, MAX_BROKERS, &broker) < 0)
+            goto out_bad;
+        err = rd_kafka_mock_coordinator_set(mc, "group", argv[1], broker);
+    } else if (strcmp(argv[0], "errors") == 0) {
+        NEED(3);
+        if (parse_api(argv[1], &api) < 0 || parse_int(argv[2], 1, 100000, &n) < 0 ||
+            parse_error(argv[3], &inj) < 0)
+            goto out_bad;
+        rd_kafka_resp_err_t *errs = malloc((size_t)n * sizeof *errs);
+        if (!errs) {
+            snprintf(why, whylen, "out of memory");
+            return -ENOMEM;
+        }
+        for (int i = 0; i < n; i++)
+            errs[i] = inj;
+        rd_kafka_mock_push_request_errors_array(mc, api, (size_t)n, errs);
+        free(errs);
+    } else if (strcmp(argv[0], "clear") == 0) {
+        NEED(1);
+        if (parse_api(argv[1], &api) < 0)
+            goto out_bad;
+        rd_kafka_mock_clear_request_errors(mc, api);
+    } else {
+        snprintf(why, whylen, "unknown command \"%s\"", argv[0]);
+        return -EINVAL;
+    }
+#undef NEED
+    if (err) {
+        snprintf(why, whylen, "%s", rd_kafka_err2str(err));
+        return -EIO;
+    }
+    return 0;
+
+out_bad:
+    snprintf(why, whylen, "bad argument to %s", argv[0]);
+    return -EINVAL;
+}
+
+/* Reads what stdin has and runs each complete line. Returns false at end of input. */
+static bool control_read(rd_kafka_mock_cluster_t *mc, char *buf, size_t cap, size_t *len)
+{
+    ssize_t got = read(STDIN_FILENO, buf + *len, cap - 1 - *len);
+    if (got <= 0)
+        return got < 0 && (errno == EINTR || errno == EAGAIN);
+    *len += (size_t)got;
+    buf[*len] = '\0';
+    char *nl;
+    while ((nl = strchr(buf, '\n')) != NULL) {
+        char why[256];
+        *nl = '\0';
+        fprintf(stderr, "pd-kafka-broker: control: %s\n", buf);
+        if (control_run(mc, buf, why, sizeof why) == 0)
+            printf("ok\n");
+        else
+            printf("error: %s\n", why);
+        fflush(stdout);
+        size_t used = (size_t)(nl + 1 - buf);
+        memmove(buf, nl + 1, *len - used + 1);
+        *len -= used;
+    }
+    if (*len == cap - 1) { /* a line longer than the buffer: refuse it whole */
+        printf("error: command too long\n");
+        fflush(stdout);
+        *len = 0;
+    }
+    return true;
 }
 
 /* Blocks the stop signals first and waits with sigsuspend(), so a signal arriving between the
@@ -336,8 +509,21 @@ int main(int argc, char **argv)
     fprintf(stderr, "pd-kafka-broker: %d broker(s) listening on %s, %zu topic(s)\n", opts.brokers,
             bootstraps, opts.n_topics);
 
-    while (!stop_requested)
-        sigsuspend(&waitmask);
+    if (opts.control) {
+        /* ppoll() unblocks the stop signals only while it waits, like sigsuspend() */
+        char buf[4096];
+        size_t len = 0;
+        bool open = true;
+        while (!stop_requested) {
+            struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+            int r = ppoll(&pfd, open ? 1 : 0, NULL, &waitmask);
+            if (r > 0 && open)
+                open = control_read(mcluster, buf, sizeof buf, &len);
+        }
+    } else {
+        while (!stop_requested)
+            sigsuspend(&waitmask);
+    }
 
     fprintf(stderr, "pd-kafka-broker: stopping\n");
     exit_code = 0;

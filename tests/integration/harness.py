@@ -224,6 +224,45 @@ class RedisServer:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
+    # ---- faults (tests/faults/) ----
+
+    def down(self):
+        """Kills redis-server (SIGKILL: clients see the connection drop) but keeps its port
+        and directory for up()."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            _live.discard(self.proc)
+            self.proc = None
+
+    def up(self):
+        """Starts redis-server again on the same port (empty: there is no persistence)."""
+        log = os.path.join(self._tmp, "redis.log")
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            self.proc = spawn(
+                [_tool("PD_REDIS_SERVER", "redis-server"),
+                 "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", self._tmp,
+                 "--daemonize", "no", "--logfile", log],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for(self._ping, 3.0, 0.05, "redis-server PING", alive=self._check_alive)
+                return self
+            except HarnessError:
+                kill_process(self.proc)
+                if time.monotonic() > deadline:
+                    raise HarnessError("redis-server did not come back:\n" + _tail(log))
+                time.sleep(0.2)  # the port may still be in TIME_WAIT's hands
+
+    def freeze(self):
+        """SIGSTOP: connections stay open and nothing answers."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def __enter__(self):
         return self.start()
 
@@ -241,11 +280,12 @@ class Broker:
     `topics` is a dict name -> partitions or a list of "name[:partitions]".
     """
 
-    def __init__(self, topics, brokers=1, start_timeout=15.0):
+    def __init__(self, topics, brokers=1, start_timeout=15.0, control=False):
         if isinstance(topics, dict):
             topics = ["%s:%d" % (name, parts) for name, parts in topics.items()]
         self.topics = list(topics)
         self.brokers = brokers
+        self.control = control
         self.start_timeout = start_timeout
         self.bootstrap = None
         self.proc = None
@@ -258,9 +298,11 @@ class Broker:
         argv = [env_path("PD_BROKER"), "--brokers", str(self.brokers), "--ready-file", ready]
         for t in self.topics:
             argv += ["--topic", t]
+        if self.control:
+            argv.append("--control")
         with open(self.log_path, "wb") as log:
-            self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=log)
+            pipe = subprocess.PIPE if self.control else subprocess.DEVNULL
+            self.proc = spawn(argv, stdin=pipe, stdout=pipe, stderr=log)
 
         def read_ready():
             if self.proc.poll() is not None:
@@ -271,7 +313,21 @@ class Broker:
             return None
 
         self.bootstrap = wait_for(read_ready, self.start_timeout, 0.05, "pd-kafka-broker")
+        if self.control:
+            self.proc.stdout.readline()  # the bootstrap line
         return self
+
+    def command(self, line):
+        """One fault-injection command (Broker(control=True); pd-kafka-broker --help lists
+        them: down/up BROKER, rtt BROKER MS, leader TOPIC PART BROKER, coordinator GROUP
+        BROKER, errors API N ERROR, clear API). Raises HarnessError when it is refused."""
+        if not self.control:
+            raise HarnessError("Broker(control=True) takes commands")
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline().decode().strip()
+        if reply != "ok":
+            raise HarnessError("pd-kafka-broker refused %r: %s" % (line, reply or "(exited)"))
 
     def stop(self):
         """Stops the broker; returns its exit code (0 on a clean SIGTERM shutdown)."""
