@@ -22,17 +22,46 @@ static volatile sig_atomic_t got_stop;
 static volatile sig_atomic_t got_reload;
 static volatile sig_atomic_t exit_status;
 
-/* librdkafka 2.0's teardown can wait on a broker thread for a long time after the group was
- * left cleanly. By then everything is flushed, committed and snapshotted, so a bounded wait is
- * safe: the handler only writes a fixed line and exits with the status already decided. */
-static void on_teardown_timeout(int sig)
+/* The stop is bounded as a whole (STOP_LIMIT_S from SIGTERM, README "How it keeps what it
+ * accepted"): the last flush and commit are retried for up to STOP_FLUSH_MS
+ * (daemon_flush.c), then the snapshot is written, then the consumer leaves the group and is
+ * destroyed. rd_kafka_consumer_close() and rd_kafka_destroy() can wait on a broker thread
+ * without end (librdkafka 2.0, a broker gone or a rare teardown race), so an alarm armed when
+ * the drain begins ends the process once the bound has passed, with the status decided so
+ * far: 1 until the flush and the snapshot are done, theirs after (what the close would add is
+ * leaving the group, which the session timeout does too). The handler only writes a fixed
+ * line and exits. */
+#define STOP_LIMIT_S   35
+#define TEARDOWN_MAX_S 5 /* the Kafka teardown's share, when no drain ran before it */
+#define STR_(x)        #x
+#define STR(x)         STR_(x)
+
+/* flushed, committed and snapshotted: only Kafka's teardown is left */
+static volatile sig_atomic_t drained;
+
+static void on_stop_timeout(int sig)
 {
     (void)sig;
-    static const char msg[] = "level=warning msg=\"kafka client teardown is hanging after a "
-                              "clean stop; exiting anyway\"\n";
-    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    static const char late[] = "level=warning msg=\"stopping took longer than its bound; "
+                               "exiting anyway\" bound_seconds=" STR(STOP_LIMIT_S) "\n";
+    static const char teardown[] = "level=warning msg=\"kafka client teardown is hanging after "
+                                   "a clean stop; exiting anyway\"\n";
+    ssize_t w = drained ? write(STDERR_FILENO, teardown, sizeof teardown - 1)
+                        : write(STDERR_FILENO, late, sizeof late - 1);
     (void)w;
     _exit(exit_status);
+}
+
+/* Arms the stop's alarm for at most seconds, never later than one already running. */
+static void arm_stop_limit(unsigned seconds)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_timeout;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    unsigned left = alarm(0);
+    alarm(left && left < seconds ? left : seconds);
 }
 
 static void on_stop_signal(int sig)
@@ -144,14 +173,8 @@ void pd_daemon_free(pd_daemon *d)
     d->ctl = NULL;
     pd_http_free(d->http);
     d->http = NULL;
-    if (d->in) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_teardown_timeout;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGALRM, &sa, NULL);
-        alarm(5);
-    }
+    if (d->in)
+        arm_stop_limit(TEARDOWN_MAX_S); /* within what is left of a drain's bound */
     stop_wakeup(d);
     pd_kafka_in_free(d->in); /* a revoke may still run here: the rest is still in place */
     pd_dead_letter_free(d->dlq);
@@ -366,6 +389,8 @@ static void log_stop_summary(pd_daemon *d)
 static int drain(pd_daemon *d)
 {
     int status = 0;
+    exit_status = 1; /* what the alarm exits with until the flush and snapshot are done */
+    arm_stop_limit(STOP_LIMIT_S);
     pd_log_info("stopping: draining the batch in hand, flushing redis, committing offsets");
     pd_notify_stopping(d->notify, "stopping: flushing redis, committing offsets, snapshot");
     if (d->http)
@@ -375,9 +400,11 @@ static int drain(pd_daemon *d)
         status = 1;
     if (daemon_snapshot_final(d) < 0)
         status = 1;
+    exit_status = status;
     stop_wakeup(d);
     pd_kafka_in_close(d->in); /* leaves the group; the revoke hook finds nothing left */
     log_stop_summary(d);
+    drained = 1;
     return status;
 }
 

@@ -226,7 +226,7 @@ void daemon_flush_configure(pd_daemon *d);
 void daemon_flush_start(pd_daemon *d);
 /* Flushes and commits when due; on failure keeps consuming and retries with backoff. */
 void daemon_flush_tick(pd_daemon *d, int64_t now_ms);
-/* The last flush at stop, retried for up to 30 s. Returns 0, or -EIO when it never took. */
+/* The last flush at stop, retried for up to 25 s. Returns 0, or -EIO when it never took. */
 int daemon_flush_final(pd_daemon *d);
 /* The flush batch-size histogram's bucket bounds (N_BATCH_BOUNDS of them). */
 extern const double daemon_batch_bounds[N_BATCH_BOUNDS];
