@@ -543,6 +543,9 @@ class Daemon:
             self._tmp = tempfile.mkdtemp(prefix="pd-daemon-")
             self.log_path = os.path.join(self._tmp, "propensityd.log")
         env = dict(os.environ)
+        # config/example.yaml serves /metrics on ${PROPENSITYD_HTTP:-127.0.0.1:9464}: a free
+        # port, so tests running at once do not collide on 9464
+        env.setdefault("PROPENSITYD_HTTP", "127.0.0.1:%d" % free_port())
         env.update({k: str(v) for k, v in self.env.items()})
         with open(self.log_path, "wb") as log:
             self.proc = spawn([binary, "--config", self.config] + self.args, env=env,
@@ -643,6 +646,8 @@ def ops_config(directory, daemon=None, snapshot_dir=None, forget_type=False, ext
     path."""
     with open(os.path.join(source_root(), "config", "example.yaml")) as f:
         text = f.read()
+    # the example's own daemon: section (metrics on 127.0.0.1:9464) gives way to the test's
+    text = re.sub(r"^daemon:\n(?:[ \t]+\S.*\n)*", "", text, flags=re.MULTILINE)
     if dead_letter_topic:
         text = text.replace("  types: [view,", "  dead_letter_topic: %s\n  types: [view,"
                             % dead_letter_topic, 1)
