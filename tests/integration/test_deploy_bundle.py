@@ -8,9 +8,12 @@ Declared in deploy/meson.build (suite integration). It checks:
     promtool is installed (Debian package prometheus; $PROMTOOL or PATH)
   - propensityd.json is valid JSON, a Grafana dashboard whose panels have unique ids, fit the
     24-column grid, and query throughput, lag, Redis latency, log loss, AUC, users and memory
+  - config/example.yaml (the installed pipeline.yaml.example) serves /metrics and the health
+    endpoints by default, at 127.0.0.1:9464 unless PROPENSITYD_HTTP says otherwise
   - every metric the alerts and the dashboard name is one a running daemon exports: the
-    daemon runs a logistic, a linear and a recommender model over a generated stream and its
-    /metrics families are the reference (so a renamed metric fails this test)
+    daemon runs the example with a linear and a recommender model added over a generated
+    stream, /metrics where the example's daemon.http puts it, and its families are the
+    reference (so a renamed metric fails this test)
 """
 
 import json
@@ -144,21 +147,35 @@ def check_dashboard(path):
     return exprs
 
 
-def daemon_config(directory, http_port):
-    """config/example.yaml with two more model kinds, its own daemon: section and snapshots."""
+def daemon_config(directory):
+    """config/example.yaml with two more model kinds, snapshots and a control socket in
+    `directory`; /metrics where the example's daemon.http says."""
     with open(os.path.join(harness.source_root(), "config", "example.yaml")) as f:
         text = f.read()
-    # drop a daemon: section the example may carry; ours follows
-    text = re.sub(r"^daemon:.*?(?=^\S|\Z)", "", text, flags=re.MULTILINE | re.DOTALL)
     check(text.count("\nmodels:\n") == 1, "config/example.yaml has no models: section")
     text = text.replace("\nmodels:\n", "\n" + EXTRA_MODELS, 1)
-    text += ("\nsnapshot:\n  dir: %s/snap\n  interval: 0\n"
-             "\ndaemon:\n  http: 127.0.0.1:%d\n  control: ipc://%s/control.sock\n"
-             % (directory, http_port, directory))
+    text += "\nsnapshot:\n  dir: %s/snap\n  interval: 0\n" % directory
+    control = "  control: ipc://%s/control.sock\n" % directory
+    if re.search(r"^daemon:\n", text, re.MULTILINE):
+        text = re.sub(r"^daemon:\n", "daemon:\n" + control, text, count=1, flags=re.MULTILINE)
+    else:
+        text += "\ndaemon:\n" + control
     path = os.path.join(directory, "pipeline.yaml")
     with open(path, "w") as f:
         f.write(text)
     return path
+
+
+def example_http():
+    """The example's daemon.http as written: metrics are on by default, on a port the
+    environment can move (PROPENSITYD_HTTP)."""
+    with open(os.path.join(harness.source_root(), "config", "example.yaml")) as f:
+        doc = yaml.safe_load(f)
+    http = (doc.get("daemon") or {}).get("http")
+    check(http == "${PROPENSITYD_HTTP:-127.0.0.1:9464}",
+          "config/example.yaml: daemon.http is %r; want metrics on by default at "
+          "127.0.0.1:9464, movable with PROPENSITYD_HTTP" % http)
+    return http
 
 
 def exported_metrics(tmp):
@@ -166,12 +183,13 @@ def exported_metrics(tmp):
     _bucket/_sum/_count series)."""
     lines = harness.eventgen("--events", 1500, "--users", 100, "--seed", 5,
                              "--format", "keyed").splitlines()
+    example_http()
     http_port = harness.free_port()
-    config = daemon_config(tmp, http_port)
+    config = daemon_config(tmp)
     with harness.RedisServer() as rs, harness.Broker({TOPIC: 2}) as broker:
         harness.produce_kcat(broker.bootstrap, TOPIC, lines)
         env = {"KAFKA_BROKERS": broker.bootstrap, "KAFKA_TOPIC": TOPIC, "KAFKA_GROUP": GROUP,
-               "REDIS_URL": rs.url}
+               "REDIS_URL": rs.url, "PROPENSITYD_HTTP": "127.0.0.1:%d" % http_port}
         with harness.Daemon(config, env) as d:
             def settled():
                 status, text = harness.http_get(http_port, "/metrics")
