@@ -2,10 +2,15 @@
  * Prometheus text every RENDER_MS and handed, with readiness for /readyz, to the HTTP
  * thread. One function per family group, in the order the families are written; the
  * per-model families come from daemon_models.c. */
+#include <dirent.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <librdkafka/rdkafka.h>
 
 #include "common/clock.h"
 #include "daemon/daemon_internal.h"
@@ -15,8 +20,14 @@
 
 static void render_daemon(pd_daemon *d, pd_strbuf *sb)
 {
-    FAMILY("propensityd_build_info", GAUGE, "Version of the running daemon (always 1).");
-    pd_prom_sample(sb, "propensityd_build_info", (const char *[]){"version", PD_VERSION, NULL}, 1);
+    char hiredis[32];
+    snprintf(hiredis, sizeof hiredis, "%d.%d.%d", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+    FAMILY("propensityd_build_info", GAUGE,
+           "The running daemon's version and the libraries it runs on (always 1).");
+    pd_prom_sample(sb, "propensityd_build_info",
+                   (const char *[]){"version", PD_VERSION, "librdkafka", rd_kafka_version_str(),
+                                    "hiredis", hiredis, NULL},
+                   1);
     FAMILY("propensityd_ready", GAUGE, "1 when /readyz answers 200.");
     char why[160];
     SAMPLE("propensityd_ready", daemon_not_ready_reason(d, why, sizeof why) ? 0 : 1);
@@ -98,10 +109,16 @@ static void render_state(pd_daemon *d, pd_strbuf *sb, const pd_engine_stats *es)
            "Users forgotten on a privacy request, by source.");
     SAMPLE1("propensityd_users_forgotten_total", "source", "control", d->control.forgets);
     SAMPLE1("propensityd_users_forgotten_total", "source", "event", d->events.forgets);
-    FAMILY("propensityd_watermark_seconds", GAUGE,
-           "Event-time watermark (highest event time minus allowed lateness).");
-    SAMPLE("propensityd_watermark_seconds",
-           es->max_event_ts_ms == INT64_MIN ? NAN : (double)es->watermark_ms / 1000.0);
+    bool has_wm = es->max_event_ts_ms != INT64_MIN; /* no samples before the first event */
+    FAMILY("propensityd_watermark_timestamp_seconds", GAUGE,
+           "Event-time watermark (highest event time minus allowed lateness), since the epoch.");
+    if (has_wm)
+        SAMPLE("propensityd_watermark_timestamp_seconds", (double)es->watermark_ms / 1000.0);
+    FAMILY("propensityd_event_time_lag_seconds", GAUGE,
+           "Wall clock minus the event-time watermark: how far behind the events the labels are.");
+    if (has_wm)
+        SAMPLE("propensityd_event_time_lag_seconds",
+               (double)(pd_clock_wall_ms() - es->watermark_ms) / 1000.0);
     FAMILY("propensityd_memory_bytes", GAUGE, "Memory held by part of the engine.");
     SAMPLE1("propensityd_memory_bytes", "part", "users", es->memory_users);
     SAMPLE1("propensityd_memory_bytes", "part", "pending", es->memory_pending);
@@ -113,7 +130,7 @@ static void put_lag(void *ctx, const char *topic, int32_t partition, int64_t lag
     pd_strbuf *sb = ctx;
     char part[16];
     snprintf(part, sizeof part, "%" PRId32, partition);
-    pd_prom_sample(sb, "propensityd_kafka_consumer_lag",
+    pd_prom_sample(sb, "propensityd_kafka_consumer_lag_messages",
                    (const char *[]){"topic", topic, "partition", part, NULL},
                    lag >= 0 ? (double)lag : NAN);
 }
@@ -123,7 +140,7 @@ static void render_kafka(pd_daemon *d, pd_strbuf *sb)
     pd_kafka_stats ks = {0};
     if (d->in)
         pd_kafka_in_get_stats(d->in, &ks);
-    FAMILY("propensityd_kafka_consumer_lag", GAUGE,
+    FAMILY("propensityd_kafka_consumer_lag_messages", GAUGE,
            "Messages between the processed position and the end of each assigned partition.");
     if (d->in)
         pd_kafka_in_each_lag(d->in, put_lag, sb);
@@ -212,10 +229,9 @@ static void render_snapshots(pd_daemon *d, pd_strbuf *sb)
     FAMILY("propensityd_snapshots_total", COUNTER, "Snapshots written, by result.");
     SAMPLE1("propensityd_snapshots_total", "result", "ok", sn->written);
     SAMPLE1("propensityd_snapshots_total", "result", "failed", sn->failed);
-    FAMILY("propensityd_snapshot_age_seconds", GAUGE,
-           "Seconds since the last snapshot was written (NaN before the first).");
-    SAMPLE("propensityd_snapshot_age_seconds",
-           sn->last_wall_ms ? (double)(pd_clock_wall_ms() - sn->last_wall_ms) / 1000.0 : NAN);
+    FAMILY("propensityd_last_snapshot_timestamp_seconds", GAUGE,
+           "When the last snapshot was written, since the epoch (0 before the first).");
+    SAMPLE("propensityd_last_snapshot_timestamp_seconds", (double)sn->last_wall_ms / 1000.0);
     FAMILY("propensityd_snapshot_duration_seconds", GAUGE,
            "How long the last snapshot took to write.");
     SAMPLE("propensityd_snapshot_duration_seconds", sn->last_wall_ms ? sn->last_seconds : NAN);
@@ -241,21 +257,62 @@ static void render_operations(pd_daemon *d, pd_strbuf *sb)
     SAMPLE1("propensityd_feed_messages_total", "result", "dropped", d->feed.dropped);
 }
 
-static double rss_bytes(void)
+/* Virtual and resident memory from /proc/self/statm (pages), NaN when unreadable. */
+static void memory_bytes(double *ret_virtual, double *ret_resident)
 {
     FILE *f = fopen("/proc/self/statm", "r");
     unsigned long long size = 0, resident = 0;
+    double page = (double)sysconf(_SC_PAGESIZE);
+
+    *ret_virtual = *ret_resident = NAN;
     if (!f)
-        return NAN;
-    int n = fscanf(f, "%llu %llu", &size, &resident);
+        return;
+    if (fscanf(f, "%llu %llu", &size, &resident) == 2) {
+        *ret_virtual = (double)size * page;
+        *ret_resident = (double)resident * page;
+    }
     fclose(f);
-    return n == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) : NAN;
 }
 
+/* Open file descriptors: the entries of /proc/self/fd, less the one reading it. */
+static double open_fds(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    double n = 0;
+
+    if (!dir)
+        return NAN;
+    for (struct dirent *e; (e = readdir(dir));)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(dir);
+    return n - 1;
+}
+
+/* The standard process_* families of the Prometheus client libraries. */
 static void render_process(pd_daemon *d, pd_strbuf *sb)
 {
+    struct rusage ru;
+    struct rlimit rl;
+    double virt, res;
+
+    memory_bytes(&virt, &res);
+    FAMILY("process_cpu_seconds_total", COUNTER, "Total user and system CPU time in seconds.");
+    SAMPLE("process_cpu_seconds_total",
+           getrusage(RUSAGE_SELF, &ru) == 0
+               ? (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                     (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6
+               : NAN);
+    FAMILY("process_open_fds", GAUGE, "Number of open file descriptors.");
+    SAMPLE("process_open_fds", open_fds());
+    FAMILY("process_max_fds", GAUGE, "Maximum number of open file descriptors.");
+    SAMPLE("process_max_fds", getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                                  ? (double)rl.rlim_cur
+                                  : NAN);
+    FAMILY("process_virtual_memory_bytes", GAUGE, "Virtual memory size in bytes.");
+    SAMPLE("process_virtual_memory_bytes", virt);
     FAMILY("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.");
-    SAMPLE("process_resident_memory_bytes", rss_bytes());
+    SAMPLE("process_resident_memory_bytes", res);
     FAMILY("process_start_time_seconds", GAUGE, "Start time of the process since the epoch.");
     SAMPLE("process_start_time_seconds", (double)d->ready.started_wall_ms / 1000.0);
 }

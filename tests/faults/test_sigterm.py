@@ -38,7 +38,7 @@ def main():
                                  0.05, "consuming")
                     check(producer.thread.is_alive(), "the stream ended before stop %d" % i)
                     lag = faults.metrics(case.http_port).get(
-                        'propensityd_kafka_consumer_lag{topic="events",partition="0"}')
+                        'propensityd_kafka_consumer_lag_messages{topic="events",partition="0"}')
                     t0 = time.monotonic()
                     code = d.stop(timeout=60, sig=signal.SIGTERM)
                     dt = time.monotonic() - t0

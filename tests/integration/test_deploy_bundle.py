@@ -36,9 +36,9 @@ DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 # the conditions ops asked alerts for, each as a metric its alert must query
 ALERT_METRICS = {
     "not ready": "propensityd_ready",
-    "consumer lag growing": "propensityd_kafka_consumer_lag",
+    "consumer lag growing": "propensityd_kafka_consumer_lag_messages",
     "Redis flush failures": "propensityd_redis_flush_failures_total",
-    "snapshot stale": "propensityd_snapshot_age_seconds",
+    "snapshot stale": "propensityd_last_snapshot_timestamp_seconds",
     "quality gate closed": "propensityd_model_publishing",
     "dead letters rising": "propensityd_dead_lettered_total",
     "labels evicted": "propensityd_model_examples_evicted_total",
@@ -46,7 +46,7 @@ ALERT_METRICS = {
 # and the dashboard's subjects
 DASHBOARD_METRICS = {
     "throughput": "propensityd_events_total",
-    "lag": "propensityd_kafka_consumer_lag",
+    "lag": "propensityd_kafka_consumer_lag_messages",
     "Redis latency": "propensityd_redis_write_duration_seconds_bucket",
     "log loss": "propensityd_model_log_loss",
     "AUC": "propensityd_model_auc",

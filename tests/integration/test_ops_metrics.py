@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -213,7 +214,7 @@ def main():
                       "dead_lettered")
                 check(value(samples, "propensityd_users") == len(users), "users")
                 for p in range(PARTITIONS):
-                    check(value(samples, "propensityd_kafka_consumer_lag", topic=TOPIC,
+                    check(value(samples, "propensityd_kafka_consumer_lag_messages", topic=TOPIC,
                                 partition=str(p)) == 0, "lag of partition %d" % p)
                 check(value(samples, "propensityd_model_predictions_total",
                             model="purchase_propensity") == len(events), "predictions")
@@ -229,6 +230,24 @@ def main():
                       value(samples, "propensityd_redis_write_duration_seconds_count"),
                       "batch histogram and latency histogram count different flushes")
                 check(value(samples, "process_resident_memory_bytes") > 1e6, "rss")
+                # the standard process set and timestamps, per the Prometheus naming guide
+                check(value(samples, "process_virtual_memory_bytes") >=
+                      value(samples, "process_resident_memory_bytes"), "virtual memory")
+                check(value(samples, "process_cpu_seconds_total") > 0, "cpu seconds")
+                check(3 <= value(samples, "process_open_fds") <= value(samples, "process_max_fds"),
+                      "open fds")
+                now = time.time()
+                check(abs(value(samples, "process_start_time_seconds") - now) < 600, "start time")
+                wm = value(samples, "propensityd_watermark_timestamp_seconds")
+                check(1e9 < wm < now + 86400, "watermark timestamp %r" % wm)
+                lag = value(samples, "propensityd_event_time_lag_seconds")
+                check(abs((now - wm) - lag) < 60, "event-time lag %r against %r" % (lag, now - wm))
+                snap_ts = value(samples, "propensityd_last_snapshot_timestamp_seconds")
+                check(snap_ts == 0 or abs(snap_ts - now) < 600, "last snapshot %r" % snap_ts)
+                info = [ls for (n, ls), v in samples.items()
+                        if n == "propensityd_build_info" and v == 1]
+                check(len(info) == 1 and {k for k, _ in info[0]} >=
+                      {"version", "librdkafka", "hiredis"}, "build_info %s" % info)
                 check(value(samples, "propensityd_snapshot_duration_seconds") >= 0, "snap")
                 check(value(samples, "propensityd_ready") == 1, "ready gauge")
 
