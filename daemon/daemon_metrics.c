@@ -109,7 +109,8 @@ static void render_state(pd_daemon *d, pd_strbuf *sb, const pd_engine_stats *es)
            "Users forgotten on a privacy request, by source.");
     SAMPLE1("propensityd_users_forgotten_total", "source", "control", d->control.forgets);
     SAMPLE1("propensityd_users_forgotten_total", "source", "event", d->events.forgets);
-    bool has_wm = es->max_event_ts_ms != INT64_MIN; /* no samples before the first event */
+    /* no samples before there is a watermark (every partition holds it until its first event) */
+    bool has_wm = es->max_event_ts_ms != INT64_MIN && es->watermark_ms != INT64_MIN;
     FAMILY("propensityd_watermark_timestamp_seconds", GAUGE,
            "Event-time watermark (highest event time minus allowed lateness), since the epoch.");
     if (has_wm)
