@@ -481,13 +481,15 @@ out_nomem:
     return -ENOMEM;
 }
 
+/* The slot of an item, added when it is new: 1 when it was added, 0 when it was known (and
+ * is now the most recently seen), or -ENOMEM. */
 static int item_get(rec *r, const char *id, size_t len, uint32_t *ret_slot)
 {
     uint64_t h = id_hash(id, len);
     size_t i = item_find(r, h, id, len);
 
     if (!r->item_map.slots[i].value)
-        return item_add(r, h, id, len, ret_slot);
+        return item_add(r, h, id, len, ret_slot) < 0 ? -ENOMEM : 1;
     *ret_slot = (uint32_t)(r->item_map.slots[i].value - 1);
     LRU_UNLINK(r->items, r->item_head, r->item_tail, *ret_slot);
     LRU_APPEND(r->items, r->item_head, r->item_tail, *ret_slot);
@@ -1084,23 +1086,19 @@ static bool rec_interact(void *state, const pd_interaction *in)
     float w;
     uint32_t is, us;
     size_t at;
-    bool known;
     user *u;
 
     if (type < 0 || type >= PD_MAX_EVENT_TYPES || !(r->conf.interaction[type] > 0) ||
         in->user_len == 0 || in->item_len == 0 || in->user_len > MAX_ID || in->item_len > MAX_ID)
         return false;
     w = r->conf.interaction[type];
-    known = r->item_map.slots[item_find(r, id_hash(in->item, in->item_len), in->item,
-                                        in->item_len)]
-                .value != 0;
-    if (item_get(r, in->item, in->item_len, &is) < 0 ||
-        user_get(r, in->user, in->user_len, in->ts_ms, &us) < 0)
+    int added = item_get(r, in->item, in->item_len, &is);
+    if (added < 0 || user_get(r, in->user, in->user_len, in->ts_ms, &us) < 0)
         return false; /* out of memory: the interaction is not learned */
     u = &r->users[us];
     ref target = {is, r->gens[is]};
     if ((r->conf.evaluate_on & (UINT32_C(1) << type)) && u->n_recent > 0 && !has_seen(u, target))
-        evaluate(r, us, target, known);
+        evaluate(r, us, target, added == 0);
     /* A repeat of a recent item teaches no pairs: they were counted when it came first. */
     at = recent_find(r, u, target);
     if (at == u->n_recent && learn_pairs(r, u, target, w) < 0)
