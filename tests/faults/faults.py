@@ -280,6 +280,15 @@ def rss_bound_mib():
     return 1200 if SANITIZED else 400
 
 
+def end_clean(daemon, rss):
+    """How every case ends: the peak RSS rss saw within the bound, and a SIGTERM that exits 0."""
+    peak = rss.stop()
+    log("peak RSS %.0f MiB (bound %d)" % (peak, rss_bound_mib()))
+    check(peak < rss_bound_mib(), "RSS %.0f MiB" % peak)
+    code = daemon.stop(timeout=20)
+    check(code == 0, "exit %s:\n%s" % (code, daemon.log_tail()))
+
+
 def metrics(port):
     """{name{labels}: value} of /metrics (samples only)."""
     status, body = harness.http_get(port, "/metrics", timeout=5)

@@ -143,11 +143,7 @@ def main():
                 check(not watch.violations,
                       "offsets committed beyond what redis held: %s" % watch.violations[:3])
                 log("%d committed offsets sampled, each covered by redis" % watch.samples)
-                peak = rss.stop()
-                log("peak RSS %.0f MiB" % peak)
-                check(peak < faults.rss_bound_mib(), "RSS %.0f MiB" % peak)
-                code = d.stop(timeout=20)
-                check(code == 0, "exit %s:\n%s" % (code, d.log_tail()))
+                faults.end_clean(d, rss)
     finally:
         case.cleanup()
 

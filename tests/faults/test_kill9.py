@@ -62,11 +62,7 @@ def main():
                 rss = faults.RssWatch(d.proc.pid)
                 faults.converged(case, d, rs.client(), k)
                 check("restored snapshot" in d.log_text(), "the last daemon restored nothing")
-                peak = rss.stop()
-                log("peak RSS %.0f MiB" % peak)
-                check(peak < faults.rss_bound_mib(), "RSS %.0f MiB" % peak)
-                code = d.stop(timeout=20)
-                check(code == 0, "exit %s:\n%s" % (code, d.log_tail()))
+                faults.end_clean(d, rss)
     finally:
         case.cleanup()
 

@@ -127,11 +127,7 @@ def main():
 
                 producer.join()
                 faults.converged(case, d, rs.client(), k)
-                peak = rss.stop()
-                log("peak RSS %.0f MiB (bound %d)" % (peak, faults.rss_bound_mib()))
-                check(peak < faults.rss_bound_mib(), "RSS %.0f MiB" % peak)
-                code = d.stop(timeout=20)
-                check(code == 0, "exit %s:\n%s" % (code, d.log_tail()))
+                faults.end_clean(d, rss)
     finally:
         case.cleanup()
 

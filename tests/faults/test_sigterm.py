@@ -84,11 +84,7 @@ def main():
             with case.daemon(broker, rs, tag="final") as d:
                 rss = faults.RssWatch(d.proc.pid)
                 faults.converged(case, d, rs.client(), k)
-                peak = rss.stop()
-                log("peak RSS %.0f MiB" % peak)
-                check(peak < faults.rss_bound_mib(), "RSS %.0f MiB" % peak)
-                code = d.stop(timeout=20)
-                check(code == 0, "exit %s:\n%s" % (code, d.log_tail()))
+                faults.end_clean(d, rss)
             log("stops under load: %s s" % ", ".join("%.2f" % t for t in times))
     finally:
         case.cleanup()
