@@ -577,7 +577,11 @@ static void test_reader_sees_whole_lists_only(void **state)
     assert_int_equal(pthread_create(&t, NULL, read_loop, &rd), 0);
     while (atomic_load(&rd.reads) == 0 && !atomic_load(&rd.stop))
         sleep_ms(1);
-    for (int v = 1; v <= VERSIONS && !atomic_load(&rd.stop); v++)
+    /* at least VERSIONS replacements, and on until the reader overlapped them 100 times: on a
+     * loaded machine the reader thread may get little time while the writer runs */
+    for (int v = 1; (v <= VERSIONS || atomic_load(&rd.reads) < 100) && v <= 100 * VERSIONS &&
+                    !atomic_load(&rd.stop);
+         v++)
         put_version(pub, v);
     atomic_store(&rd.stop, true);
     pthread_join(t, NULL);
