@@ -146,11 +146,14 @@ static void start_wakeup(pd_daemon *d)
     l->kq = rd_kafka_queue_get_consumer(pd_kafka_in_handle(d->in));
     if (l->kq)
         rd_kafka_queue_io_event_enable(l->kq, l->wake[1], "1", 1);
+    pd_publisher_set_wakeup(d->pub, l->wake[1]); /* a finished flush: commit at once */
 }
 
 static void stop_wakeup(pd_daemon *d)
 {
     daemon_loop *l = &d->loop;
+    if (d->pub)
+        pd_publisher_set_wakeup(d->pub, -1); /* before the pipe closes */
     if (l->kq) {
         rd_kafka_queue_io_event_enable(l->kq, -1, NULL, 0);
         rd_kafka_queue_destroy(l->kq);
@@ -316,14 +319,12 @@ static int start(pd_daemon *d)
 
 /* ---- the loop ---- */
 
-/* Sleeps until Kafka has messages, a control request comes, or the next flush is due (at
- * most MAX_WAIT_MS). */
+/* Sleeps until Kafka has messages, a control request comes, the flush in flight finishes or
+ * the next one is due (at most MAX_WAIT_MS). */
 static void wait_for_work(pd_daemon *d)
 {
-    int64_t t = pd_clock_mono_ms();
-    int timeout = (int)(d->flush.next_ms > t ? d->flush.next_ms - t : 0);
-    if (timeout > MAX_WAIT_MS)
-        timeout = MAX_WAIT_MS;
+    int64_t t = pd_clock_mono_ms(), due = daemon_flush_due_ms(d);
+    int timeout = due - t > MAX_WAIT_MS ? MAX_WAIT_MS : (int)(due > t ? due - t : 0);
     if (d->loop.batch_full)
         timeout = 0; /* the queue was not drained: its wakeup will not come again */
     if (pd_control_wait(d->ctl, d->loop.wake[0], timeout) & PD_CONTROL_FD) {

@@ -22,6 +22,13 @@
 #include "daemon/log.h"
 
 #define DEFAULT_FLUSH_MS 50
+/* dead letters before a commit: a sync commit waits DLQ_SYNC_MS for them; otherwise the commit
+ * waits without blocking, and after DLQ_PATIENCE_MS of a queue never seen empty each try
+ * waits DLQ_WAIT_MS (a steady flow of dead letters would hold commits for ever) */
+#define DLQ_SYNC_MS     10000
+#define DLQ_PATIENCE_MS 1000
+#define DLQ_WAIT_MS     100
+#define DLQ_LOG_MS      10000
 /* how long the flush at stop is retried: it leaves room for the snapshot and the Kafka
  * teardown within the stop's bound (STOP_LIMIT_S, daemon.c) */
 #define STOP_FLUSH_MS 25000
@@ -284,35 +291,166 @@ static rd_kafka_topic_partition_list_t *covered(pd_daemon *d, rd_kafka_topic_par
     return c;
 }
 
-static int flush_commit(pd_daemon *d, bool sync, bool complete)
+/* Commits pos (taken) once the dead letters of the events before it are acknowledged: at once
+ * when sync (waiting up to DLQ_SYNC_MS, -EAGAIN past that), else without waiting, holding pos
+ * until a later tick finds the producer's queue empty (a newer pos replaces a held one: what
+ * Redis acknowledged for it covers the older one too). */
+static int commit_after_dead_letters(pd_daemon *d, rd_kafka_topic_partition_list_t *pos, bool sync)
 {
-    char err[512] = "";
-    rd_kafka_topic_partition_list_t *pos = pd_kafka_in_positions(d->in);
-    int r = 0;
-    if (d->dlq && pd_dead_letter_flush(d->dlq, sync ? 10000 : 1000) < 0) {
-        pd_log_warning("dead-letter producer has undelivered events: not committing yet");
-        r = -EAGAIN;
-        goto out;
+    daemon_flush *f = &d->flush;
+    char err[512];
+    if (!pos)
+        return 0;
+    if (d->dlq) {
+        int64_t now = pd_clock_mono_ms();
+        int wait = sync ? DLQ_SYNC_MS : (f->dlq_held_ms && now - f->dlq_held_ms > DLQ_PATIENCE_MS
+                                             ? DLQ_WAIT_MS
+                                             : 0);
+        int r = pd_dead_letter_flush(d->dlq, wait);
+        if (r < 0) {
+            /* (in flight for a moment is normal: said only when it lasts or failed for good) */
+            if ((r == -EIO || sync || wait) && now - f->dlq_logged_ms >= DLQ_LOG_MS) {
+                pd_log_warning("dead-letter producer has undelivered events: not committing yet");
+                f->dlq_logged_ms = now;
+            }
+            if (sync) {
+                rd_kafka_topic_partition_list_destroy(pos);
+                return -EAGAIN;
+            }
+            if (!f->dlq_held)
+                f->dlq_held_ms = now;
+            else if (f->dlq_held != pos)
+                rd_kafka_topic_partition_list_destroy(f->dlq_held);
+            f->dlq_held = pos;
+            f->dlq_next_ms = now + f->interval_ms;
+            return 0;
+        }
     }
-    int64_t now;
-    bool caught = lists_refresh(d, complete, &now);
-    r = pd_publisher_flush(d->pub, err, sizeof err);
+    if (f->dlq_held && f->dlq_held != pos)
+        rd_kafka_topic_partition_list_destroy(f->dlq_held);
+    f->dlq_held = NULL;
+    f->dlq_held_ms = 0;
+    int r = pd_kafka_in_commit(d->in, pos, sync, err, sizeof err);
+    rd_kafka_topic_partition_list_destroy(pos);
     if (r < 0) {
         pd_log_error("%s", err);
-        goto out;
+        return -EIO;
+    }
+    return 0;
+}
+
+/* A flush that Redis acknowledged: what its positions allow is committed. Takes pos. */
+static int flushed(pd_daemon *d, rd_kafka_topic_partition_list_t *pos, bool caught, bool complete,
+                   int64_t now, bool sync)
+{
+    count_batch(d);
+    return commit_after_dead_letters(d, covered(d, pos, caught, complete, now), sync);
+}
+
+static void drop_flight(daemon_flush *f)
+{
+    if (f->flight_pos)
+        rd_kafka_topic_partition_list_destroy(f->flight_pos);
+    f->flight_pos = NULL;
+    f->flight_ms = 0;
+}
+
+static void failed(pd_daemon *d, int64_t now_ms, const char *err)
+{
+    daemon_flush *f = &d->flush;
+    pd_log_error("%s", err);
+    f->retry = true;
+    f->backoff_ms = f->backoff_ms ? f->backoff_ms * 2 : 100;
+    if (f->backoff_ms > MAX_BACKOFF_MS)
+        f->backoff_ms = MAX_BACKOFF_MS;
+    f->retry_at_ms = now_ms + f->backoff_ms;
+}
+
+static void recovered(daemon_flush *f)
+{
+    if (f->backoff_ms)
+        pd_log_info("redis writes recovered");
+    f->backoff_ms = 0;
+    f->retry = false;
+}
+
+/* Takes the outcome of the flush in flight, if it finished: commits what it covers, or backs
+ * off before writing its writes again. Never waits. */
+static void take_result(pd_daemon *d, int64_t now_ms)
+{
+    daemon_flush *f = &d->flush;
+    char err[512];
+    int r = pd_publisher_flush_result(d->pub, err, sizeof err);
+    if (r == -EINPROGRESS || r == 1)
+        return;
+    if (r < 0) {
+        failed(d, now_ms, err);
+        f->flight_ms = 0; /* its positions stay: the retry writes what they cover */
+        return;
     }
     if (err[0])
         pd_log_warning("%s", err); /* refused for good and counted; the flush went on */
-    count_batch(d);
-    pos = covered(d, pos, caught, complete, now);
-    if (pos && pd_kafka_in_commit(d->in, pos, sync, err, sizeof err) < 0) {
-        pd_log_error("%s", err);
-        r = -EIO;
+    recovered(f);
+    rd_kafka_topic_partition_list_t *pos = f->flight_pos;
+    f->flight_pos = NULL;
+    f->flight_ms = 0;
+    flushed(d, pos, f->flight_caught, false, f->flight_now, false);
+}
+
+/* Starts a flush on the publisher's thread: the writes of a failed one again (with the
+ * positions they cover), or everything waiting with the positions processed now. */
+static void start_flush(pd_daemon *d, int64_t now_ms)
+{
+    daemon_flush *f = &d->flush;
+    if (f->retry) {
+        if (pd_publisher_flush_start(d->pub) > 0)
+            f->flight_ms = now_ms;
+        else
+            f->retry = false; /* nothing was left to write again */
+        return;
     }
-out:
-    if (pos)
-        rd_kafka_topic_partition_list_destroy(pos);
-    return r;
+    rd_kafka_topic_partition_list_t *pos = pd_kafka_in_positions(d->in);
+    int64_t now;
+    bool caught = lists_refresh(d, false, &now);
+    int r = pd_publisher_flush_start(d->pub);
+    if (r == 0) { /* nothing to write: the positions are covered already */
+        flushed(d, pos, caught, false, now, false);
+        return;
+    }
+    if (r < 0) { /* cannot happen: the outcome was taken */
+        if (pos)
+            rd_kafka_topic_partition_list_destroy(pos);
+        return;
+    }
+    f->flight_pos = pos;
+    f->flight_caught = caught;
+    f->flight_now = now;
+    f->flight_ms = now_ms;
+}
+
+/* Flushes and waits (the flush in flight, then everything waiting), then commits. */
+static int flush_commit(pd_daemon *d, bool sync, bool complete)
+{
+    daemon_flush *f = &d->flush;
+    char err[512] = "";
+    rd_kafka_topic_partition_list_t *pos = pd_kafka_in_positions(d->in);
+    int64_t now;
+    bool caught = lists_refresh(d, complete, &now);
+    int r = pd_publisher_flush(d->pub, err, sizeof err);
+    drop_flight(f); /* pos covers what the flush in flight covered */
+    if (r < 0) {
+        /* the publisher keeps the writes: the next start writes them again, and commits
+         * wait for a flush after that, with newer positions */
+        pd_log_error("%s", err);
+        f->retry = true;
+        if (pos)
+            rd_kafka_topic_partition_list_destroy(pos);
+        return r;
+    }
+    if (err[0])
+        pd_log_warning("%s", err);
+    recovered(f);
+    return flushed(d, pos, caught, complete, now, sync);
 }
 
 int daemon_flush_commit(pd_daemon *d, bool sync)
@@ -325,9 +463,29 @@ int daemon_flush_commit_all(pd_daemon *d)
     return flush_commit(d, true, true);
 }
 
+int64_t daemon_flush_due_ms(const pd_daemon *d)
+{
+    const daemon_flush *f = &d->flush;
+    if (f->flight_ms)
+        return INT64_MAX;
+    int64_t due = f->next_ms > f->retry_at_ms ? f->next_ms : f->retry_at_ms;
+    /* positions waiting for dead letters are tried again each interval */
+    return f->dlq_held && f->dlq_next_ms < due ? f->dlq_next_ms : due;
+}
+
+int64_t daemon_flush_stalled_ms(const pd_daemon *d, int64_t now_ms)
+{
+    return d->flush.flight_ms ? now_ms - d->flush.flight_ms : 0;
+}
+
 void daemon_flush_release(pd_daemon *d)
 {
-    drop_held(&d->flush);
+    daemon_flush *f = &d->flush;
+    drop_held(f);
+    drop_flight(f);
+    if (f->dlq_held)
+        rd_kafka_topic_partition_list_destroy(f->dlq_held);
+    f->dlq_held = NULL;
     pd_strbuf_release(&d->lists.key);
 }
 
@@ -360,18 +518,12 @@ void daemon_flush_start(pd_daemon *d)
 void daemon_flush_tick(pd_daemon *d, int64_t now_ms)
 {
     daemon_flush *f = &d->flush;
-    if (now_ms < f->next_ms || now_ms < f->retry_at_ms)
+    take_result(d, now_ms);
+    if (f->dlq_held && now_ms >= f->dlq_next_ms)
+        commit_after_dead_letters(d, f->dlq_held, false);
+    if (f->flight_ms || now_ms < f->next_ms || now_ms < f->retry_at_ms)
         return;
-    if (daemon_flush_commit(d, false) < 0) {
-        f->backoff_ms = f->backoff_ms ? f->backoff_ms * 2 : 100;
-        if (f->backoff_ms > MAX_BACKOFF_MS)
-            f->backoff_ms = MAX_BACKOFF_MS;
-        f->retry_at_ms = now_ms + f->backoff_ms;
-    } else {
-        if (f->backoff_ms)
-            pd_log_info("redis writes recovered");
-        f->backoff_ms = 0;
-    }
+    start_flush(d, now_ms);
     f->next_ms = now_ms + f->interval_ms;
 }
 

@@ -16,7 +16,8 @@
  *   daemon_snapshot.c  snapshot write, restore, offsets and scheduling
  *
  * Each group of fields in struct pd_daemon is written by the file its comment names; other
- * files only read it. Everything runs on the main thread. */
+ * files only read it. Everything runs on the main thread (the publisher writes to Redis on a
+ * thread of its own, behind pd_publisher_flush_start()). */
 #ifndef PD_DAEMON_INTERNAL_H
 #define PD_DAEMON_INTERNAL_H
 
@@ -71,6 +72,16 @@ typedef struct daemon_flush {
     /* positions waiting until the lists covering them are out (daemon_flush.c says when) */
     rd_kafka_topic_partition_list_t *held;
     int64_t held_ms; /* list clock by which every list they touch is due */
+    /* the flush in flight on the publisher's thread: since when (monotonic, 0: none), and the
+     * positions it covers with the list clock they were taken at */
+    int64_t flight_ms;
+    rd_kafka_topic_partition_list_t *flight_pos;
+    bool flight_caught;
+    int64_t flight_now;
+    bool retry; /* the last flush failed: the next start writes its writes again */
+    /* positions Redis acknowledged, waiting for the dead letters before them */
+    rd_kafka_topic_partition_list_t *dlq_held;
+    int64_t dlq_held_ms, dlq_next_ms, dlq_logged_ms;
 } daemon_flush;
 
 /* daemon_flush.c: models of lists (recommenders), refreshed before each flush */
@@ -210,9 +221,10 @@ void daemon_feed_list(pd_daemon *d, size_t model, const char *key, size_t key_le
 
 /* ---- daemon_flush.c ---- */
 
-/* Refreshes the lists that are due (within a budget), writes everything waiting to Redis;
- * on success commits the offsets processed before the flush began whose lists are out too
- * (daemon_flush.c). Returns 0 or a negative errno (logged). */
+/* Refreshes the lists that are due (within a budget), writes everything waiting to Redis and
+ * waits for it (the flush in flight first); on success commits the offsets processed before
+ * the flush began whose lists are out too (daemon_flush.c). Returns 0 or a negative errno
+ * (logged). */
 int daemon_flush_commit(pd_daemon *d, bool sync);
 /* The same with every waiting list refreshed whatever the budget and limits.refresh say, and
  * all the processed offsets committed: before partitions go and at stop. */
@@ -224,8 +236,15 @@ void daemon_flush_release(pd_daemon *d);
 void daemon_flush_configure(pd_daemon *d);
 /* daemon_flush_configure(), and the first flush one interval from now. */
 void daemon_flush_start(pd_daemon *d);
-/* Flushes and commits when due; on failure keeps consuming and retries with backoff. */
+/* Never waits: takes the outcome of the flush in flight on the publisher's thread (and
+ * commits what it covers), and starts the next one when due; on failure keeps consuming and
+ * writes the failed writes again with backoff. */
 void daemon_flush_tick(pd_daemon *d, int64_t now_ms);
+/* When daemon_flush_tick() next has work (monotonic ms): the next flush or retry, or never
+ * while one is in flight (its end wakes the loop through the wakeup pipe). */
+int64_t daemon_flush_due_ms(const pd_daemon *d);
+/* How long the flush in flight has been waiting for Redis (0: none). */
+int64_t daemon_flush_stalled_ms(const pd_daemon *d, int64_t now_ms);
 /* The last flush at stop, retried for up to 25 s. Returns 0, or -EIO when it never took. */
 int daemon_flush_final(pd_daemon *d);
 /* The flush batch-size histogram's bucket bounds (N_BATCH_BOUNDS of them). */

@@ -10,6 +10,7 @@
 
 #define STATUS_MS      2000 /* STATUS= line for systemd */
 #define READY_CHECK_MS 1000 /* Kafka reachability probe before READY=1 */
+#define STALL_MS       1000 /* a flush waiting this long (and 4 intervals) makes the daemon unready */
 
 /* Started, consuming, writing to Redis and caught up within daemon.ready_max_lag. */
 const char *daemon_not_ready_reason(pd_daemon *d, char *buf, size_t len)
@@ -20,6 +21,11 @@ const char *daemon_not_ready_reason(pd_daemon *d, char *buf, size_t len)
         return "consumption paused";
     if (!pd_publisher_connected(d->pub) || d->flush.backoff_ms)
         return "redis writes failing";
+    int64_t stalled = daemon_flush_stalled_ms(d, pd_clock_mono_ms());
+    if (stalled > STALL_MS && stalled > 4 * d->flush.interval_ms) {
+        snprintf(buf, len, "redis writes stalled: a flush has waited %" PRId64 " ms", stalled);
+        return buf;
+    }
     pd_kafka_stats ks;
     pd_kafka_in_get_stats(d->in, &ks);
     if (ks.rebalances == 0)

@@ -1,6 +1,9 @@
-/* Redis publisher over hiredis' blocking API with a socket timeout: a flush appends a window
- * of commands, then reads their replies, so each round trip carries up to max_pipeline
- * commands. One HSET per user carries every score field plus ts and v, so a reader sees a
+/* Redis publisher over hiredis' blocking API with a socket timeout, on a thread of its own:
+ * the caller coalesces updates into the waiting set while the writer thread writes the set in
+ * flight (the two are swapped when a flush starts), so a slow or hung Redis never stalls the
+ * caller's loop. A flush appends a window of commands, then reads their replies, so each round
+ * trip carries up to max_pipeline commands. A set that failed stays in flight and is written
+ * again, alone, before the waiting one, so Redis sees every key's updates in order. One HSET per user carries every score field plus ts and v, so a reader sees a
  * user's scores from one flush, never a mix of two. A list needs DEL then ZADD, which a reader
  * could see between (an empty list) were they not one MULTI / EXEC: a window boundary can fall
  * anywhere, so the transaction is what makes the replacement atomic. */
@@ -10,11 +13,14 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
@@ -63,13 +69,9 @@ enum cmd_kind {
     CMD_EXEC,
 };
 
-struct pd_publisher {
-    pd_redis_conf conf; /* strings owned below */
-    char *host, *unix_path, *username, *password, *prefix;
-    char **fields;
-    size_t n_fields;
-    redisContext *ctx;
-
+/* Everything one flush writes: the caller fills the waiting set, the writer writes the one in
+ * flight. */
+typedef struct pub_set {
     entry *entries;
     double *scores; /* [entries][n_fields] */
     size_t n_entries, cap_entries;
@@ -82,8 +84,45 @@ struct pd_publisher {
     zset_put **zsets;
     size_t n_zsets, cap_zsets;
     pd_hashtab zmap; /* list name hash -> zsets index + 1 */
+} pub_set;
 
-    /* per command scratch */
+/* What the writer reports of one flush; the caller's thread adds it to the stats. */
+typedef struct job_outcome {
+    int r;
+    char err[512];
+    uint64_t users, lists, reply_errors, connects;
+    double seconds;
+} job_outcome;
+
+enum writer_state {
+    W_IDLE, /* nothing in flight, or a failed set waiting for the next start */
+    W_BUSY, /* the writer owns the set in flight, the connection and the scratch */
+    W_DONE, /* finished: the outcome waits for the caller */
+};
+
+struct pd_publisher {
+    pd_redis_conf conf; /* strings owned below */
+    char *host, *unix_path, *username, *password, *prefix;
+    char **fields;
+    size_t n_fields;
+    redisContext *ctx; /* the writer's while W_BUSY, the caller's otherwise */
+    atomic_bool connected;
+
+    pub_set sets[2];
+    pub_set *pend;      /* the caller's: updates coalesce here */
+    pub_set *flight;    /* being written, or failed and kept for the next start */
+    size_t flight_size; /* pd_publisher_dirty() of the set in flight, 0 once acknowledged */
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* state changes, and quit */
+    enum writer_state state;
+    bool quit;
+    job_outcome out;
+    int wake_fd;
+
+    /* the writer's per command scratch */
     const char **argv;
     size_t *argvlen;
     size_t argc_cap;
@@ -146,12 +185,27 @@ static int scratch_reserve(pd_publisher *pub, size_t argc, size_t text)
     return 0;
 }
 
+static void *writer_main(void *arg);
+
 pd_publisher *pd_publisher_new(const pd_redis_conf *conf, const char *const *fields,
                                size_t n_fields, char *errbuf, size_t errlen)
 {
     pd_publisher *pub = calloc(1, sizeof *pub);
     if (!pub)
         goto out_nomem;
+    pub->pend = &pub->sets[0];
+    pub->flight = &pub->sets[1];
+    pub->wake_fd = -1;
+    atomic_init(&pub->connected, false);
+    if (pthread_mutex_init(&pub->mu, NULL) != 0) {
+        free(pub);
+        goto out_nomem;
+    }
+    if (pthread_cond_init(&pub->cv, NULL) != 0) {
+        pthread_mutex_destroy(&pub->mu);
+        free(pub);
+        goto out_nomem;
+    }
     pub->conf = *conf;
     pub->host = dup_or_null(conf->host);
     pub->unix_path = dup_or_null(conf->unix_path);
@@ -169,9 +223,18 @@ pd_publisher *pd_publisher_new(const pd_redis_conf *conf, const char *const *fie
     pub->conf.url = NULL;
     if (pd_publisher_set_fields(pub, fields, n_fields) < 0)
         goto out_free;
-    if (pd_hashtab_init(&pub->map, 1024) < 0 || pd_hashtab_init(&pub->zmap, 16) < 0 ||
-        scratch_reserve(pub, 64, 4096) < 0)
+    for (int i = 0; i < 2; i++)
+        if (pd_hashtab_init(&pub->sets[i].map, 1024) < 0 ||
+            pd_hashtab_init(&pub->sets[i].zmap, 16) < 0)
+            goto out_free;
+    if (scratch_reserve(pub, 64, 4096) < 0)
         goto out_free;
+    if (pthread_create(&pub->thread, NULL, writer_main, pub) != 0) {
+        snprintf(errbuf, errlen, "cannot start the redis writer thread");
+        pd_publisher_free(pub);
+        return NULL;
+    }
+    pub->thread_started = true;
     return pub;
 
 out_free:
@@ -181,28 +244,69 @@ out_nomem:
     return NULL;
 }
 
-static void models_clear(pd_publisher *pub)
+static void models_clear(pub_set *s)
 {
-    for (size_t i = 0; i < pub->n_models; i++) {
-        free(pub->models[i].name);
-        free_fields(pub->models[i].fields, pub->models[i].n);
-        free_fields(pub->models[i].values, pub->models[i].n);
+    for (size_t i = 0; i < s->n_models; i++) {
+        free(s->models[i].name);
+        free_fields(s->models[i].fields, s->models[i].n);
+        free_fields(s->models[i].values, s->models[i].n);
     }
-    pub->n_models = 0;
+    s->n_models = 0;
 }
 
-static void zsets_clear(pd_publisher *pub)
+static void zsets_clear(pub_set *s)
 {
-    for (size_t i = 0; i < pub->n_zsets; i++)
-        free(pub->zsets[i]);
-    pub->n_zsets = 0;
-    pd_hashtab_clear(&pub->zmap);
+    for (size_t i = 0; i < s->n_zsets; i++)
+        free(s->zsets[i]);
+    s->n_zsets = 0;
+    pd_hashtab_clear(&s->zmap);
+}
+
+/* Lets go of what a set holds, keeping its capacity. */
+static void set_clear(pub_set *s)
+{
+    pd_hashtab_clear(&s->map);
+    s->n_entries = 0;
+    for (size_t i = 0; i < s->n_forgets; i++)
+        free(s->forgets[i]);
+    s->n_forgets = 0;
+    models_clear(s);
+    zsets_clear(s);
+}
+
+static size_t set_size(const pub_set *s)
+{
+    return s->n_entries + s->n_forgets + s->n_models + s->n_zsets;
+}
+
+static void set_release(pub_set *s)
+{
+    set_clear(s);
+    for (size_t i = 0; i < s->cap_entries; i++)
+        free(s->entries[i].id);
+    free(s->entries);
+    free(s->scores);
+    pd_hashtab_release(&s->map);
+    free(s->forgets);
+    free(s->models);
+    free(s->zsets);
+    pd_hashtab_release(&s->zmap);
 }
 
 void pd_publisher_free(pd_publisher *pub)
 {
     if (!pub)
         return;
+    if (pub->thread_started) {
+        /* a write in flight ends within redis.timeout: the socket has one */
+        pthread_mutex_lock(&pub->mu);
+        pub->quit = true;
+        pthread_cond_broadcast(&pub->cv);
+        pthread_mutex_unlock(&pub->mu);
+        pthread_join(pub->thread, NULL);
+    }
+    pthread_cond_destroy(&pub->cv);
+    pthread_mutex_destroy(&pub->mu);
     if (pub->ctx)
         redisFree(pub->ctx);
     free(pub->host);
@@ -215,17 +319,8 @@ void pd_publisher_free(pd_publisher *pub)
     }
     free(pub->prefix);
     free_fields(pub->fields, pub->n_fields);
-    for (size_t i = 0; i < pub->cap_entries; i++)
-        free(pub->entries[i].id);
-    free(pub->entries);
-    free(pub->scores);
-    pd_hashtab_release(&pub->map);
-    free_fields(pub->forgets, pub->n_forgets);
-    models_clear(pub);
-    free(pub->models);
-    zsets_clear(pub);
-    free(pub->zsets);
-    pd_hashtab_release(&pub->zmap);
+    set_release(&pub->sets[0]);
+    set_release(&pub->sets[1]);
     free(pub->kinds);
     free(pub->argv);
     free(pub->argvlen);
@@ -242,10 +337,11 @@ int pd_publisher_set_fields(pd_publisher *pub, const char *const *fields, size_t
     char **nf = copy_fields(fields, n_fields);
     if (!nf)
         return -ENOMEM;
-    double *ns = NULL;
-    if (pub->cap_entries) {
-        ns = calloc(pub->cap_entries * (n_fields ? n_fields : 1), sizeof *ns);
-        if (!ns) {
+    double *ns[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        if (pub->sets[k].cap_entries &&
+            !(ns[k] = calloc(pub->sets[k].cap_entries * (n_fields ? n_fields : 1), sizeof *ns[k]))) {
+            free(ns[0]);
             free_fields(nf, n_fields);
             return -ENOMEM;
         }
@@ -253,10 +349,13 @@ int pd_publisher_set_fields(pd_publisher *pub, const char *const *fields, size_t
     free_fields(pub->fields, pub->n_fields);
     pub->fields = nf;
     pub->n_fields = n_fields;
-    free(pub->scores);
-    pub->scores = ns;
-    for (size_t i = 0; i < pub->n_entries; i++)
-        pub->entries[i].mask = 0; /* indices changed meaning: callers flush before this */
+    for (int k = 0; k < 2; k++) {
+        pub_set *s = &pub->sets[k];
+        free(s->scores);
+        s->scores = ns[k];
+        for (size_t i = 0; i < s->n_entries; i++)
+            s->entries[i].mask = 0; /* indices changed meaning: callers flush before this */
+    }
     return 0;
 }
 
@@ -276,6 +375,7 @@ static void disconnect(pd_publisher *pub)
         redisFree(pub->ctx);
         pub->ctx = NULL;
     }
+    atomic_store(&pub->connected, false);
 }
 
 static void describe_address(const pd_publisher *pub, char *buf, size_t len)
@@ -286,7 +386,9 @@ static void describe_address(const pd_publisher *pub, char *buf, size_t len)
         snprintf(buf, len, "%s:%d", pub->host ? pub->host : "127.0.0.1", pub->conf.port);
 }
 
-int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen)
+/* Connects the context of whichever thread owns it (the caller's before the first flush, the
+ * writer's in a flush). */
+static int connect_ctx(pd_publisher *pub, char *errbuf, size_t errlen)
 {
     char addr[300];
     describe_address(pub, addr, sizeof addr);
@@ -335,13 +437,28 @@ int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen)
         freeReplyObject(rep);
     }
     pub->ctx = c;
-    pub->stats.connects++;
+    atomic_store(&pub->connected, true);
     return 0;
+}
+
+int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen)
+{
+    pthread_mutex_lock(&pub->mu);
+    bool busy = pub->state == W_BUSY;
+    pthread_mutex_unlock(&pub->mu);
+    if (busy) {
+        snprintf(errbuf, errlen, "a redis flush is in flight");
+        return -EBUSY;
+    }
+    int r = connect_ctx(pub, errbuf, errlen);
+    if (r == 0)
+        pub->stats.connects++;
+    return r;
 }
 
 bool pd_publisher_connected(const pd_publisher *pub)
 {
-    return pub->ctx != NULL;
+    return atomic_load(&((pd_publisher *)pub)->connected);
 }
 
 /* ---- coalescing ---- */
@@ -352,12 +469,12 @@ static uint64_t id_hash(const char *id, size_t len)
 }
 
 /* The dirty entry of a user, or NULL. */
-static entry *map_find(pd_publisher *pub, const char *user, size_t len)
+static entry *map_find(pub_set *s, const char *user, size_t len)
 {
-    const pd_hashtab *t = &pub->map;
+    const pd_hashtab *t = &s->map;
     uint64_t h = id_hash(user, len);
     for (size_t i = pd_hashtab_first(t, h); t->slots[i].value; i = pd_hashtab_next(t, i)) {
-        entry *e = &pub->entries[t->slots[i].value - 1];
+        entry *e = &s->entries[t->slots[i].value - 1];
         if (t->slots[i].hash == h && e->len == len && memcmp(e->id, user, len) == 0)
             return e;
     }
@@ -366,22 +483,23 @@ static entry *map_find(pd_publisher *pub, const char *user, size_t len)
 
 static entry *entry_add(pd_publisher *pub, const char *user, size_t len)
 {
-    if (pd_hashtab_reserve(&pub->map) < 0)
+    pub_set *s = pub->pend;
+    if (pd_hashtab_reserve(&s->map) < 0)
         return NULL;
-    if (pub->n_entries == pub->cap_entries) {
-        size_t ncap = pub->cap_entries ? pub->cap_entries * 2 : 256;
-        entry *ne = realloc(pub->entries, ncap * sizeof *ne);
+    if (s->n_entries == s->cap_entries) {
+        size_t ncap = s->cap_entries ? s->cap_entries * 2 : 256;
+        entry *ne = realloc(s->entries, ncap * sizeof *ne);
         if (!ne)
             return NULL;
-        memset(ne + pub->cap_entries, 0, (ncap - pub->cap_entries) * sizeof *ne);
-        pub->entries = ne;
-        double *ns = realloc(pub->scores, ncap * (pub->n_fields ? pub->n_fields : 1) * sizeof *ns);
+        memset(ne + s->cap_entries, 0, (ncap - s->cap_entries) * sizeof *ne);
+        s->entries = ne;
+        double *ns = realloc(s->scores, ncap * (pub->n_fields ? pub->n_fields : 1) * sizeof *ns);
         if (!ns)
             return NULL;
-        pub->scores = ns;
-        pub->cap_entries = ncap;
+        s->scores = ns;
+        s->cap_entries = ncap;
     }
-    entry *e = &pub->entries[pub->n_entries];
+    entry *e = &s->entries[s->n_entries];
     if (e->cap < len + 1) {
         char *id = realloc(e->id, len + 1);
         if (!id)
@@ -393,14 +511,15 @@ static entry *entry_add(pd_publisher *pub, const char *user, size_t len)
     e->id[len] = '\0';
     e->len = len;
     e->mask = 0;
-    pd_hashtab_insert(&pub->map, id_hash(user, len), ++pub->n_entries);
+    pd_hashtab_insert(&s->map, id_hash(user, len), ++s->n_entries);
     return e;
 }
 
 int pd_publisher_update(pd_publisher *pub, const char *user, size_t len, int64_t ts_ms,
                         uint64_t generation, const pd_publish_score *scores, size_t n)
 {
-    entry *e = map_find(pub, user, len);
+    pub_set *s = pub->pend;
+    entry *e = map_find(s, user, len);
     if (e)
         pub->stats.coalesced++;
     else if (!(e = entry_add(pub, user, len)))
@@ -408,7 +527,7 @@ int pd_publisher_update(pd_publisher *pub, const char *user, size_t len, int64_t
     if (ts_ms > e->ts_ms || e->mask == 0)
         e->ts_ms = ts_ms;
     e->generation = generation;
-    double *row = pub->scores + (size_t)(e - pub->entries) * pub->n_fields;
+    double *row = s->scores + (size_t)(e - s->entries) * pub->n_fields;
     for (size_t i = 0; i < n; i++) {
         if (scores[i].field < 0 || (size_t)scores[i].field >= pub->n_fields)
             continue;
@@ -420,46 +539,48 @@ int pd_publisher_update(pd_publisher *pub, const char *user, size_t len, int64_t
 
 int pd_publisher_forget(pd_publisher *pub, const char *user, size_t len)
 {
-    entry *e = map_find(pub, user, len);
+    pub_set *s = pub->pend;
+    entry *e = map_find(s, user, len);
     if (e)
         e->mask = 0; /* stays in the map; written as nothing */
-    if (pub->n_forgets == pub->cap_forgets) {
-        size_t ncap = pub->cap_forgets ? pub->cap_forgets * 2 : 16;
-        char **nf = realloc(pub->forgets, ncap * sizeof *nf);
+    if (s->n_forgets == s->cap_forgets) {
+        size_t ncap = s->cap_forgets ? s->cap_forgets * 2 : 16;
+        char **nf = realloc(s->forgets, ncap * sizeof *nf);
         if (!nf)
             return -ENOMEM;
-        pub->forgets = nf;
-        pub->cap_forgets = ncap;
+        s->forgets = nf;
+        s->cap_forgets = ncap;
     }
     char *copy = malloc(len + 1);
     if (!copy)
         return -ENOMEM;
     memcpy(copy, user, len);
     copy[len] = '\0';
-    pub->forgets[pub->n_forgets++] = copy;
+    s->forgets[s->n_forgets++] = copy;
     return 0;
 }
 
 int pd_publisher_put_model(pd_publisher *pub, const char *model, const char *const *fields,
                            const char *const *values, size_t n)
 {
+    pub_set *s = pub->pend;
     model_put *slot = NULL;
-    for (size_t i = 0; i < pub->n_models; i++)
-        if (strcmp(pub->models[i].name, model) == 0)
-            slot = &pub->models[i];
+    for (size_t i = 0; i < s->n_models; i++)
+        if (strcmp(s->models[i].name, model) == 0)
+            slot = &s->models[i];
     char **nf = copy_fields(fields, n);
     char **nv = copy_fields(values, n);
     if (!nf || !nv)
         goto out_nomem;
     if (!slot) {
-        model_put *nm = realloc(pub->models, (pub->n_models + 1) * sizeof *nm);
+        model_put *nm = realloc(s->models, (s->n_models + 1) * sizeof *nm);
         if (!nm)
             goto out_nomem;
-        pub->models = nm;
-        slot = &pub->models[pub->n_models];
+        s->models = nm;
+        slot = &s->models[s->n_models];
         if (!(slot->name = strdup(model)))
             goto out_nomem;
-        pub->n_models++;
+        s->n_models++;
     } else {
         free_fields(slot->fields, slot->n);
         free_fields(slot->values, slot->n);
@@ -476,11 +597,11 @@ out_nomem:
 }
 
 /* Index + 1 of the waiting list of this name, or 0. */
-static size_t zset_find(const pd_publisher *pub, uint64_t h, const char *name, size_t len)
+static size_t zset_find(const pub_set *s, uint64_t h, const char *name, size_t len)
 {
-    const pd_hashtab *t = &pub->zmap;
+    const pd_hashtab *t = &s->zmap;
     for (size_t i = pd_hashtab_first(t, h); t->slots[i].value; i = pd_hashtab_next(t, i)) {
-        const zset_put *z = pub->zsets[t->slots[i].value - 1];
+        const zset_put *z = s->zsets[t->slots[i].value - 1];
         if (t->slots[i].hash == h && z->name_len == len && memcmp(z->name, name, len) == 0)
             return (size_t)t->slots[i].value;
     }
@@ -526,20 +647,20 @@ static void zset_fill(zset_put *z, size_t size, const char *name, size_t name_le
 }
 
 /* A new slot in the waiting lists, not yet in the map; NULL when out of memory. */
-static zset_put **zset_slot_add(pd_publisher *pub)
+static zset_put **zset_slot_add(pub_set *s)
 {
-    if (pd_hashtab_reserve(&pub->zmap) < 0)
+    if (pd_hashtab_reserve(&s->zmap) < 0)
         return NULL;
-    if (pub->n_zsets == pub->cap_zsets) {
-        size_t ncap = pub->cap_zsets ? pub->cap_zsets * 2 : 16;
-        zset_put **nz = realloc(pub->zsets, ncap * sizeof *nz);
+    if (s->n_zsets == s->cap_zsets) {
+        size_t ncap = s->cap_zsets ? s->cap_zsets * 2 : 16;
+        zset_put **nz = realloc(s->zsets, ncap * sizeof *nz);
         if (!nz)
             return NULL;
-        pub->zsets = nz;
-        pub->cap_zsets = ncap;
+        s->zsets = nz;
+        s->cap_zsets = ncap;
     }
-    pub->zsets[pub->n_zsets] = NULL;
-    return &pub->zsets[pub->n_zsets];
+    s->zsets[s->n_zsets] = NULL;
+    return &s->zsets[s->n_zsets];
 }
 
 int pd_publisher_put_zset(pd_publisher *pub, const char *name, size_t name_len,
@@ -554,9 +675,10 @@ int pd_publisher_put_zset(pd_publisher *pub, const char *name, size_t name_len,
     size_t size = zset_size(n, name_len, member_lens);
     if (!size)
         return -ENOMEM;
+    pub_set *s = pub->pend;
     uint64_t h = id_hash(name, name_len);
-    size_t found = zset_find(pub, h, name, name_len);
-    zset_put **slot = found ? &pub->zsets[found - 1] : zset_slot_add(pub);
+    size_t found = zset_find(s, h, name, name_len);
+    zset_put **slot = found ? &s->zsets[found - 1] : zset_slot_add(s);
     if (!slot)
         return -ENOMEM;
     zset_put *z = *slot;
@@ -573,14 +695,14 @@ int pd_publisher_put_zset(pd_publisher *pub, const char *name, size_t name_len,
     if (found) {
         pub->stats.list_coalesced++;
     } else {
-        pd_hashtab_insert(&pub->zmap, h, ++pub->n_zsets);
+        pd_hashtab_insert(&s->zmap, h, ++s->n_zsets);
     }
     return 0;
 }
 
 size_t pd_publisher_dirty(const pd_publisher *pub)
 {
-    return pub->n_entries + pub->n_forgets + pub->n_models + pub->n_zsets;
+    return set_size(pub->pend) + pub->flight_size;
 }
 
 /* ---- flushing ---- */
@@ -600,6 +722,7 @@ typedef struct flush_state {
     int err;
     bool tx_refused;     /* the open MULTI had a command refused: EXEC answers EXECABORT */
     size_t users, lists; /* user hashes sent, lists acknowledged */
+    size_t reply_errors;
     char *errbuf;
     size_t errlen;
 } flush_state;
@@ -616,7 +739,7 @@ static void reply_error(pd_publisher *pub, flush_state *fs, const char *err)
     } else {
         /* a permanent refusal (e.g. WRONGTYPE on a key someone else wrote): retrying would
          * refuse again, so it is counted and reported instead */
-        pub->stats.reply_errors++;
+        fs->reply_errors++;
         if (!fs->err)
             snprintf(fs->errbuf, fs->errlen, "redis refused a write: %s", err);
     }
@@ -755,7 +878,8 @@ static int write_user(pd_publisher *pub, flush_state *fs, const entry *e)
     int r = scratch_reserve(pub, 2 * pub->n_fields + 8, need_text);
     if (r < 0)
         return r;
-    const double *row = pub->scores + (size_t)(e - pub->entries) * pub->n_fields;
+    const pub_set *s = pub->flight;
+    const double *row = s->scores + (size_t)(e - s->entries) * pub->n_fields;
     int argc = 0;
     size_t pos = 0;
     arg_raw(pub, &argc, "HSET", 4);
@@ -871,81 +995,194 @@ static int write_list(pd_publisher *pub, flush_state *fs, const zset_put *z)
     return send_list_cmd(pub, fs, z, "EXEC", CMD_EXEC);
 }
 
-/* Sends everything waiting and reads every reply. */
+/* Sends the set in flight and reads every reply (the writer thread). */
 static int write_all(pd_publisher *pub, flush_state *fs)
 {
+    const pub_set *s = pub->flight;
     int r = 0;
     /* deletions first: a forgotten user's older scores must not be written after its DEL */
-    for (size_t i = 0; i < pub->n_forgets && r == 0; i++)
-        r = write_forget(pub, fs, pub->forgets[i]);
-    for (size_t i = 0; i < pub->n_entries && r == 0; i++) {
-        if (pub->entries[i].mask == 0)
+    for (size_t i = 0; i < s->n_forgets && r == 0; i++)
+        r = write_forget(pub, fs, s->forgets[i]);
+    for (size_t i = 0; i < s->n_entries && r == 0; i++) {
+        if (s->entries[i].mask == 0)
             continue;
-        r = write_user(pub, fs, &pub->entries[i]);
+        r = write_user(pub, fs, &s->entries[i]);
         fs->users++;
     }
-    for (size_t i = 0; i < pub->n_zsets && r == 0; i++)
-        r = write_list(pub, fs, pub->zsets[i]);
-    for (size_t i = 0; i < pub->n_models && r == 0; i++)
-        r = write_model(pub, fs, &pub->models[i]);
+    for (size_t i = 0; i < s->n_zsets && r == 0; i++)
+        r = write_list(pub, fs, s->zsets[i]);
+    for (size_t i = 0; i < s->n_models && r == 0; i++)
+        r = write_model(pub, fs, &s->models[i]);
     if (r == 0)
         r = drain(pub, fs);
     return r;
 }
 
-/* Counts a flush Redis acknowledged and lets go of what it wrote. */
-static void flush_done(pd_publisher *pub, const flush_state *fs, double t0)
+/* One flush of the set in flight, on the writer thread: connects first when needed. */
+static void write_flight(pd_publisher *pub, job_outcome *out)
 {
-    pub->stats.user_writes += fs->users;
-    pub->stats.deletes += pub->n_forgets;
-    pub->stats.model_writes += pub->n_models;
-    pub->stats.list_writes += fs->lists;
-    pub->stats.flushes++;
-    pub->stats.last_batch_users = fs->users;
-    double dt = pd_clock_mono_s() - t0;
-    pub->stats.last_flush_seconds = dt;
-    size_t b = 0;
-    while (b < N_BUCKETS && dt > latency_bounds[b])
-        b++;
-    pub->hist[b]++;
-    pub->hist_sum += dt;
-
-    pd_hashtab_clear(&pub->map);
-    pub->n_entries = 0;
-    for (size_t i = 0; i < pub->n_forgets; i++)
-        free(pub->forgets[i]);
-    pub->n_forgets = 0;
-    models_clear(pub);
-    zsets_clear(pub);
-}
-
-int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
-{
-    if (errlen)
-        errbuf[0] = '\0';
-    if (pd_publisher_dirty(pub) == 0)
-        return 0;
+    *out = (job_outcome){0};
     if (!pub->ctx) {
-        int r = pd_publisher_connect(pub, errbuf, errlen);
-        if (r < 0) {
-            pub->stats.flush_failures++;
-            return r;
-        }
+        if ((out->r = connect_ctx(pub, out->err, sizeof out->err)) < 0)
+            return;
+        out->connects++;
     }
     double t0 = pd_clock_mono_s();
-    flush_state fs = {.errbuf = errbuf, .errlen = errlen};
+    flush_state fs = {.errbuf = out->err, .errlen = sizeof out->err};
     int r = write_all(pub, &fs);
     if (r == -ENOMEM && pub->ctx) {
-        snprintf(errbuf, errlen, "out of memory during a redis flush");
+        snprintf(out->err, sizeof out->err, "out of memory during a redis flush");
         disconnect(pub); /* replies of what was sent cannot be matched any more */
     }
     if (r == 0 && fs.err)
         r = fs.err;
-    if (r < 0) {
-        pub->stats.flush_failures++;
-        return r;
+    out->r = r;
+    out->users = fs.users;
+    out->lists = fs.lists;
+    out->reply_errors = fs.reply_errors;
+    out->seconds = pd_clock_mono_s() - t0;
+}
+
+static void *writer_main(void *arg)
+{
+    pd_publisher *pub = arg;
+    pthread_mutex_lock(&pub->mu);
+    for (;;) {
+        while (pub->state != W_BUSY && !pub->quit)
+            pthread_cond_wait(&pub->cv, &pub->mu);
+        if (pub->state != W_BUSY)
+            break; /* quit, nothing in flight */
+        pthread_mutex_unlock(&pub->mu);
+        job_outcome out;
+        write_flight(pub, &out);
+        pthread_mutex_lock(&pub->mu);
+        pub->out = out;
+        pub->state = W_DONE;
+        pthread_cond_broadcast(&pub->cv);
+        if (pub->wake_fd >= 0) {
+            ssize_t w = write(pub->wake_fd, "r", 1); /* a full pipe is awake already */
+            (void)w;
+        }
     }
-    flush_done(pub, &fs, t0);
+    pthread_mutex_unlock(&pub->mu);
+    return NULL;
+}
+
+void pd_publisher_set_wakeup(pd_publisher *pub, int fd)
+{
+    pthread_mutex_lock(&pub->mu);
+    pub->wake_fd = fd;
+    pthread_mutex_unlock(&pub->mu);
+}
+
+/* Takes a finished flush's outcome (the caller's thread, state W_DONE, mutex not held): adds
+ * it to the stats and lets go of the set it wrote, or keeps the set for the next start. */
+static int take_outcome(pd_publisher *pub, const job_outcome *out, char *errbuf, size_t errlen)
+{
+    pd_publisher_stats *st = &pub->stats;
+    st->connects += out->connects;
+    st->reply_errors += out->reply_errors;
+    if (errlen)
+        snprintf(errbuf, errlen, "%s", out->err);
+    if (out->r < 0) {
+        st->flush_failures++;
+        return out->r;
+    }
+    const pub_set *s = pub->flight;
+    st->user_writes += out->users;
+    st->deletes += s->n_forgets;
+    st->model_writes += s->n_models;
+    st->list_writes += out->lists;
+    st->flushes++;
+    st->last_batch_users = out->users;
+    st->last_flush_seconds = out->seconds;
+    size_t b = 0;
+    while (b < N_BUCKETS && out->seconds > latency_bounds[b])
+        b++;
+    pub->hist[b]++;
+    pub->hist_sum += out->seconds;
+    set_clear(pub->flight);
+    pub->flight_size = 0;
+    return 0;
+}
+
+int pd_publisher_flush_start(pd_publisher *pub)
+{
+    pthread_mutex_lock(&pub->mu);
+    enum writer_state state = pub->state;
+    pthread_mutex_unlock(&pub->mu);
+    if (state != W_IDLE)
+        return -EBUSY;
+    if (pub->flight_size == 0) { /* nothing failed: the waiting set goes */
+        if (set_size(pub->pend) == 0)
+            return 0;
+        pub_set *t = pub->flight;
+        pub->flight = pub->pend;
+        pub->pend = t;
+        pub->flight_size = set_size(pub->flight);
+    }
+    pthread_mutex_lock(&pub->mu);
+    pub->state = W_BUSY;
+    pthread_cond_broadcast(&pub->cv);
+    pthread_mutex_unlock(&pub->mu);
+    return 1;
+}
+
+/* The outcome of a finished flush, or -EINPROGRESS; waits for it when wait. 1 when idle. */
+static int result(pd_publisher *pub, bool wait, char *errbuf, size_t errlen)
+{
+    if (errlen)
+        errbuf[0] = '\0';
+    pthread_mutex_lock(&pub->mu);
+    while (wait && pub->state == W_BUSY)
+        pthread_cond_wait(&pub->cv, &pub->mu);
+    enum writer_state state = pub->state;
+    job_outcome out;
+    if (state == W_DONE) {
+        out = pub->out;
+        pub->state = W_IDLE;
+    }
+    pthread_mutex_unlock(&pub->mu);
+    if (state == W_BUSY)
+        return -EINPROGRESS;
+    if (state == W_IDLE)
+        return 1;
+    return take_outcome(pub, &out, errbuf, errlen);
+}
+
+int pd_publisher_flush_result(pd_publisher *pub, char *errbuf, size_t errlen)
+{
+    return result(pub, false, errbuf, errlen);
+}
+
+bool pd_publisher_flushing(const pd_publisher *pub)
+{
+    pd_publisher *p = (pd_publisher *)pub; /* the lock is not part of the value */
+    pthread_mutex_lock(&p->mu);
+    bool busy = p->state == W_BUSY;
+    pthread_mutex_unlock(&p->mu);
+    return busy;
+}
+
+int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
+{
+    char warn[512] = "";
+    int r = result(pub, true, errbuf, errlen); /* the flush in flight first */
+    if (r < 0 && r != -EINPROGRESS)
+        r = 0; /* its set is still in flight: written again below */
+    if (r == 0 && errlen && errbuf[0])
+        snprintf(warn, sizeof warn, "%s", errbuf);
+    /* at most two rounds: a set kept from a failed flush, then the waiting one */
+    for (int round = 0; round < 2 && pd_publisher_dirty(pub) > 0; round++) {
+        if (pd_publisher_flush_start(pub) <= 0)
+            break;
+        if ((r = result(pub, true, errbuf, errlen)) < 0)
+            return r;
+        if (errlen && errbuf[0])
+            snprintf(warn, sizeof warn, "%s", errbuf);
+    }
+    if (errlen)
+        snprintf(errbuf, errlen, "%s", warn);
     return 0;
 }
 

@@ -1,8 +1,12 @@
 /* Redis output: the user score hashes ({prefix}:u:{user}), model summaries
  * ({prefix}:model:{name}), sorted-set lists ({prefix}:{name}) and forget deletions. Updates are
- * coalesced per user or list until a flush, which writes them pipelined and returns only when
- * Redis has acknowledged every one; a failed flush keeps everything for the next attempt, so
- * nothing accepted is lost. */
+ * coalesced per user or list until a flush writes them, pipelined, on the publisher's own
+ * writer thread: pd_publisher_flush_start() hands what is waiting to it and returns at once,
+ * and updates made meanwhile wait for the next flush, so a slow or hung Redis never holds up
+ * the caller. A flush has succeeded once Redis acknowledged every write of it; a failed flush
+ * keeps its writes and the next start writes them again, alone and before anything newer, so
+ * nothing accepted is lost and no key sees its updates out of order. pd_publisher_flush() does
+ * all of that and waits. Every function is called from one thread, the caller's. */
 #ifndef PD_PUBLISHER_H
 #define PD_PUBLISHER_H
 
@@ -34,14 +38,17 @@ pd_publisher *pd_publisher_new(const pd_redis_conf *conf, const char *const *fie
                                size_t n_fields, char *errbuf, size_t errlen);
 void pd_publisher_free(pd_publisher *pub);
 
-/* Connects (AUTH and SELECT included). Returns 0, or a negative errno with a message naming
- * the address (never the password). */
+/* Connects (AUTH and SELECT included), waiting up to the conf's timeout; a flush reconnects
+ * by itself. Returns 0, or a negative errno with a message naming the address (never the
+ * password); -EBUSY while a flush is in flight. */
 int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen);
 bool pd_publisher_connected(const pd_publisher *pub);
 
-/* Replaces the model fields after a reload. Flush first: dirty scores are indexed by model. */
+/* Replaces the model fields after a reload. pd_publisher_flush() first: dirty scores are
+ * indexed by model, and the writer must be idle. */
 int pd_publisher_set_fields(pd_publisher *pub, const char *const *fields, size_t n_fields);
-/* Takes new TTL, flush interval and pipeline depth (the address needs a new publisher). */
+/* Takes new TTL, flush interval and pipeline depth (the address needs a new publisher); only
+ * while no flush is in flight (after pd_publisher_flush()). */
 void pd_publisher_set_conf(pd_publisher *pub, const pd_redis_conf *conf);
 
 typedef struct pd_publish_score {
@@ -72,12 +79,31 @@ int pd_publisher_put_zset(pd_publisher *pub, const char *name, size_t name_len,
                           const char *const *members, const size_t *member_lens,
                           const float *scores, size_t n);
 
-/* Users, forgets, model summaries and lists waiting to be written (0: a flush has nothing to
- * do). */
+/* Users, forgets, model summaries and lists waiting to be written or in flight (0: a flush
+ * has nothing to do). */
 size_t pd_publisher_dirty(const pd_publisher *pub);
 
-/* Writes everything waiting. 0 when Redis acknowledged all of it; otherwise a negative errno,
- * a message, and every update is kept for the next flush (after a reconnect). */
+/* Starts a flush and returns without waiting: 1 when one started, 0 when nothing waits, and
+ * -EBUSY while the previous one is in flight or its outcome has not been taken. The writes of
+ * a flush that failed go again, alone; otherwise everything waiting goes. */
+int pd_publisher_flush_start(pd_publisher *pub);
+
+/* The outcome of the flush last started, without waiting: -EINPROGRESS while it runs, 1 when
+ * there is none to take (idle), 0 when Redis acknowledged all of it (errbuf may still carry
+ * a warning: writes refused for good, counted in reply_errors), or a negative errno with a
+ * message: its writes are kept for the next start (after a reconnect). Taken once. */
+int pd_publisher_flush_result(pd_publisher *pub, char *errbuf, size_t errlen);
+
+/* Whether a flush is in flight. */
+bool pd_publisher_flushing(const pd_publisher *pub);
+
+/* Writes one byte to fd (non-blocking, e.g. a self-pipe) whenever a flush finishes, so a
+ * loop waiting in poll() takes the outcome at once; -1 for none. */
+void pd_publisher_set_wakeup(pd_publisher *pub, int fd);
+
+/* Waits for the flush in flight, then writes everything waiting and waits for that: 0 when
+ * Redis acknowledged all of it (errbuf may carry a warning, as above); otherwise a negative
+ * errno, a message, and every update is kept for the next flush. */
 int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen);
 
 void pd_publisher_get_stats(const pd_publisher *pub, pd_publisher_stats *ret_stats);

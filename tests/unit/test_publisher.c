@@ -397,8 +397,9 @@ static void test_failed_flush_keeps_lists(void **state)
     assert_true(pd_publisher_flush(pub, err, sizeof err) < 0); /* the connection breaks */
     assert_true(pd_publisher_flush(pub, err, sizeof err) < 0); /* the connect is refused */
     assert_int_equal(pd_publisher_dirty(pub), 2);
-    /* a put while Redis is away still replaces what waits */
+    /* a put while Redis is away waits behind the failed flush's writes, which go first */
     assert_int_equal(pd_publisher_put_zset(pub, "x", 1, v2, lens, s + 1, 1), 0);
+    assert_int_equal(pd_publisher_dirty(pub), 3);
 
     assert_int_equal(start_redis(f), 0);
     assert_non_null(f->check = connect_unix(f->sock));
@@ -408,7 +409,7 @@ static void test_failed_flush_keeps_lists(void **state)
     pd_publisher_stats st;
     pd_publisher_get_stats(pub, &st);
     assert_int_equal(st.flush_failures, 2);
-    assert_int_equal(st.list_writes, 2);
+    assert_int_equal(st.list_writes, 3); /* x and y again, then the newer x */
     assert_true(st.connects >= 2);
     pd_publisher_free(pub);
 }
@@ -476,6 +477,118 @@ static void test_refusal_for_good_is_counted(void **state)
     assert_int_equal(st.list_writes, 1);
     pd_publisher_free(pub);
     freeReplyObject(command(f, "ACL DELUSER nozadd"));
+}
+
+/* ---- the writer thread ---- */
+
+static void update(pd_publisher *pub, const char *user, double p, int64_t ts)
+{
+    const pd_publish_score sc = {.field = 0, .value = p};
+    assert_int_equal(pd_publisher_update(pub, user, strlen(user), ts, 1, &sc, 1), 0);
+}
+
+static double hash_p(const fixture *f, const char *user)
+{
+    redisReply *rep = command(f, "HGET t:u:%s p", user);
+    double v = rep->type == REDIS_REPLY_STRING ? strtod(rep->str, NULL) : -1;
+    freeReplyObject(rep);
+    return v;
+}
+
+/* The outcome of the flush in flight, waiting up to 5 s for it. */
+static int wait_result(pd_publisher *pub, char *err, size_t len)
+{
+    for (int i = 0; i < 5000; i++) {
+        int r = pd_publisher_flush_result(pub, err, len);
+        if (r != -EINPROGRESS)
+            return r;
+        sleep_ms(1);
+    }
+    fail_msg("the flush did not finish within 5 s");
+    return -ETIMEDOUT;
+}
+
+/* A hung Redis (SIGSTOP) holds the writer, not the caller: the start returns at once, the
+ * caller keeps coalescing into the next flush, and both land in order once Redis wakes. */
+static void test_hung_redis_holds_only_the_writer(void **state)
+{
+    fixture *f = *state;
+    pd_publisher *pub = publisher(f, TTL_MS, 1000);
+    int wake[2];
+    assert_int_equal(pipe2(wake, O_NONBLOCK | O_CLOEXEC), 0);
+    pd_publisher_set_wakeup(pub, wake[1]);
+    char err[512];
+    assert_int_equal(pd_publisher_connect(pub, err, sizeof err), 0);
+    update(pub, "a", 0.25, 1);
+    update(pub, "b", 0.5, 1);
+
+    assert_int_equal(kill(f->pid, SIGSTOP), 0);
+    assert_int_equal(pd_publisher_flush_start(pub), 1);
+    sleep_ms(200);
+    assert_true(pd_publisher_flushing(pub));
+    assert_int_equal(pd_publisher_flush_result(pub, err, sizeof err), -EINPROGRESS);
+    assert_int_equal(pd_publisher_flush_start(pub), -EBUSY);
+    update(pub, "a", 0.75, 2); /* waits for the next flush */
+    assert_int_equal(pd_publisher_dirty(pub), 3); /* two in flight, one waiting */
+    char byte;
+    assert_int_equal(read(wake[0], &byte, 1), -1); /* nothing finished: no wakeup */
+
+    assert_int_equal(kill(f->pid, SIGCONT), 0);
+    assert_int_equal(wait_result(pub, err, sizeof err), 0);
+    assert_int_equal(read(wake[0], &byte, 1), 1);
+    assert_int_equal(pd_publisher_flush_result(pub, err, sizeof err), 1); /* taken once */
+    assert_true(hash_p(f, "a") == 0.25);
+    assert_true(hash_p(f, "b") == 0.5);
+    assert_int_equal(pd_publisher_dirty(pub), 1);
+    assert_int_equal(pd_publisher_flush_start(pub), 1);
+    assert_int_equal(wait_result(pub, err, sizeof err), 0);
+    assert_true(hash_p(f, "a") == 0.75);
+    assert_int_equal(pd_publisher_dirty(pub), 0);
+    assert_int_equal(pd_publisher_flush_start(pub), 0); /* nothing waits */
+    pd_publisher_stats st;
+    pd_publisher_get_stats(pub, &st);
+    assert_int_equal(st.flushes, 2);
+    assert_int_equal(st.user_writes, 3);
+    pd_publisher_free(pub);
+    close(wake[0]);
+    close(wake[1]);
+}
+
+/* A failed flush's writes go again before anything newer: had the newer update of a user gone
+ * first, the older one would have overwritten it. */
+static void test_failed_writes_go_before_newer_ones(void **state)
+{
+    fixture *f = *state;
+    pd_publisher *pub = publisher(f, TTL_MS, 1000);
+    char err[512];
+    assert_int_equal(pd_publisher_connect(pub, err, sizeof err), 0);
+    update(pub, "a", 0.125, 1);
+    update(pub, "c", 0.5, 1);
+    redisFree(f->check);
+    f->check = NULL;
+    stop_redis(f);
+    assert_int_equal(pd_publisher_flush_start(pub), 1);
+    assert_true(wait_result(pub, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "redis"));
+    update(pub, "a", 0.875, 2);
+    assert_int_equal(pd_publisher_flush_start(pub), 1); /* the failed set again, alone */
+    assert_true(wait_result(pub, err, sizeof err) < 0); /* the connect is refused */
+    assert_int_equal(pd_publisher_dirty(pub), 3);
+
+    assert_int_equal(start_redis(f), 0);
+    assert_non_null(f->check = connect_unix(f->sock));
+    assert_int_equal(pd_publisher_flush_start(pub), 1);
+    assert_int_equal(wait_result(pub, err, sizeof err), 0);
+    assert_true(hash_p(f, "a") == 0.125);
+    assert_true(hash_p(f, "c") == 0.5);
+    flush_ok(pub);
+    assert_true(hash_p(f, "a") == 0.875);
+    assert_true(hash_p(f, "c") == 0.5);
+    pd_publisher_stats st;
+    pd_publisher_get_stats(pub, &st);
+    assert_int_equal(st.flush_failures, 2);
+    assert_int_equal(st.user_writes, 3);
+    pd_publisher_free(pub);
 }
 
 /* ---- atomic replacement ---- */
@@ -604,6 +717,8 @@ int main(void)
         cmocka_unit_test_setup(test_many_lists_across_windows, setup),
         cmocka_unit_test_setup(test_second_put_replaces_the_first, setup),
         cmocka_unit_test_setup(test_failed_flush_keeps_lists, setup),
+        cmocka_unit_test_setup(test_hung_redis_holds_only_the_writer, setup),
+        cmocka_unit_test_setup(test_failed_writes_go_before_newer_ones, setup),
         cmocka_unit_test_setup(test_refusal_for_now_keeps_lists, setup),
         cmocka_unit_test_setup(test_refusal_for_good_is_counted, setup),
         cmocka_unit_test_setup(test_reader_sees_whole_lists_only, setup),
