@@ -157,6 +157,14 @@ typedef struct daemon_ready {
     char starting[600]; /* what start-up waits for, while it does (daemon.c writes it) */
 } daemon_ready;
 
+/* daemon_kafka.c: broker health, from librdkafka's statistics */
+typedef struct daemon_brokers {
+    int up;            /* brokers connected (bootstrap and learned; -1: no statistics yet) */
+    int known;         /* brokers librdkafka knows of */
+    int64_t down_since_ms; /* monotonic: since when none is up (0: one is, or not known yet) */
+    uint64_t stats_seen;
+} daemon_brokers;
+
 /* daemon_metrics.c */
 typedef struct daemon_metrics {
     int64_t next_render_ms;
@@ -172,6 +180,7 @@ struct pd_daemon {
     pd_kafka_in *in;
     pd_dead_letter *dlq;
     pd_sources *sources; /* daemon_kafka.c */
+    daemon_brokers brokers; /* daemon_kafka.c */
     /* operations endpoints (daemon.c) */
     pd_notify *notify;
     pd_http *http;

@@ -9,6 +9,9 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <string.h>
+
+#include <jansson.h>
 
 #include "common/clock.h"
 #include "daemon/daemon_internal.h"
@@ -122,6 +125,41 @@ static void on_kafka_log(void *ctx, int level, const char *facility, const char 
     pd_log(l, "kafka %s: %s", facility, message);
 }
 
+/* Broker health from librdkafka's statistics (inside pd_kafka_in_poll): how many of the
+ * brokers it knows (its internal pseudo-broker aside) are up, and since when none is. */
+static void handle_stats(void *ctx, const char *json, size_t len)
+{
+    pd_daemon *d = ctx;
+    json_t *root = json_loadb(json, len, 0, NULL);
+    json_t *brokers = root ? json_object_get(root, "brokers") : NULL;
+    if (!json_is_object(brokers)) {
+        json_decref(root);
+        return;
+    }
+    int up = 0, known = 0;
+    const char *name;
+    json_t *b;
+    json_object_foreach(brokers, name, b)
+    {
+        const char *source = json_string_value(json_object_get(b, "source"));
+        const char *state = json_string_value(json_object_get(b, "state"));
+        if (!state || (source && strcmp(source, "internal") == 0))
+            continue;
+        known++;
+        up += strcmp(state, "UP") == 0;
+    }
+    json_decref(root);
+    daemon_brokers *h = &d->brokers;
+    int64_t now = pd_clock_mono_ms();
+    if (up == 0 && h->down_since_ms == 0)
+        h->down_since_ms = now;
+    else if (up > 0)
+        h->down_since_ms = 0;
+    h->up = up;
+    h->known = known;
+    h->stats_seen++;
+}
+
 int daemon_kafka_start(pd_daemon *d)
 {
     char err[512];
@@ -134,7 +172,12 @@ int daemon_kafka_start(pd_daemon *d)
         }
     }
     pd_kafka_hooks hooks = {
-        .ctx = d, .revoking = handle_revoke, .assigning = handle_assign, .log = on_kafka_log};
+        .ctx = d,
+        .revoking = handle_revoke,
+        .assigning = handle_assign,
+        .log = on_kafka_log,
+        .stats = handle_stats};
+    d->brokers.up = -1;
     d->in = pd_kafka_in_new(&d->conf->kafka, &hooks, err, sizeof err);
     if (!d->in) {
         pd_log_error("%s", err);

@@ -147,6 +147,12 @@ static void render_kafka(pd_daemon *d, pd_strbuf *sb)
         pd_kafka_in_each_lag(d->in, put_lag, sb);
     FAMILY("propensityd_kafka_assigned_partitions", GAUGE, "Partitions assigned to this member.");
     SAMPLE("propensityd_kafka_assigned_partitions", ks.assigned);
+    if (d->brokers.up >= 0) {
+        FAMILY("propensityd_kafka_brokers_up", GAUGE,
+               "Kafka brokers the consumer is connected to (librdkafka's statistics, each "
+               "statistics.interval.ms); 0 for 2 s makes /readyz 503.");
+        SAMPLE("propensityd_kafka_brokers_up", d->brokers.up);
+    }
     FAMILY("propensityd_kafka_messages_total", COUNTER, "Messages taken from Kafka.");
     SAMPLE("propensityd_kafka_messages_total", ks.messages);
     FAMILY("propensityd_kafka_errors_total", COUNTER, "Consumer errors (transport, partition).");

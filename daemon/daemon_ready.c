@@ -10,6 +10,7 @@
 
 #define STATUS_MS      2000 /* STATUS= line for systemd */
 #define READY_CHECK_MS 1000 /* Kafka reachability probe before READY=1 */
+#define BROKERS_DOWN_MS 2000 /* no broker up in the statistics this long: not ready */
 #define STALL_MS       1000 /* a flush waiting this long (and 4 intervals) makes the daemon unready */
 
 /* Started, consuming, writing to Redis and caught up within daemon.ready_max_lag. */
@@ -19,11 +20,17 @@ const char *daemon_not_ready_reason(pd_daemon *d, char *buf, size_t len)
         return "starting";
     if (d->control.paused)
         return "consumption paused";
+    int64_t now = pd_clock_mono_ms();
     if (!pd_publisher_connected(d->pub) || d->flush.backoff_ms)
         return "redis writes failing";
-    int64_t stalled = daemon_flush_stalled_ms(d, pd_clock_mono_ms());
+    int64_t stalled = daemon_flush_stalled_ms(d, now);
     if (stalled > STALL_MS && stalled > 4 * d->flush.interval_ms) {
         snprintf(buf, len, "redis writes stalled: a flush has waited %" PRId64 " ms", stalled);
+        return buf;
+    }
+    if (d->brokers.down_since_ms && now - d->brokers.down_since_ms >= BROKERS_DOWN_MS) {
+        snprintf(buf, len, "kafka: no broker reachable for %.0f s (%d known)",
+                 (double)(now - d->brokers.down_since_ms) / 1000.0, d->brokers.known);
         return buf;
     }
     pd_kafka_stats ks;

@@ -97,6 +97,15 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
         log_line(in, level, fac, buf);
 }
 
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    pd_kafka_in *in = opaque;
+    if (in->hooks.stats)
+        in->hooks.stats(in->hooks.ctx, json, len);
+    return 0; /* librdkafka frees json */
+}
+
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
@@ -295,6 +304,20 @@ pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *ho
             rd_kafka_conf_destroy(kc);
             goto out_free;
         }
+    }
+    if (hooks && hooks->stats) {
+        /* statistics once a second unless configured otherwise: broker health for readiness */
+        char v[32];
+        size_t vlen = sizeof v;
+        if (rd_kafka_conf_get(kc, "statistics.interval.ms", v, &vlen) == RD_KAFKA_CONF_OK &&
+            strcmp(v, "0") == 0 &&
+            rd_kafka_conf_set(kc, "statistics.interval.ms", "1000", err, sizeof err) !=
+                RD_KAFKA_CONF_OK) {
+            snprintf(errbuf, errlen, "kafka configuration: %s", err);
+            rd_kafka_conf_destroy(kc);
+            goto out_free;
+        }
+        rd_kafka_conf_set_stats_cb(kc, on_stats);
     }
     rd_kafka_conf_set_opaque(kc, in);
     rd_kafka_conf_set_error_cb(kc, on_error);

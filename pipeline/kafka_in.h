@@ -28,6 +28,9 @@ typedef struct pd_kafka_hooks {
     /* A librdkafka error or log line worth the daemon's log (no secrets: librdkafka does not
      * print passwords). level is syslog-style (3 = error, 4 = warning, ...). */
     void (*log)(void *ctx, int level, const char *facility, const char *message);
+    /* librdkafka's statistics JSON (every statistics.interval.ms, 1 s unless configured):
+     * what the owner reads broker health from. Optional. */
+    void (*stats)(void *ctx, const char *json, size_t len);
 } pd_kafka_hooks;
 
 typedef struct pd_kafka_stats {

@@ -94,9 +94,12 @@ def main():
                     if status == 503 and lost is None:
                         lost = time.monotonic() - t0
                         log("/readyz 503 after %.1f s: %s" % (lost, body.strip()))
+                        body_lost = body
                     time.sleep(0.2)
-                if lost is None:
-                    log("/readyz stayed 200 through the broker outage")
+                check(lost is not None and lost < 5 * faults.SLOW,
+                      "/readyz stayed 200 through the broker outage")
+                check("kafka" in body_lost,
+                      "/readyz says %r, not that kafka is unreachable" % body_lost)
                 broker.command("up -1")
                 producer.release()
                 log("brokers up")
@@ -128,12 +131,25 @@ def main():
                       "%s, %d produced)" % (k.end_offsets(faults.TOPIC), producer.sent))
 
                 # Redis frozen while the broker is fine: nothing may be committed meanwhile
+                # ... while consumption and the loop go on (the flush waits on its own thread)
+                m0 = faults.metrics(port)["propensityd_kafka_messages_total"]
                 rs.freeze()
                 log("redis frozen")
                 time.sleep(1.5)  # a flush may have been acknowledged just before
                 frozen = faults.committed(k)
-                time.sleep(1.5)
+                t_frozen = time.monotonic()
+                unready = None
+                while time.monotonic() - t_frozen < 1.5:
+                    status, body = faults.readyz(port)
+                    if status == 503 and "redis" in body and unready is None:
+                        unready = body.strip()
+                    time.sleep(0.1)
+                m1 = faults.metrics(port)["propensityd_kafka_messages_total"]
                 check(faults.committed(k) == frozen, "offsets moved while redis was frozen")
+                check(unready is not None, "/readyz did not say redis stalled while it was frozen")
+                log("/readyz while redis was frozen: %s" % unready)
+                check(m1 > m0, "consumption stopped while redis was frozen (%d messages)" % m1)
+                log("consumed %d messages while redis was frozen" % (m1 - m0))
                 rs.thaw()
                 log("redis thawed")
 
