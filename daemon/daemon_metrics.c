@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
 
+#include "daemon/build_commit.h"
 #include "common/clock.h"
 #include "daemon/daemon_internal.h"
 #include "daemon/log.h"
@@ -25,8 +26,8 @@ static void render_daemon(pd_daemon *d, pd_strbuf *sb)
     FAMILY("propensityd_build_info", GAUGE,
            "The running daemon's version and the libraries it runs on (always 1).");
     pd_prom_sample(sb, "propensityd_build_info",
-                   (const char *[]){"version", PD_VERSION, "librdkafka", rd_kafka_version_str(),
-                                    "hiredis", hiredis, NULL},
+                   (const char *[]){"version", PD_VERSION, "commit", PD_COMMIT, "librdkafka",
+                                    rd_kafka_version_str(), "hiredis", hiredis, NULL},
                    1);
     FAMILY("propensityd_ready", GAUGE, "1 when /readyz answers 200.");
     char why[160];

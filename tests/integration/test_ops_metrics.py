@@ -247,7 +247,10 @@ def main():
                 info = [ls for (n, ls), v in samples.items()
                         if n == "propensityd_build_info" and v == 1]
                 check(len(info) == 1 and {k for k, _ in info[0]} >=
-                      {"version", "librdkafka", "hiredis"}, "build_info %s" % info)
+                      {"version", "commit", "librdkafka", "hiredis"}, "build_info %s" % info)
+                commit = dict(info[0])["commit"]
+                check(commit == "unknown" or re.fullmatch(r"[0-9a-f]{7,40}", commit),
+                      "build_info commit %r" % commit)
                 check(value(samples, "propensityd_snapshot_duration_seconds") >= 0, "snap")
                 check(value(samples, "propensityd_ready") == 1, "ready gauge")
 
