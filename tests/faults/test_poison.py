@@ -7,8 +7,10 @@ UTF-8, NaN / Infinity / 1e999, empty or missing users, wrong types, unknown type
 arrays as ids, bad timestamps, binary (random bytes, gzip, a schema-registry frame), duplicate
 keys, bare `null` and other non-objects. Each names the reason the decoder must give. Beside
 them, valid events of odd shape (pretty-printed over several lines, a numeric or non-ASCII
-user id, a duplicate key the pipeline does not read, deep nesting and a long string where the
-pipeline does not look) that must be learned like any other.
+user id, a key spelled with an escape or as a dotted path, a duplicate key the pipeline does
+not read, deep nesting and a long string where the pipeline does not look, time 0 or
+fractional) that must be learned like any other. The first and the last message are bad, so
+the last offset is committed only once its dead letter is acknowledged.
 
 events.max_message_bytes is 512 KiB here, so the 100k-deep documents (200 KB) reach the
 parser; the 2 MB one is over it and over what the dead-letter producer may send (librdkafka's
@@ -21,7 +23,8 @@ SIGTERM exit:
     header is the expected one, detail is set, source.topic / partition / offset point at the
     original, key and value are the original's (a prefix of it when truncated);
   - /metrics counts the decode errors by reason as the stream holds them, every dead letter
-    delivered, none failed; the stop summary counts them too;
+    delivered, none failed, and the events processed by type as the valid ones (each exactly
+    once); the stop summary counts the dead letters too;
   - the daemon never died (every wait checks it) and its RSS stayed bounded.
 """
 
@@ -330,6 +333,15 @@ def main():
                       % (m["propensityd_dead_lettered_total"],
                          m["propensityd_dead_letter_failures_total"], len(bad)))
                 log("decode errors by reason: %s" % got)
+                types = {}
+                for line in replay:
+                    t = json.loads(line.split(b"\t", 1)[1])["type"]
+                    types[t] = types.get(t, 0) + 1
+                seen = {t: int(m.get('propensityd_events_total{type="%s"}' % t, 0))
+                        for t in types}
+                check(seen == types, "events processed by type %s, the valid ones %s"
+                      % (seen, types))
+                log("events processed by type = the valid events': %s" % seen)
 
                 faults.end_clean(d, rss)
                 check("dead_lettered=%d" % len(bad) in d.log_text(),
