@@ -107,7 +107,8 @@ def memcheck_clean(log_path, what):
         text = f.read()
     m = re.search(r"ERROR SUMMARY: (\d+) errors", text)
     check(m, "%s: no memcheck summary in its log:\n%s" % (what, text[-3000:]))
-    check(m.group(1) == "0", "%s: memcheck found %s errors:\n%s" % (what, m.group(1), text[-12000:]))
+    check(m.group(1) == "0",
+          "%s: memcheck found %s errors:\n%s" % (what, m.group(1), text[-12000:]))
     leak = re.search(r"definitely lost: ([\d,]+) bytes", text)
     check(not leak or leak.group(1) == "0", "%s: definite leaks:\n%s" % (what, text[-12000:]))
     print("%s: memcheck clean%s" % (what, "" if leak else " (no leaks possible)"))
