@@ -554,7 +554,9 @@ static int user_add(rec *r, uint64_t h, const char *id, size_t len, int64_t ts_m
 {
     size_t block = r->dim * sizeof(float) + (r->ring_len + r->k) * sizeof(ref);
     char *copy = malloc(len + 1);
-    float *vec = malloc(block);
+    /* zeroed: a snapshot writes the whole recent ring, its unused slots too (memcheck saw
+     * heap garbage go into the file and its checksum) */
+    float *vec = calloc(1, block);
 
     if (!copy || !vec || pd_hashtab_reserve(&r->user_map) < 0)
         goto out_nomem;

@@ -345,6 +345,11 @@ extern "C" pd_decode_error pd_decoder_decode(pd_decoder *d, const char *buf, siz
 
     simdjson::dom::element root;
     simdjson::error_code perr = d->parser.parse(d->buf.data(), len, false).get(root);
+    /* the parser may stop at another error first (an unclosed string in binary data), and
+     * the reason must not depend on where a quote byte happens to fall */
+    if (perr != simdjson::SUCCESS && perr != simdjson::UTF8_ERROR &&
+        !simdjson::validate_utf8(d->buf.data(), len))
+        perr = simdjson::UTF8_ERROR;
     if (perr == simdjson::UTF8_ERROR)
         return fail(PD_DECODE_INVALID_UTF8, detail, detail_len, "not valid UTF-8");
     if (perr == simdjson::NUMBER_ERROR)

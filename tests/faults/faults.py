@@ -54,7 +54,7 @@ redis:
   flush_interval: 20ms
   timeout: 1s
 events:
-  types: [view, click, add_to_cart, purchase, review]%(dlq)s
+  types: [view, click, add_to_cart, purchase, review]%(dlq)s%(events_extra)s
 features:
   device:   { categorical: context.device }
   campaign: { categorical: context.campaign }
@@ -102,7 +102,8 @@ class Case:
     """A temp dir, a config, the events (keyed lines) and the clean reference."""
 
     def __init__(self, name, events=6000, users=300, seed=7, snapshot=None, dead_letters=False,
-                 extra_lines=()):
+                 extra_lines=(), events_conf=""):
+        """events_conf: lines added to the config's events: section, indented."""
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="pd-fault-%s-" % name)
         self.http_port = harness.free_port()
@@ -114,7 +115,9 @@ class Case:
         self.config = os.path.join(self.tmp, "pipeline.yaml")
         with open(self.config, "w") as f:
             f.write(CONFIG % {"topic": TOPIC, "prefix": PREFIX, "snapshot": snap,
-                              "dlq": ("\n  dead_letter_topic: " + DLQ) if dead_letters else ""})
+                              "dlq": ("\n  dead_letter_topic: " + DLQ) if dead_letters else "",
+                              "events_extra": "".join("\n  " + line
+                                                      for line in events_conf.splitlines())})
         lines = harness.eventgen("--events", events, "--users", users, "--seed", seed,
                                  "--format", "keyed").splitlines()
         last_ts = json.loads(lines[-1].split(b"\t", 1)[1])["ts"]

@@ -248,6 +248,10 @@ static void test_refusals(void **state)
     expect_error(d, "{\"user_id\":\"u\x80\",\"type\":\"view\"}", PD_DECODE_INVALID_UTF8);
     expect_error(d, "{\"user_id\":\"u1\",\"type\":\"view\",\"text\":\"\xc3\"}",
                  PD_DECODE_INVALID_UTF8);
+    /* not UTF-8 and not JSON either (the parser stops at the unclosed string first): binary
+     * is invalid_utf8 wherever its quote bytes fall */
+    expect_error(d, "\xff\xfe\"\x01\x90", PD_DECODE_INVALID_UTF8);
+    expect_error(d, "{\"user_id\":\"u\x80", PD_DECODE_INVALID_UTF8);
     pd_decoder_free(d);
 }
 
