@@ -51,6 +51,14 @@ typedef struct pd_kafka_conf {
 } pd_kafka_conf;
 
 /* ---- redis: ---- */
+/* How a user's keys are named: the plain {prefix}:u:{user} and {prefix}:rec:{user}, or with
+ * the user as a Redis Cluster hash tag, {prefix}:{{user}}:u and {prefix}:{{user}}:rec, so every
+ * key of one user lives in one slot and a reader may read them in one transaction. */
+typedef enum pd_key_layout {
+    PD_KEYS_PLAIN,
+    PD_KEYS_CLUSTER,
+} pd_key_layout;
+
 typedef struct pd_redis_conf {
     char *url;       /* as written: redis://host:port/db or unix:///path */
     char *host;      /* parsed from url; NULL for unix sockets */
@@ -64,6 +72,7 @@ typedef struct pd_redis_conf {
     int64_t flush_interval_ms;
     int64_t max_pipeline; /* commands in flight per round trip */
     int64_t timeout_ms;   /* connect and command timeout */
+    pd_key_layout key_layout;
 } pd_redis_conf;
 
 /* ---- events: ---- */

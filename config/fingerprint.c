@@ -199,6 +199,7 @@ static void fp_redis(fp *f, const pd_redis_conf *r)
     fp_str(f, r->username);
     fp_i64(f, r->password != NULL);
     fp_str(f, r->prefix);
+    fp_i64(f, r->key_layout);
     fp_i64(f, r->ttl_ms);
     fp_i64(f, r->flush_interval_ms);
     fp_i64(f, r->max_pipeline);

@@ -159,6 +159,9 @@ const char *redis_url_parse(const char *url, redis_url *u)
     u->port = REDIS_URL_DEFAULT_PORT;
     if (!strncmp(url, "unix://", 7))
         return parse_unix(url, u);
+    if (!strncmp(url, "rediss://", 9))
+        return "TLS (rediss://) is not supported (Debian 12's hiredis, 0.14, has none): "
+               "reach the server through a local TLS tunnel (config/README.md)";
     if (strncmp(url, "redis://", 8))
         return "unknown scheme";
     const char *auth = url + 8, *at = NULL, *slash, *end = auth + strlen(auth);

@@ -55,6 +55,11 @@ static const char *first_restart_key(const pd_config *old, const pd_config *new_
         return "redis.username";
     if (!str_eq(orr->password, nr->password))
         return "redis.password";
+    /* the keys already written would be left behind under the old names */
+    if (!str_eq(orr->prefix, nr->prefix))
+        return "redis.prefix";
+    if (orr->key_layout != nr->key_layout)
+        return "redis.key_layout";
     /* type ids are kept in snapshots and user state: new types may only be appended */
     if (oe->n_types > ne->n_types ||
         !string_lists_equal(oe->types, oe->n_types, ne->types, oe->n_types))

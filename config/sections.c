@@ -187,7 +187,9 @@ static void load_kafka(loader *ld, ynode *map)
 
 static const char *const redis_keys[] = {"url",          "username", "password", "password_file",
                                          "db",           "prefix",   "ttl",      "flush_interval",
-                                         "max_pipeline", "timeout",  NULL};
+                                         "max_pipeline", "timeout",  "key_layout",
+                                         NULL};
+static const char *const key_layout_names[] = {"plain", "cluster"};
 
 static void load_redis_url(loader *ld, ynode *map, pd_redis_conf *redis)
 {
@@ -296,6 +298,10 @@ static void load_redis(loader *ld, ynode *map)
                     &redis->flush_interval_ms);
     ld_get_int(ld, map, mp, "max_pipeline", 1, 100000, &redis->max_pipeline);
     ld_get_duration(ld, map, mp, "timeout", 10, 60 * MS_PER_S, false, &redis->timeout_ms);
+    int layout = PD_KEYS_PLAIN;
+    if (ld_get_enum(ld, map, mp, "key_layout", key_layout_names, ARRAY_SIZE(key_layout_names),
+                    &layout) > 0)
+        redis->key_layout = (pd_key_layout)layout;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -88,6 +88,15 @@ static bool list_key(pd_daemon *d, size_t i, enum list_what what, const char *id
     const char *out = list_output(d, i);
     bool rec = strcmp(out, "rec") == 0;
     pd_strbuf_reset(k);
+    if (what == LIST_USER && d->conf->redis.key_layout == PD_KEYS_CLUSTER) {
+        /* "{id}:{output}": the list shares the score hash's hash tag ({prefix}:{id}:u, the
+         * id in braces) */
+        pd_strbuf_addc(k, '{');
+        pd_strbuf_add(k, id, len);
+        pd_strbuf_adds(k, "}:");
+        pd_strbuf_adds(k, out);
+        return !k->oom;
+    }
     if (what == LIST_USER) {
         pd_strbuf_adds(k, out);
         pd_strbuf_addc(k, ':');

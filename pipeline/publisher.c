@@ -872,6 +872,15 @@ static void arg_raw(pd_publisher *pub, int *argc, const char *s, size_t len)
     (*argc)++;
 }
 
+/* A user's score hash: {prefix}:u:{user}, or {prefix}:{{user}}:u under the cluster layout. */
+static void arg_user_key(pd_publisher *pub, int *argc, size_t *pos, const char *user)
+{
+    if (pub->conf.key_layout == PD_KEYS_CLUSTER)
+        arg_text(pub, argc, pos, "%s:{%s}:u", pub->prefix, user);
+    else
+        arg_text(pub, argc, pos, "%s:u:%s", pub->prefix, user);
+}
+
 static int write_user(pd_publisher *pub, flush_state *fs, const entry *e)
 {
     size_t need_text = e->len + strlen(pub->prefix) + 16 + (pub->n_fields + 2) * 32 + 64;
@@ -883,7 +892,7 @@ static int write_user(pd_publisher *pub, flush_state *fs, const entry *e)
     int argc = 0;
     size_t pos = 0;
     arg_raw(pub, &argc, "HSET", 4);
-    arg_text(pub, &argc, &pos, "%s:u:%s", pub->prefix, e->id);
+    arg_user_key(pub, &argc, &pos, e->id);
     for (size_t i = 0; i < pub->n_fields; i++) {
         if (!(e->mask & (UINT64_C(1) << i)))
             continue;
@@ -900,7 +909,7 @@ static int write_user(pd_publisher *pub, flush_state *fs, const entry *e)
         argc = 0;
         pos = 0;
         arg_raw(pub, &argc, "PEXPIRE", 7);
-        arg_text(pub, &argc, &pos, "%s:u:%s", pub->prefix, e->id);
+        arg_user_key(pub, &argc, &pos, e->id);
         arg_text(pub, &argc, &pos, "%" PRId64, pub->conf.ttl_ms);
         if ((r = send_argv(pub, fs, argc, CMD_PLAIN)) < 0)
             return r;
@@ -916,7 +925,7 @@ static int write_forget(pd_publisher *pub, flush_state *fs, const char *user)
     int argc = 0;
     size_t pos = 0;
     arg_raw(pub, &argc, "DEL", 3);
-    arg_text(pub, &argc, &pos, "%s:u:%s", pub->prefix, user);
+    arg_user_key(pub, &argc, &pos, user);
     return send_argv(pub, fs, argc, CMD_PLAIN);
 }
 

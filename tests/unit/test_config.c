@@ -799,7 +799,11 @@ static void test_reloadable(void **state)
     /* what reload is for */
     check_reload(base, "  types: [view, purchase]\n", "  types: [view, purchase, click]\n", NULL);
     check_reload(base, NULL, "    alpha: 0.5\n    bits: 24\n", NULL);
-    check_reload(base, NULL, "redis:\n  ttl: 1d\n  prefix: other\n", NULL);
+    check_reload(base, NULL, "redis:\n  ttl: 1d\n  flush_interval: 20ms\n", NULL);
+    /* keys already written would stay behind under the old names */
+    check_reload(base, NULL, "redis:\n  prefix: other\n", "redis.prefix changed: restart to apply");
+    check_reload(base, NULL, "redis:\n  key_layout: cluster\n",
+                 "redis.key_layout changed: restart to apply");
     check_reload(base, NULL, "daemon:\n  log_level: debug\n", NULL);
     check_reload(base, "  group: g\n", "  group: g\n  start: latest\n  poll_batch: 5\n", NULL);
     pd_config_free(base);
