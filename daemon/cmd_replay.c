@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,10 +19,12 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <zlib.h>
 
 #include "common/clock.h"
 #include "common/hashtab.h"
 #include "config/config.h"
+#include "daemon/cli.h"
 #include "daemon/commands.h"
 #include "daemon/learning_curve.h"
 #include "daemon/replay_report.h"
@@ -219,13 +222,16 @@ static void replay_usage(FILE *out)
 {
     fprintf(out, "usage: propensityd replay --config FILE [--json] [--scores OUT.jsonl]\n"
                  "                          [--report OUT.html] [--baseline OLD.json]\n"
-                 "                          EVENTS.jsonl [...]\n\n"
+                 "                          EVENTS.jsonl[.gz] [...]\n\n"
                  "Runs the pipeline of FILE over event files (one JSON event per line) with no\n"
                  "Kafka or Redis, and reports each model's progressive validation metrics\n"
                  "(every example is scored before the model learns from it; a recommender's\n"
                  "list is judged before each interaction: HR, MRR and NDCG at K beside its\n"
                  "popularity, recent popularity and co-visitation baselines), throughput and\n"
-                 "memory. Deterministic: the same files and config give the same numbers.\n\n"
+                 "memory. Deterministic: the same files and config give the same numbers.\n"
+                 "A file named - is stdin; .gz files (and gzip on stdin) are decompressed.\n"
+                 "Every path is checked before the run starts. On a terminal, stderr shows\n"
+                 "the share read and the time left.\n\n"
                  "  -c, --config FILE   pipeline configuration (YAML)\n"
                  "      --json          machine-readable report on stdout\n"
                  "      --scores FILE   the final scores of every user, one JSON line each\n"
@@ -241,58 +247,203 @@ static void replay_usage(FILE *out)
                  "  -h, --help          this text\n");
 }
 
-/* Runs every line of one file through the engine. */
-static int replay_file(pd_engine *eng, const char *path, const replay_opts *o, replay_ctx *rc,
-                       uint64_t *lines, double t0)
+/* Where the run is, for the progress line on a terminal: bytes of the inputs read so far
+ * against their total (0 when a pipe makes it unknown). */
+typedef struct replay_progress {
+    bool on;
+    double t0, last;
+    uint64_t total_bytes; /* 0: unknown */
+    uint64_t done_bytes;  /* of the files finished */
+    uint64_t *lines;
+} replay_progress;
+
+static void eta_text(char *buf, size_t len, double s)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* The progress line, at most every 100 ms (and on the first call); pos is the offset in the
+ * current file. */
+static void progress_tick(replay_progress *pr, const char *path, uint64_t pos)
+{
+    double now = pd_clock_mono_s(), dt = now - pr->t0;
+    if (!pr->on || (pr->last > 0 && now - pr->last < 0.1))
+        return;
+    pr->last = now;
+    double rate = dt > 0 ? (double)*pr->lines / dt : 0.0;
+    uint64_t done = pr->done_bytes + pos;
+    if (pr->total_bytes > 0 && done > 0) {
+        double share = (double)done / (double)pr->total_bytes;
+        char eta[32];
+        eta_text(eta, sizeof eta, share < 1 ? dt * (1 - share) / share : 0);
+        fprintf(stderr, "\r%s: %3.0f%%, %" PRIu64 " events, %.0f events/s, ETA %s\033[K",
+                strcmp(path, "-") == 0 ? "stdin" : path, 100.0 * (share < 1 ? share : 1),
+                *pr->lines, rate, eta);
+    } else {
+        fprintf(stderr, "\r%s: %" PRIu64 " events, %.0f events/s\033[K",
+                strcmp(path, "-") == 0 ? "stdin" : path, *pr->lines, rate);
+    }
+}
+
+/* Clears the progress line before a message, so the message starts its own line. */
+static void progress_clear(const replay_progress *pr)
+{
+    if (pr->on && pr->last > 0)
+        fputs("\r\033[K", stderr);
+}
+
+/* One line of events through the engine. */
+static void replay_line(pd_engine *eng, replay_ctx *rc, const char *p, size_t len)
+{
+    if (len && p[len - 1] == '\r')
+        len--;
+    if (len == 0)
+        return;
+    pd_event ev;
+    pd_engine_result res;
+    if (pd_engine_decode(eng, p, len, 0, &ev, NULL, 0) == PD_DECODE_OK &&
+        pd_engine_process(eng, &ev, &res) == 0 && rc->keep_scores && res.n_scores &&
+        scores_put(&rc->scores, &res) < 0)
+        rc->err = -ENOMEM;
+}
+
+/* Every line of data[0..size) through the engine, counted in *pr->lines. data is the file
+ * itself with tick (offsets in it are the progress); else the caller ticks. */
+static void replay_lines(pd_engine *eng, replay_ctx *rc, replay_progress *pr, const char *path,
+                         const char *data, size_t size, bool tick)
+{
+    const char *p = data, *end = data + size;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *eol = nl ? nl : end;
+        if (eol > p && !(eol == p + 1 && *p == '\r')) {
+            replay_line(eng, rc, p, (size_t)(eol - p));
+            if ((++*pr->lines & 0x3FF) == 0 && tick)
+                progress_tick(pr, path, (uint64_t)(eol - data));
+        }
+        p = eol + 1;
+    }
+}
+
+/* A regular uncompressed file: mapped, not copied. */
+static int replay_mapped(pd_engine *eng, const char *path, int fd, size_t size, replay_ctx *rc,
+                         replay_progress *pr)
+{
+    const char *data = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (data == MAP_FAILED) {
+        fprintf(stderr, "propensityd replay: cannot map \"%s\": %s\n", path, strerror(errno));
+        return -EIO;
+    }
+    madvise((void *)data, size, MADV_SEQUENTIAL);
+    replay_lines(eng, rc, pr, path, data, size, true);
+    munmap((void *)data, size);
+    return 0;
+}
+
+/* A .gz file, stdin or a pipe, read through zlib (which passes uncompressed data through). */
+static int replay_stream(pd_engine *eng, const char *path, int fd, replay_ctx *rc,
+                         replay_progress *pr)
+{
+    const char *name = strcmp(path, "-") == 0 ? "stdin" : path;
+    gzFile gz = gzdopen(fd, "rb");
+    size_t cap = (size_t)1 << 20, have = 0;
+    char *buf = malloc(cap);
+    int r = 0;
+    if (!gz || !buf) {
+        if (!gz)
+            close(fd);
+        fprintf(stderr, "propensityd replay: out of memory reading \"%s\"\n", name);
+        r = -ENOMEM;
+        goto out;
+    }
+    gzbuffer(gz, 1 << 17);
+    for (;;) {
+        if (have == cap) { /* a line longer than the buffer */
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                fprintf(stderr, "propensityd replay: out of memory reading \"%s\"\n", name);
+                r = -ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t want = cap - have > (size_t)INT_MAX ? (size_t)INT_MAX : cap - have;
+        int n = gzread(gz, buf + have, (unsigned)want);
+        if (n < 0) {
+            progress_clear(pr);
+            int zerr;
+            const char *msg = gzerror(gz, &zerr);
+            fprintf(stderr, "propensityd replay: cannot read \"%s\": %s\n", name,
+                    zerr == Z_ERRNO ? strerror(errno) : msg);
+            r = -EIO;
+            break;
+        }
+        if (n == 0) {
+            /* gzread() returns what it could of a cut-off stream, then 0 with the error */
+            int zerr;
+            const char *msg = gzerror(gz, &zerr);
+            if (zerr != Z_OK && zerr != Z_STREAM_END) {
+                progress_clear(pr);
+                /* zlib names the descriptor: "<fd:3>: unexpected end of file" */
+                const char *colon = strncmp(msg, "<fd:", 4) == 0 ? strstr(msg, ": ") : NULL;
+                fprintf(stderr, "propensityd replay: cannot read \"%s\": %s\n", name,
+                        colon ? colon + 2 : msg);
+                r = -EIO;
+            }
+            replay_lines(eng, rc, pr, path, buf, have, false);
+            break;
+        }
+        have += (size_t)n;
+        const char *last_nl = memrchr(buf, '\n', have);
+        if (!last_nl)
+            continue;
+        size_t whole = (size_t)(last_nl - buf) + 1;
+        long off = gzoffset(gz);
+        replay_lines(eng, rc, pr, path, buf, whole, false);
+        progress_tick(pr, path, off > 0 ? (uint64_t)off : 0);
+        memmove(buf, buf + whole, have - whole);
+        have -= whole;
+    }
+out:
+    free(buf);
+    if (gz)
+        gzclose(gz);
+    return r;
+}
+
+/* Runs every line of one file (or of stdin for "-") through the engine. */
+static int replay_file(pd_engine *eng, const char *path, replay_ctx *rc, replay_progress *pr)
+{
+    bool is_stdin = strcmp(path, "-") == 0;
+    int fd = is_stdin ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        fprintf(stderr, "propensityd: cannot open \"%s\": %s\n", path, strerror(errno));
+        fprintf(stderr, "propensityd replay: cannot open \"%s\": %s\n", path, strerror(errno));
         return -errno;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
         int e = errno;
-        fprintf(stderr, "propensityd: cannot stat \"%s\": %s\n", path, strerror(e));
+        fprintf(stderr, "propensityd replay: cannot stat \"%s\": %s\n", path, strerror(e));
         close(fd);
         return -e;
     }
-    if (st.st_size == 0) {
+    size_t n = strlen(path);
+    bool gz = n > 3 && strcmp(path + n - 3, ".gz") == 0;
+    int r;
+    if (is_stdin || gz || !S_ISREG(st.st_mode)) {
+        r = replay_stream(eng, path, fd, rc, pr);
+    } else {
+        r = st.st_size > 0 ? replay_mapped(eng, path, fd, (size_t)st.st_size, rc, pr) : 0;
         close(fd);
-        return 0;
     }
-    const char *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (data == MAP_FAILED) {
-        fprintf(stderr, "propensityd: cannot map \"%s\": %s\n", path, strerror(errno));
-        return -EIO;
-    }
-    madvise((void *)data, (size_t)st.st_size, MADV_SEQUENTIAL);
-    const char *p = data, *end = data + st.st_size;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *eol = nl ? nl : end;
-        size_t len = (size_t)(eol - p);
-        if (len && p[len - 1] == '\r')
-            len--;
-        if (len > 0) {
-            pd_event ev;
-            pd_engine_result res;
-            if (pd_engine_decode(eng, p, len, 0, &ev, NULL, 0) == PD_DECODE_OK &&
-                pd_engine_process(eng, &ev, &res) == 0 && rc->keep_scores && res.n_scores &&
-                scores_put(&rc->scores, &res) < 0)
-                rc->err = -ENOMEM;
-            (*lines)++;
-            if (o->progress && (*lines & 0xFFFFF) == 0) {
-                double dt = pd_clock_mono_s() - t0;
-                fprintf(stderr, "\r%s: %" PRIu64 " events, %.0f events/s   ", path, *lines,
-                        dt > 0 ? (double)*lines / dt : 0.0);
-            }
-        }
-        p = eol + 1;
-    }
-    munmap((void *)data, (size_t)st.st_size);
-    return 0;
+    if (S_ISREG(st.st_mode))
+        pr->done_bytes += (uint64_t)st.st_size;
+    return r;
 }
 
 static void json_num(const char *key, double v, bool comma)
@@ -959,6 +1110,8 @@ static int fill_report(pd_replay_report *rep, pd_engine *eng, const pd_config *c
     return r ? -ENOMEM : 0;
 }
 
+#define PROG "propensityd replay"
+
 /* Reads the options into *o; returns -1 to go on, else the exit status. */
 static int parse_options(int argc, char **argv, replay_opts *o)
 {
@@ -972,7 +1125,8 @@ static int parse_options(int argc, char **argv, replay_opts *o)
     *o = (replay_opts){.progress = isatty(STDERR_FILENO)};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:qh", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":c:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': o->config = optarg; break;
         case 'j': o->json = true; break;
@@ -982,14 +1136,125 @@ static int parse_options(int argc, char **argv, replay_opts *o)
         case 'b': o->baseline_path = optarg; break;
         case 'q': o->progress = false; break;
         case 'h': replay_usage(stdout); return 0;
-        default: replay_usage(stderr); return 2;
+        default: return pd_cli_option_error(PROG, c, argv, optind);
         }
     }
-    if (!o->config || optind >= argc) {
-        replay_usage(stderr);
-        return 2;
-    }
+    if (!o->config)
+        return pd_cli_usage_error(PROG, "no configuration file (--config FILE)");
+    if (optind >= argc)
+        return pd_cli_usage_error(PROG, "no event file given (EVENTS.jsonl, .gz, or - for stdin)");
     return -1;
+}
+
+/* "no such file or directory": strerror() in the house style of messages. */
+static const char *errno_text(int e, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", strerror(e));
+    if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+        buf[0] = (char)(buf[0] - 'A' + 'a');
+    return buf;
+}
+
+/* Whether path can be read: a readable file that is not a directory. Prints why not. */
+static bool input_ok(const char *what, const char *path)
+{
+    char e[128];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        fprintf(stderr, "%s: cannot read %s \"%s\": %s\n", PROG, what, path,
+                errno_text(errno, e, sizeof e));
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    close(fd);
+    if (S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "%s: cannot read %s \"%s\": it is a directory\n", PROG, what, path);
+        return false;
+    }
+    return true;
+}
+
+/* Whether path can be written: an existing writable file, or a new one in a writable
+ * directory; and not one of the inputs. Prints why not. */
+static bool output_ok(const char *what, const char *path, char **inputs, int n_inputs)
+{
+    char e[128];
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "%s: cannot write %s \"%s\": it is a directory\n", PROG, what, path);
+            return false;
+        }
+        for (int i = 0; i < n_inputs; i++) {
+            struct stat in;
+            if (strcmp(inputs[i], "-") != 0 && stat(inputs[i], &in) == 0 &&
+                in.st_dev == st.st_dev && in.st_ino == st.st_ino) {
+                fprintf(stderr, "%s: %s \"%s\" is also an input\n", PROG, what, path);
+                return false;
+            }
+        }
+        if (access(path, W_OK) < 0) {
+            fprintf(stderr, "%s: cannot write %s \"%s\": %s\n", PROG, what, path,
+                    errno_text(errno, e, sizeof e));
+            return false;
+        }
+        return true;
+    }
+    if (errno != ENOENT) {
+        fprintf(stderr, "%s: cannot write %s \"%s\": %s\n", PROG, what, path,
+                errno_text(errno, e, sizeof e));
+        return false;
+    }
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int err = 0;
+    if (stat(dir, &st) < 0)
+        err = errno;
+    else if (!S_ISDIR(st.st_mode))
+        err = ENOTDIR;
+    else if (access(dir, W_OK | X_OK) < 0)
+        err = errno;
+    if (err) {
+        fprintf(stderr, "%s: cannot write %s \"%s\": %s\n", PROG, what, path,
+                errno_text(err, e, sizeof e));
+        return false;
+    }
+    return true;
+}
+
+/* Every path of the run checked before anything starts, each problem one line; 0 or 1. */
+static int check_paths(const replay_opts *o, char **files, int n)
+{
+    bool ok = input_ok("configuration", o->config);
+    if (o->baseline_path)
+        ok &= input_ok("baseline", o->baseline_path);
+    int stdin_uses = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(files[i], "-") == 0)
+            stdin_uses++;
+        else
+            ok &= input_ok("events", files[i]);
+    }
+    if (stdin_uses > 1) {
+        fprintf(stderr, "%s: \"-\" (stdin) is given %d times; it can be read once\n", PROG,
+                stdin_uses);
+        ok = false;
+    }
+    const char *outs[][2] = {{"scores", o->scores_path},
+                             {"report", o->report_path},
+                             {"examples", o->examples_path}};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++)
+        if (outs[i][1])
+            ok &= output_ok(outs[i][0], outs[i][1], files, n);
+    return ok ? 0 : 1;
 }
 
 /* One replay: the config, the engine and everything collected while it runs. */
@@ -1116,12 +1381,29 @@ static int run_start(replay_run *r)
     return 0;
 }
 
+/* The bytes all inputs hold, for the progress line's share; 0 when one is a pipe. */
+static uint64_t input_bytes(char **files, int n)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        int r = strcmp(files[i], "-") == 0 ? fstat(STDIN_FILENO, &st) : stat(files[i], &st);
+        if (r < 0 || !S_ISREG(st.st_mode))
+            return 0;
+        total += (uint64_t)st.st_size;
+    }
+    return total;
+}
+
 static int run_files(replay_run *r, char **files, int n)
 {
     double t0 = pd_clock_mono_s();
+    replay_progress pr = {.on = r->o.progress, .t0 = t0, .lines = &r->lines};
+    if (pr.on)
+        pr.total_bytes = input_bytes(files, n);
     int status = 0;
     for (int i = 0; i < n && status == 0; i++)
-        if (replay_file(r->eng, files[i], &r->o, &r->rc, &r->lines, t0) < 0)
+        if (replay_file(r->eng, files[i], &r->rc, &pr) < 0)
             status = 1;
     r->secs = pd_clock_mono_s() - t0;
     if (r->o.progress)
@@ -1185,6 +1467,8 @@ int pd_cmd_replay(int argc, char **argv)
     int status = parse_options(argc, argv, &r.o);
     if (status >= 0)
         return status;
+    if (check_paths(&r.o, argv + optind, argc - optind) != 0)
+        return 1;
     status = run_start(&r);
     if (status == 0)
         status = run_files(&r, argv + optind, argc - optind);

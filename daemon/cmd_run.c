@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "daemon/cli.h"
 #include "daemon/commands.h"
 #include "daemon/daemon.h"
 #include "daemon/log.h"
@@ -14,7 +15,7 @@ static void run_usage(FILE *out)
                  "Consumes events from the Kafka topics of FILE, keeps per-user state, learns\n"
                  "the configured models online and publishes scores to Redis.\n"
                  "SIGHUP reloads FILE; SIGTERM or SIGINT drains and exits 0.\n\n"
-                 "  -c, --config FILE   pipeline configuration (YAML)\n"
+                 "  -c, --config FILE   pipeline configuration (YAML, see propensityd.yaml(5))\n"
                  "  -h, --help          this text\n");
 }
 
@@ -25,10 +26,13 @@ int pd_cmd_run(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    /* "propensityd --config F" comes here with argv[0] "propensityd" */
+    const char *prog = strcmp(argv[0], "run") == 0 ? "propensityd run" : "propensityd";
     const char *path = NULL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             path = optarg;
@@ -37,14 +41,14 @@ int pd_cmd_run(int argc, char **argv)
             run_usage(stdout);
             return 0;
         default:
-            run_usage(stderr);
-            return 2;
+            return pd_cli_option_error(prog, c, argv, optind);
         }
     }
-    if (!path || optind != argc) {
-        run_usage(stderr);
-        return 2;
-    }
+    if (optind != argc)
+        return pd_cli_usage_error(prog, "unexpected argument \"%s\" (the file goes after "
+                                        "--config)", argv[optind]);
+    if (!path)
+        return pd_cli_usage_error(prog, "no configuration file (--config FILE)");
 
     pd_log_init();
     pd_diag *diag = pd_diag_new();

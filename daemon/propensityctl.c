@@ -4,14 +4,18 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <zmq.h>
+
+#include "daemon/cli.h"
 
 #ifndef PD_VERSION
 #define PD_VERSION "unknown"
@@ -19,7 +23,7 @@
 
 #define DEFAULT_ENDPOINT "ipc:///run/propensityd/control.sock"
 #define EXIT_REFUSED     1 /* the daemon answered with an error */
-#define EXIT_USAGE       2
+#define EXIT_USAGE       PD_EXIT_USAGE
 #define EXIT_UNREACHABLE 3
 
 typedef struct ctl_opts {
@@ -64,7 +68,8 @@ static void usage(FILE *out)
     }
     fprintf(out, "    %-18s %s\n    %-18s %s\n    %-18s %s\n\n", "raw JSON",
             "send JSON as the request, verbatim", "watch [MODEL...]",
-            "print score changes from the feed (all models, or those named)", "keygen",
+            "print score changes from the feed (all models, or those named) until\n"
+            "                       interrupted", "keygen",
             "print a new CURVE key pair (for daemon.curve_secret_file)");
     fprintf(out,
             "OPTIONS\n"
@@ -80,8 +85,8 @@ static void usage(FILE *out)
             "    -j, --json             print the reply as JSON\n"
             "    -t, --timeout MS       how long to wait for the reply (default 5000)\n"
             "    -n, --count N          watch: stop after N messages\n"
-            "    -h, --help             this text\n"
-            "        --version          the version\n\n"
+            "    -h, --help             this text (COMMAND --help: that command's)\n"
+            "    -V, --version          the version\n\n"
             "EXIT STATUS\n"
             "    0 done; 1 the daemon refused or the command failed; 2 usage error;\n"
             "    3 no answer (daemon not running, wrong endpoint or keys, timeout).\n\n"
@@ -94,8 +99,68 @@ static void usage(FILE *out)
 
 /* ---- readable output ---- */
 
+/* epoch_ms as ISO 8601 in UTC: "2025-01-31T12:00:00Z", with ".123" when it has milliseconds. */
+static void iso8601(char *buf, size_t len, double epoch_ms)
+{
+    double secs = floor(epoch_ms / 1000.0);
+    time_t t = (time_t)secs;
+    int ms = (int)llround(epoch_ms - secs * 1000.0);
+    if (ms >= 1000) {
+        t++;
+        ms -= 1000;
+    }
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ms ? ".%03dZ" : "Z", ms);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* A duration for people: "850 ms", "12.3 s", "4 min 05 s", "2 h 03 min", "3 d 04 h". */
+static void duration_text(char *buf, size_t len, double s)
+{
+    long t = (long)(s + 0.5);
+    if (s < 1)
+        snprintf(buf, len, "%.3g ms", s * 1000.0);
+    else if (s < 60)
+        snprintf(buf, len, "%.3g s", s);
+    else if (t < 3600)
+        snprintf(buf, len, "%ld min %02ld s", t / 60, t % 60);
+    else if (t < 86400)
+        snprintf(buf, len, "%ld h %02ld min", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, len, "%ld d %02ld h", t / 86400, t / 3600 % 24);
+}
+
+/* A figure rounded for reading: integers as they are, others to 4 significant digits (whole
+ * numbers from 1000 on, never an exponent between 0.0001 and 1e15). */
+static void number_text(char *buf, size_t len, double v)
+{
+    double a = fabs(v);
+    if (!isfinite(v))
+        snprintf(buf, len, "-");
+    else if (v == floor(v) && a < 1e15)
+        snprintf(buf, len, "%.0f", v);
+    else if (a >= 1000 && a < 1e15)
+        snprintf(buf, len, "%.0f", v);
+    else if (a >= 1e-4)
+        snprintf(buf, len, "%.4g", v);
+    else
+        snprintf(buf, len, "%.3e", v);
+}
+
 static void print_scalar(const json_t *n)
 {
+    char buf[64];
     switch (json_typeof(n)) {
     case JSON_NULL:
         printf("-");
@@ -105,14 +170,10 @@ static void print_scalar(const json_t *n)
         printf("%s", json_is_true(n) ? "yes" : "no");
         break;
     case JSON_INTEGER:
-    case JSON_REAL: {
-        double v = json_number_value(n);
-        if (v == floor(v) && fabs(v) < 1e15)
-            printf("%.0f", v);
-        else
-            printf("%.6g", v);
+    case JSON_REAL:
+        number_text(buf, sizeof buf, json_number_value(n));
+        printf("%s", buf);
         break;
-    }
     case JSON_STRING:
         fwrite(json_string_value(n), 1, json_string_length(n), stdout);
         break;
@@ -121,11 +182,72 @@ static void print_scalar(const json_t *n)
     }
 }
 
-static void print_node(json_t *n, int indent);
-
-/* One member of an object: "key: value", or "key:" and the container below it. */
-static void print_member(const char *key, json_t *v, int indent, const char *lead)
+/* Whether a member holds event or wall-clock time in epoch milliseconds. */
+static bool is_time_key(const char *key)
 {
+    size_t n = strlen(key);
+    return strcmp(key, "ts") == 0 || strcmp(key, "updated") == 0 ||
+           (n > 3 && strcmp(key + n - 3, "_ts") == 0);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* A time in epoch ms, or "-" when there is none (0 or null). */
+static void print_time(const json_t *v)
+{
+    char buf[64];
+    double ms = json_number_value(v);
+    if (!json_is_number(v) || ms <= 0) {
+        printf("-");
+        return;
+    }
+    iso8601(buf, sizeof buf, ms);
+    printf("%s", buf);
+}
+
+static void print_node(json_t *n, int indent, bool times);
+
+/* The members that the daemon reports in seconds: uptime and a snapshot's age become the
+ * wall-clock time they started at, other *_seconds a duration. True when printed. */
+static bool print_seconds(const char *key, const json_t *v, int indent, const char *lead)
+{
+    char at[64], dur[64];
+    if (!ends_with(key, "_seconds") || !(json_is_number(v) || json_is_null(v)))
+        return false;
+    double s = json_number_value(v);
+    int stem = (int)(strlen(key) - strlen("_seconds"));
+    if (strcmp(key, "uptime_seconds") == 0 || strcmp(key, "age_seconds") == 0) {
+        bool up = key[0] == 'u';
+        printf("%*s%s%s: ", indent, "", lead, up ? "started" : "last_written");
+        if (!json_is_number(v)) {
+            printf("%s\n", up ? "-" : "never");
+            return true;
+        }
+        iso8601(at, sizeof at, floor(now_ms() - s * 1000.0));
+        duration_text(dur, sizeof dur, s);
+        printf(up ? "%s (up %s)\n" : "%s (%s ago)\n", at, dur);
+        return true;
+    }
+    printf("%*s%s%.*s: ", indent, "", lead, stem, key);
+    if (json_is_number(v)) {
+        duration_text(dur, sizeof dur, s);
+        printf("%s\n", dur);
+    } else {
+        printf("-\n");
+    }
+    return true;
+}
+
+/* One member of an object: "key: value", or "key:" and the container below it. times: the
+ * object's scalars are epoch-ms times (the members of a *_ts_by_type object). */
+static void print_member(const char *key, json_t *v, int indent, const char *lead, bool times)
+{
+    if (print_seconds(key, v, indent, lead))
+        return;
     printf("%*s%s%s:", indent, "", lead, key);
     if (json_is_object(v) || json_is_array(v)) {
         if ((json_is_object(v) ? json_object_size(v) : json_array_size(v)) == 0) {
@@ -133,19 +255,22 @@ static void print_member(const char *key, json_t *v, int indent, const char *lea
             return;
         }
         printf("\n");
-        print_node(v, indent + 2);
+        print_node(v, indent + 2, ends_with(key, "_ts_by_type"));
     } else {
         printf(" ");
-        print_scalar(v);
+        if (times || is_time_key(key))
+            print_time(v);
+        else
+            print_scalar(v);
         printf("\n");
     }
 }
 
-static void print_node(json_t *n, int indent)
+static void print_node(json_t *n, int indent, bool times)
 {
     if (json_is_object(n)) {
         for (void *it = json_object_iter(n); it; it = json_object_iter_next(n, it))
-            print_member(json_object_iter_key(it), json_object_iter_value(it), indent, "");
+            print_member(json_object_iter_key(it), json_object_iter_value(it), indent, "", times);
         return;
     }
     if (json_is_array(n)) {
@@ -154,13 +279,14 @@ static void print_node(json_t *n, int indent)
             if (json_is_object(e) && json_object_size(e) > 0) {
                 /* "- first: x" then the other members under it */
                 void *it = json_object_iter(e);
-                print_member(json_object_iter_key(it), json_object_iter_value(it), indent, "- ");
+                print_member(json_object_iter_key(it), json_object_iter_value(it), indent, "- ",
+                             false);
                 for (it = json_object_iter_next(e, it); it; it = json_object_iter_next(e, it))
                     print_member(json_object_iter_key(it), json_object_iter_value(it), indent + 2,
-                                 "");
+                                 "", false);
             } else if (json_is_object(e) || json_is_array(e)) {
                 printf("%*s-\n", indent, "");
-                print_node(e, indent + 2);
+                print_node(e, indent + 2, false);
             } else {
                 printf("%*s- ", indent, "");
                 print_scalar(e);
@@ -265,7 +391,7 @@ static int print_reply(const ctl_opts *o, const char *cmd, const char *reply, si
     } else {
         json_t *res = json_object_get(root, "result");
         if (res && !json_is_null(res))
-            print_node(res, 0);
+            print_node(res, 0, false);
         else
             printf("ok\n");
         status = 0;
@@ -340,14 +466,79 @@ out_ctx:
     return status;
 }
 
-/* Follows the PUB feed, one line per message: "TOPIC PAYLOAD" (PAYLOAD alone with --json). */
+/* Set by SIGINT and SIGTERM while watching: the feed is followed until then. */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* One feed message for people: "TIME USER FIELD VALUE (MODEL, vN)", a list as its first items,
+ * a forget as "TIME forget USER"; what does not parse as it came. */
+static void print_feed_line(const char *topic, const char *payload, size_t len)
+{
+    char when[64], num[64];
+    json_t *m = json_loadb(payload, len, 0, NULL);
+    json_t *ts = json_object_get(m, "ts"), *user = json_object_get(m, "user");
+    if (!json_is_object(m)) {
+        printf("%s %.*s\n", topic, (int)len, payload);
+        json_decref(m);
+        return;
+    }
+    iso8601(when, sizeof when, json_is_number(ts) ? json_number_value(ts) : now_ms());
+    if (strcmp(topic, "!forget") == 0) {
+        printf("%s  forget %s\n", when, json_string_value(user) ? json_string_value(user) : "?");
+        json_decref(m);
+        return;
+    }
+    const char *field = json_string_value(json_object_get(m, "field"));
+    const char *model = json_string_value(json_object_get(m, "model"));
+    json_t *items = json_object_get(m, "items"), *v = json_object_get(m, "v");
+    const char *who = json_string_value(user);
+    const char *item = json_string_value(json_object_get(m, "item"));
+    const char *key = json_string_value(json_object_get(m, "key"));
+    /* a user's scores or list; an item's similar list; else the key it went to */
+    if (who)
+        printf("%s  %s  %s", when, who, field ? field : topic);
+    else
+        printf("%s  %s%s  %s", when, item ? "item " : "", item ? item : (key ? key : "?"),
+               field ? field : topic);
+    if (json_is_array(items)) {
+        size_t n = json_array_size(items);
+        if (n == 0)
+            printf(" (list removed)");
+        for (size_t i = 0; i < n && i < 5; i++) {
+            json_t *e = json_array_get(items, i);
+            number_text(num, sizeof num, json_number_value(json_object_get(e, "score")));
+            const char *it = json_string_value(json_object_get(e, "item"));
+            printf("%s %s %s", i ? "," : ":", it ? it : "?", num);
+        }
+        if (n > 5)
+            printf(", ... (%zu items)", n);
+    } else {
+        number_text(num, sizeof num, json_number_value(json_object_get(m, "value")));
+        printf(" %s", json_is_number(json_object_get(m, "value")) ? num : "-");
+    }
+    bool named = model && field && strcmp(model, field) != 0;
+    if (named && json_is_integer(v))
+        printf("  (%s, v%" JSON_INTEGER_FORMAT ")", model, json_integer_value(v));
+    else if (named)
+        printf("  (%s)", model);
+    else if (json_is_integer(v))
+        printf("  (v%" JSON_INTEGER_FORMAT ")", json_integer_value(v));
+    printf("\n");
+    json_decref(m);
+}
+
+/* Follows the PUB feed until interrupted (or --count messages), one line per message: readable
+ * (print_feed_line), or the payload as it came with --json. */
 static int watch(const ctl_opts *o, int argc, char **argv)
 {
-    if (!o->feed) {
-        fprintf(stderr, "propensityctl: watch needs the feed endpoint (--feed or "
-                        "$PROPENSITYD_FEED)\n");
-        return EXIT_USAGE;
-    }
+    if (!o->feed)
+        return pd_cli_usage_error("propensityctl watch",
+                                  "needs the feed endpoint (--feed EP or $PROPENSITYD_FEED)");
     int status = EXIT_UNREACHABLE, zero = 0;
     void *zctx = zmq_ctx_new();
     void *sock = zctx ? zmq_socket(zctx, ZMQ_SUB) : NULL;
@@ -367,13 +558,23 @@ static int watch(const ctl_opts *o, int argc, char **argv)
                 zmq_strerror(errno));
         goto out;
     }
-    /* with --count, give up after the timeout without a message; otherwise follow forever */
+    /* no SA_RESTART: the interrupt ends the blocking receive, which then reports EINTR */
+    struct sigaction sa = {.sa_handler = on_interrupt};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    /* with --count, give up after the timeout without a message; otherwise follow until
+     * interrupted */
     int rcv = o->count > 0 ? o->timeout_ms : -1;
     zmq_setsockopt(sock, ZMQ_RCVTIMEO, &rcv, sizeof rcv);
     long seen = 0;
     while (o->count <= 0 || seen < o->count) {
         char topic[256];
         int tl = zmq_recv(sock, topic, sizeof topic - 1, 0);
+        if (interrupted)
+            break;
+        if (tl < 0 && errno == EINTR)
+            continue;
         if (tl < 0) {
             fprintf(stderr, "propensityctl: no message from \"%s\" within %d ms\n", o->feed,
                     o->timeout_ms);
@@ -386,10 +587,12 @@ static int watch(const ctl_opts *o, int argc, char **argv)
         zmq_msg_t m;
         zmq_msg_init(&m);
         if (more && zmq_msg_recv(&m, sock, 0) >= 0) {
-            if (!o->json)
-                printf("%s ", topic);
-            fwrite(zmq_msg_data(&m), 1, zmq_msg_size(&m), stdout);
-            printf("\n");
+            if (o->json) {
+                fwrite(zmq_msg_data(&m), 1, zmq_msg_size(&m), stdout);
+                printf("\n");
+            } else {
+                print_feed_line(topic, zmq_msg_data(&m), zmq_msg_size(&m));
+            }
             fflush(stdout);
             seen++;
         }
@@ -437,8 +640,9 @@ static int parse_options(int argc, char **argv, ctl_opts *o)
     };
     int c;
     char *end;
+    opterr = 0;
     /* "+": options stop at the command, so a user id may start with '-' after it */
-    while ((c = getopt_long(argc, argv, "+e:f:k:jt:n:hV", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+:e:f:k:jt:n:hV", long_opts, NULL)) != -1) {
         switch (c) {
         case 'e': o->endpoint = optarg; break;
         case 'f': o->feed = optarg; break;
@@ -447,21 +651,19 @@ static int parse_options(int argc, char **argv, ctl_opts *o)
         case 'j': o->json = 1; break;
         case 't':
             o->timeout_ms = (int)strtol(optarg, &end, 10);
-            if (*end || o->timeout_ms <= 0) {
-                fprintf(stderr, "propensityctl: --timeout needs milliseconds > 0\n");
-                return EXIT_USAGE;
-            }
+            if (*end || end == optarg || o->timeout_ms <= 0)
+                return pd_cli_usage_error("propensityctl",
+                                          "--timeout needs milliseconds > 0, not \"%s\"", optarg);
             break;
         case 'n':
             o->count = strtol(optarg, &end, 10);
-            if (*end || o->count <= 0) {
-                fprintf(stderr, "propensityctl: --count needs a number > 0\n");
-                return EXIT_USAGE;
-            }
+            if (*end || end == optarg || o->count <= 0)
+                return pd_cli_usage_error("propensityctl", "--count needs a number > 0, not \"%s\"",
+                                          optarg);
             break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("propensityctl %s\n", PD_VERSION); return 0;
-        default: usage(stderr); return EXIT_USAGE;
+        default: return pd_cli_option_error("propensityctl", c, argv, optind);
         }
     }
     if (!o->endpoint || !*o->endpoint)
@@ -476,8 +678,13 @@ static int table_command(const ctl_opts *o, size_t i, int nargs, char **args)
 {
     const char *cmd = commands[i].name;
     if (nargs != (commands[i].arg ? 1 : 0)) {
-        fprintf(stderr, "usage: propensityctl %s%s\n", cmd, commands[i].arg_usage);
-        return EXIT_USAGE;
+        char prog[64];
+        snprintf(prog, sizeof prog, "propensityctl %s", cmd);
+        if (nargs == 0)
+            return pd_cli_usage_error(prog, "needs%s", commands[i].arg_usage);
+        return pd_cli_usage_error(prog, "takes %s, not %d argument%s",
+                                  commands[i].arg ? "one argument" : "no arguments", nargs,
+                                  nargs == 1 ? "" : "s");
     }
     json_error_t jerr;
     json_t *req = commands[i].arg
@@ -495,6 +702,71 @@ static int table_command(const ctl_opts *o, size_t i, int nargs, char **args)
     return r;
 }
 
+/* The commands propensityctl runs itself, beside the table's. */
+static const struct {
+    const char *name, *arg_usage, *text;
+} local_commands[] = {
+    {"raw", " JSON", "Sends JSON verbatim as the request and prints the reply."},
+    {"watch", " [MODEL...]",
+     "Prints every score change on the feed (--feed EP, default $PROPENSITYD_FEED) of all\n"
+     "models, or of those named, one readable line each (TIME USER FIELD VALUE), or the\n"
+     "message's JSON with --json. Follows the feed until interrupted (SIGINT or SIGTERM,\n"
+     "exit 0), or until --count messages, waiting at most --timeout for each."},
+    {"keygen", "", "Prints a new CURVE key pair in the form daemon.curve_secret_file reads."},
+};
+
+#define N_TABLE (sizeof commands / sizeof commands[0])
+#define N_LOCAL (sizeof local_commands / sizeof local_commands[0])
+
+static bool is_help(const char *arg)
+{
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+/* `propensityctl COMMAND --help`; false when cmd is no command. */
+static bool command_help(const char *cmd)
+{
+    const char *arg_usage = NULL, *text = NULL;
+    for (size_t i = 0; i < N_TABLE; i++)
+        if (strcmp(cmd, commands[i].name) == 0) {
+            arg_usage = commands[i].arg_usage;
+            text = commands[i].summary;
+        }
+    for (size_t i = 0; i < N_LOCAL; i++)
+        if (strcmp(cmd, local_commands[i].name) == 0) {
+            arg_usage = local_commands[i].arg_usage;
+            text = local_commands[i].text;
+        }
+    if (!text)
+        return false;
+    printf("usage: propensityctl [OPTIONS] %s%s\n\n", cmd, arg_usage);
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "score") == 0)
+        printf("%c%s.\nTimes are printed in ISO 8601 (UTC), figures rounded; --json prints the\n"
+               "daemon's reply as it came.\n",
+               text[0] >= 'a' && text[0] <= 'z' ? text[0] - 'a' + 'A' : text[0], text + 1);
+    else if (strchr(text, '.'))
+        printf("%s\n", text);
+    else
+        printf("%c%s.\n", text[0] >= 'a' && text[0] <= 'z' ? text[0] - 'a' + 'A' : text[0],
+               text + 1);
+    printf("\nOptions go before COMMAND; `propensityctl --help` lists them.\n");
+    return true;
+}
+
+static int unknown_command(const char *cmd)
+{
+    const char *names[N_TABLE + N_LOCAL];
+    for (size_t i = 0; i < N_TABLE; i++)
+        names[i] = commands[i].name;
+    for (size_t i = 0; i < N_LOCAL; i++)
+        names[N_TABLE + i] = local_commands[i].name;
+    const char *hint = pd_cli_did_you_mean(cmd, names, N_TABLE + N_LOCAL);
+    if (hint)
+        return pd_cli_usage_error("propensityctl", "unknown command \"%s\" (did you mean \"%s\"?)",
+                                  cmd, hint);
+    return pd_cli_usage_error("propensityctl", "unknown command \"%s\"", cmd);
+}
+
 int main(int argc, char **argv)
 {
     ctl_opts o = {.endpoint = getenv("PROPENSITYD_CONTROL"),
@@ -504,27 +776,30 @@ int main(int argc, char **argv)
     int status = parse_options(argc, argv, &o);
     if (status >= 0)
         return status;
-    if (optind >= argc) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+    if (optind >= argc)
+        return pd_cli_usage_error("propensityctl", "no command given");
     const char *cmd = argv[optind];
     int nargs = argc - optind - 1;
     char **args = argv + optind + 1;
+    /* COMMAND --help describes the command; a user id "--help" is `score -- --help` */
+    if (nargs >= 1 && is_help(args[0]) && command_help(cmd))
+        return 0;
+    if (nargs >= 1 && strcmp(args[0], "--") == 0) {
+        nargs--;
+        args++;
+    }
     if (strcmp(cmd, "keygen") == 0)
-        return nargs == 0 ? keygen() : EXIT_USAGE;
+        return nargs == 0 ? keygen()
+                          : pd_cli_usage_error("propensityctl keygen", "takes no arguments");
     if (strcmp(cmd, "watch") == 0)
         return watch(&o, nargs, args);
     if (strcmp(cmd, "raw") == 0) {
-        if (nargs != 1) {
-            fprintf(stderr, "propensityctl: raw takes one argument: the JSON request\n");
-            return EXIT_USAGE;
-        }
+        if (nargs != 1)
+            return pd_cli_usage_error("propensityctl raw", "takes one argument: the JSON request");
         return request(&o, "raw", args[0], strlen(args[0]));
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    for (size_t i = 0; i < N_TABLE; i++)
         if (strcmp(cmd, commands[i].name) == 0)
             return table_command(&o, i, nargs, args);
-    fprintf(stderr, "propensityctl: unknown command \"%s\" (see --help)\n", cmd);
-    return EXIT_USAGE;
+    return unknown_command(cmd);
 }
