@@ -1369,6 +1369,9 @@ static int run_start(replay_run *r)
     r->rc.keep_scores = r->o.scores_path != NULL;
     /* scores change no learned state: without --scores they are not computed at all */
     pd_engine_set_scoring(r->eng, r->rc.keep_scores);
+    /* the next line's decoding overlaps with fetching the table entries of the example the
+     * last one labelled; run_files() learns the last of them */
+    pd_engine_set_deferred_learning(r->eng, true);
     collectors_new(r);
     if (r->rc.err || !(r->w = calloc(1, sizeof *r->w))) {
         fprintf(stderr, "propensityd: %s\n",
@@ -1405,6 +1408,7 @@ static int run_files(replay_run *r, char **files, int n)
     for (int i = 0; i < n && status == 0; i++)
         if (replay_file(r->eng, files[i], &r->rc, &pr) < 0)
             status = 1;
+    pd_engine_flush(r->eng);
     r->secs = pd_clock_mono_s() - t0;
     if (r->o.progress)
         fprintf(stderr, "\r\033[K");

@@ -75,6 +75,15 @@ struct pd_engine {
     size_t n_sources;
     bool scoring;
     bool track_users; /* some feature or label reads per-user state */
+    /* pd_engine_set_deferred_learning(): the last event's immediately labelled example, its
+     * features still in cur.x, learned at the next call that may need it */
+    bool defer;
+    struct deferred {
+        bool pending;
+        int model;
+        size_t n;
+        double label, weight;
+    } deferred;
     pd_label_observer_fn observer;
     void *observer_ctx;
     /* how models of lists judge them (pd_engine_set_list_evaluation), applied to every model
@@ -361,9 +370,9 @@ pd_decode_error pd_engine_decode(pd_engine *eng, const char *buf, size_t len,
     return err;
 }
 
-static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double label, double weight)
+static void learn_example(pd_engine *eng, int mi, const pd_feature *x, size_t n, double label,
+                          double weight)
 {
-    pd_engine *eng = ctx;
     assert(mi >= 0 && (size_t)mi < eng->cur.n_models); /* remapped on every reload */
     model *m = &eng->cur.models[mi];
     double pred = m->ops->learn(m->state, x, n, label, weight);
@@ -372,6 +381,47 @@ static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double la
     m->examples++;
     if (label > 0.5)
         m->positives++;
+}
+
+void pd_engine_flush(pd_engine *eng)
+{
+    struct deferred *d = &eng->deferred;
+    if (!d->pending)
+        return;
+    d->pending = false;
+    learn_example(eng, d->model, eng->cur.x, d->n, d->label, d->weight);
+}
+
+/* Every example is learned through here, so a deferred one always goes first: models learn
+ * and observers see examples in exactly the order they would without deferral. */
+static void on_label(void *ctx, int mi, const pd_feature *x, size_t n, double label, double weight)
+{
+    pd_engine *eng = ctx;
+    pd_engine_flush(eng);
+    learn_example(eng, mi, x, n, label, weight);
+}
+
+/* An example labelled by its own event (value_from), whose features are in cur.x. With
+ * deferral on, its table entries are prefetched and it is learned at the next call, so that
+ * their cache misses overlap with decoding the next event (tests/bench/README.md). While
+ * scoring, the model is read right after (publishing()), so it learns at once. */
+static void learn_immediate(pd_engine *eng, int mi, size_t n, double label, double weight)
+{
+    const model *m = &eng->cur.models[mi];
+    if (!eng->defer || eng->scoring || !m->ops->prefetch) {
+        on_label(eng, mi, eng->cur.x, n, label, weight);
+        return;
+    }
+    pd_engine_flush(eng);
+    m->ops->prefetch(m->state, eng->cur.x, n);
+    eng->deferred = (struct deferred){
+        .pending = true, .model = mi, .n = n, .label = label, .weight = weight};
+}
+
+void pd_engine_set_deferred_learning(pd_engine *eng, bool defer)
+{
+    pd_engine_flush(eng);
+    eng->defer = defer;
 }
 
 static uint32_t item_hash32(const pd_event *ev)
@@ -468,6 +518,7 @@ static void watermark_update(pd_engine *eng)
 
 void pd_engine_source_idle(pd_engine *eng, uint32_t id, bool idle)
 {
+    pd_engine_flush(eng);
     source *s = source_get(eng, id);
     if (!s || (s->used && s->idle == idle))
         return;
@@ -478,6 +529,7 @@ void pd_engine_source_idle(pd_engine *eng, uint32_t id, bool idle)
 
 void pd_engine_source_remove(pd_engine *eng, uint32_t id)
 {
+    pd_engine_flush(eng);
     if (id >= eng->n_sources || !eng->sources[id].used)
         return;
     eng->sources[id] = (source){.max_ts_ms = INT64_MIN};
@@ -486,6 +538,7 @@ void pd_engine_source_remove(pd_engine *eng, uint32_t id)
 
 int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_result)
 {
+    pd_engine_flush(eng);
     int r = 0;
     pd_engine_result res = {
         .ts_ms = ev->ts_ms, .scores = eng->cur.scores, .user = ev->user, .user_len = ev->user_len};
@@ -548,6 +601,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
                 m->examples++;
             continue; /* its lists go out through pd_engine_refresh_lists() */
         }
+        pd_engine_flush(eng); /* a previous model's example, whose features are in cur.x */
         size_t n = pd_featurizer_gather(eng->cur.features, m->features, m->n_features, eng->cur.x);
         double p = 0;
         if (eng->scoring) {
@@ -562,7 +616,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
                 bool has = m->value_slot < 0 ? ev->has_value : true;
                 double y = m->value_slot < 0 ? ev->value : field_number(ev, m->value_slot, NAN);
                 if (has && isfinite(y))
-                    on_label(eng, (int)i, eng->cur.x, n, y, w);
+                    learn_immediate(eng, (int)i, n, y, w);
             } else if (pd_labels_add(eng->labels, u, (int)i, &m->rule, ev->ts_ms, item, eng->cur.x,
                                      n, w, eng->stats.watermark_ms, is_label_event, on_label,
                                      eng) < 0) {
@@ -583,6 +637,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
 int pd_engine_reconfigure(pd_engine *eng, const pd_config *conf, char *ret_fresh, size_t fresh_len,
                           char *errbuf, size_t errlen)
 {
+    pd_engine_flush(eng); /* before anything reads or replaces a model */
     parts p;
     int *old_to_new = NULL;
     size_t fresh_used = 0;
@@ -676,6 +731,7 @@ out_release:
 
 bool pd_engine_forget(pd_engine *eng, const char *user, size_t len)
 {
+    pd_engine_flush(eng);
     pd_user *u = pd_user_state_find(eng->users, user, len);
     forget_in_lists(eng, user, len);
     if (!u)
@@ -688,6 +744,7 @@ bool pd_engine_forget(pd_engine *eng, const char *user, size_t len)
 void pd_engine_set_list_evaluation(pd_engine *eng, bool live, bool baselines,
                                    pd_list_observer_fn fn, void *ctx)
 {
+    pd_engine_flush(eng); /* before anything reads or replaces a model */
     eng->list_live = live;
     eng->list_baselines = baselines;
     eng->list_observer = fn;
@@ -698,6 +755,7 @@ void pd_engine_set_list_evaluation(pd_engine *eng, bool live, bool baselines,
 size_t pd_engine_refresh_lists(pd_engine *eng, size_t i, int64_t now_ms, const pd_list_sink *sink,
                                size_t budget)
 {
+    pd_engine_flush(eng); /* before anything reads or replaces a model */
     model *m = i < eng->cur.n_models ? &eng->cur.models[i] : NULL;
     if (!m || !m->ops->refresh)
         return 0;
@@ -709,6 +767,7 @@ size_t pd_engine_refresh_lists(pd_engine *eng, size_t i, int64_t now_ms, const p
 size_t pd_engine_user_list(pd_engine *eng, size_t i, const char *user, size_t len,
                            const char **items, size_t *item_lens, float *scores, size_t max)
 {
+    pd_engine_flush(eng); /* before anything reads or replaces a model */
     model *m = i < eng->cur.n_models ? &eng->cur.models[i] : NULL;
     if (!m || !m->ops->user_list)
         return 0;
@@ -722,11 +781,13 @@ bool pd_engine_feature_coverage(const pd_engine *eng, size_t i, pd_feature_cover
 
 void pd_engine_set_scoring(pd_engine *eng, bool scoring)
 {
+    pd_engine_flush(eng);
     eng->scoring = scoring;
 }
 
 void pd_engine_set_label_observer(pd_engine *eng, pd_label_observer_fn fn, void *ctx)
 {
+    pd_engine_flush(eng);
     eng->observer = fn;
     eng->observer_ctx = ctx;
 }
@@ -795,6 +856,7 @@ double pd_model_info_figure(const pd_model_info *info, const char *name)
 
 int pd_engine_score_user(pd_engine *eng, const char *user, size_t len, pd_score *scores, size_t max)
 {
+    pd_engine_flush(eng);
     pd_user *u = pd_user_state_find(eng->users, user, len);
     if (!u)
         return -ENOENT;
@@ -1072,6 +1134,7 @@ static int load_pending(void *ctx, pd_bin_reader *r, char *errbuf, size_t errlen
 int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
                    char *errbuf, size_t errlen)
 {
+    pd_engine_flush(eng); /* before anything reads or replaces a model */
     int old_to_new[PD_MAX_MODELS];
     size_t fresh_used = 0;
     int r;
@@ -1116,6 +1179,7 @@ out_free:
 
 int pd_engine_user_info(pd_engine *eng, const char *user, size_t len, pd_user_info *ret_info)
 {
+    pd_engine_flush(eng);
     const pd_user *u = pd_user_state_find(eng->users, user, len);
     if (!u)
         return -ENOENT;

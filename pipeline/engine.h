@@ -114,6 +114,16 @@ bool pd_engine_feature_coverage(const pd_engine *eng, size_t i, pd_feature_cover
  * state, so an offline replay that needs no scores turns it off and learns the same. */
 void pd_engine_set_scoring(pd_engine *eng, bool scoring);
 
+/* Off by default. While on and not scoring, an example labelled by its own event (value_from)
+ * has its weights prefetched and is learned at the engine's next call that changes anything
+ * (the next pd_engine_process(), a reload, ...), not before it returns: the cache misses then
+ * overlap with the caller decoding the next event. Learning order, and so every learned
+ * figure, is unchanged; only its moment moves. The read-only calls (model info, stats,
+ * pd_engine_save()) do not learn it: call pd_engine_flush() before reading figures. */
+void pd_engine_set_deferred_learning(pd_engine *eng, bool defer);
+/* Learns a deferred example now (nothing when none waits). */
+void pd_engine_flush(pd_engine *eng);
+
 /* Sees every example as a model learns it: its features, the prediction made just before
  * learning, the label and the weight (for replay reports and example exports). */
 typedef void (*pd_label_observer_fn)(void *ctx, int model, const pd_feature *x, size_t n,

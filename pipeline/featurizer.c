@@ -286,6 +286,37 @@ static uint32_t hash_value(const feat *f, const void *p, size_t len)
     return (uint32_t)XXH3_64bits_withSeed(p, len, f->seed);
 }
 
+/* XXH3_64bits_withSeed() itself, flattened for the lengths the hot features hash (a bucket
+ * index, the 2 or 3 hashes of a cross, a short string), so that the call, its dispatch on
+ * the length and its long-input paths go: the generic call was a third of a cross's cost
+ * (tests/bench/README.md). Same function, same bits. */
+static __attribute__((flatten)) uint64_t hash4(const void *p, uint64_t seed)
+{
+    return XXH3_64bits_withSeed(p, 4, seed);
+}
+
+static __attribute__((flatten)) uint64_t hash8(const void *p, uint64_t seed)
+{
+    return XXH3_64bits_withSeed(p, 8, seed);
+}
+
+static __attribute__((flatten)) uint64_t hash12(const void *p, uint64_t seed)
+{
+    return XXH3_64bits_withSeed(p, 12, seed);
+}
+
+static __attribute__((flatten)) uint64_t hash_upto16(const void *p, size_t len, uint64_t seed)
+{
+    if (len > 16)
+        __builtin_unreachable();
+    return XXH3_64bits_withSeed(p, len, seed);
+}
+
+static inline uint64_t hash_bytes(const void *p, size_t len, uint64_t seed)
+{
+    return len <= 16 ? hash_upto16(p, len, seed) : XXH3_64bits_withSeed(p, len, seed);
+}
+
 /* Text of a scalar for hashing: strings as they are, integral numbers without a fraction,
  * other numbers with 17 significant digits, booleans as true/false. */
 static bool scalar_text(pd_featurizer *fz, const pd_value *v, const char **s, size_t *n)
@@ -346,7 +377,8 @@ static size_t emit_number(feat *f, pd_feature *out, double x, bool learn)
         uint32_t b = 0;
         while (b < f->conf.n_buckets && x >= f->conf.buckets[b])
             b++;
-        out[0].hash = hash_value(f, &b, sizeof b);
+        _Static_assert(sizeof b == 4, "a bucket index hashes as 4 bytes");
+        out[0].hash = (uint32_t)hash4(&b, f->seed);
         out[0].value = 1.0f;
         return 1;
     }
@@ -413,17 +445,41 @@ static size_t build_text(pd_featurizer *fz, feat *f, const char *s, size_t n, pd
     return nnz;
 }
 
+/* A cross's coordinate: the hash of its parts' hashes, in order. */
+static uint32_t cross_hash(const feat *f, const uint32_t *hs, size_t k)
+{
+    _Static_assert(PD_MAX_CROSS == 3, "crosses hash 2 or 3 part hashes");
+    if (k == 2)
+        return (uint32_t)hash8(hs, f->seed);
+    if (k == 3)
+        return (uint32_t)hash12(hs, f->seed);
+    return hash_value(f, hs, k * sizeof hs[0]);
+}
+
 static size_t build_cross(pd_featurizer *fz, feat *f, pd_feature *out)
 {
     const pd_feature *part[PD_MAX_CROSS];
     size_t len[PD_MAX_CROSS], pos[PD_MAX_CROSS] = {0};
     size_t k = f->conf.n_cross;
+    bool single = true;
     for (size_t i = 0; i < k; i++) {
         const feat *c = &fz->f[f->conf.cross[i]];
         part[i] = fz->buf + c->offset;
         len[i] = c->nnz;
         if (len[i] == 0)
             return 0;
+        single &= len[i] == 1;
+    }
+    if (single) { /* the usual case: one coordinate per part, so one out (max_nnz >= 1) */
+        uint32_t hs[PD_MAX_CROSS];
+        float v = 1.0f;
+        for (size_t i = 0; i < k; i++) {
+            hs[i] = part[i][0].hash;
+            v *= part[i][0].value;
+        }
+        out[0].hash = cross_hash(f, hs, k);
+        out[0].value = v;
+        return 1;
     }
     size_t nnz = 0;
     while (nnz < f->max_nnz) {
@@ -433,7 +489,7 @@ static size_t build_cross(pd_featurizer *fz, feat *f, pd_feature *out)
             hs[i] = part[i][pos[i]].hash;
             v *= part[i][pos[i]].value;
         }
-        out[nnz].hash = hash_value(f, hs, k * sizeof hs[0]);
+        out[nnz].hash = cross_hash(f, hs, k);
         out[nnz].value = v;
         nnz++;
         size_t i = 0;
@@ -470,7 +526,7 @@ static size_t build_one(pd_featurizer *fz, feat *f, const pd_event *ev, const pd
             count_miss(f, v, learn);
             return 0;
         }
-        uint64_t h = XXH3_64bits_withSeed(s, n, f->seed);
+        uint64_t h = hash_bytes(s, n, f->seed);
         out[0].hash =
             (f->vocab.limit && !vocab_admit(&f->vocab, h, learn)) ? f->h_oov : (uint32_t)h;
         out[0].value = 1.0f;
@@ -540,7 +596,10 @@ size_t pd_featurizer_gather(const pd_featurizer *fz, const int *idx, size_t n, p
     for (size_t i = 0; i < n; i++) {
         const feat *f = &fz->f[idx[i]];
         assert(f->nnz <= f->max_nnz); /* out was sized by pd_featurizer_max_nnz */
-        memcpy(out + k, fz->buf + f->offset, f->nnz * sizeof *out);
+        if (f->nnz == 1) /* most features: a copy, not a memcpy call */
+            out[k] = fz->buf[f->offset];
+        else
+            memcpy(out + k, fz->buf + f->offset, f->nnz * sizeof *out);
         k += f->nnz;
     }
     return k;

@@ -530,6 +530,88 @@ static void test_quality_gate(void **state)
     pd_config_free(conf);
 }
 
+/* What an observer saw, in order. */
+typedef struct seen_log {
+    int model[4096];
+    double prediction[4096], label[4096];
+    size_t n;
+} seen_log;
+
+static void log_example(void *ctx, int model, const pd_feature *x, size_t n, double prediction,
+                        double label, double weight)
+{
+    (void)x, (void)n, (void)weight;
+    seen_log *log = ctx;
+    if (log->n < 4096) {
+        log->model[log->n] = model;
+        log->prediction[log->n] = prediction;
+        log->label[log->n] = label;
+    }
+    log->n++;
+}
+
+/* Deferred learning moves when an immediate example is learned, never the order: two value
+ * models in one event and a joined one between them learn exactly what an engine without
+ * deferral learns, and the last example waits for pd_engine_flush(). */
+static void test_deferred_learning_same_order(void **state)
+{
+    (void)state;
+    pd_config *conf = load("kafka: {brokers: b, topics: [t], group: g}\n"
+                           "events: {types: [view, purchase]}\n"
+                           "features:\n"
+                           "  device: {categorical: context.device}\n"
+                           "  item: {categorical: item_id}\n"
+                           "models:\n"
+                           "  a: {type: logistic, features: [device, item], example_on: [view],\n"
+                           "      label: {value_from: label}}\n"
+                           "  joined: {type: logistic, features: [device], example_on: [view],\n"
+                           "           label: {positive_on: purchase, within: 1m}}\n"
+                           "  b: {type: logistic, features: [item], example_on: [view],\n"
+                           "      label: {value_from: label}}\n");
+    pd_engine *plain = engine_from(conf), *deferred = engine_from(conf);
+    static seen_log seen_plain, seen_deferred;
+    seen_plain.n = seen_deferred.n = 0;
+    pd_engine_set_scoring(plain, false);
+    pd_engine_set_scoring(deferred, false);
+    pd_engine_set_label_observer(plain, log_example, &seen_plain);
+    pd_engine_set_label_observer(deferred, log_example, &seen_deferred);
+    pd_engine_set_deferred_learning(deferred, true);
+    char buf[256];
+    unsigned seed = 3;
+    for (int i = 0; i < 1000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        int dev = (int)(seed >> 16) % 4, item = (int)(seed >> 8) % 16;
+        bool buy = (seed >> 4) % 5 == 0;
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"%s\",\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"ts\":%d,"
+                 "\"label\":%d,\"context\":{\"device\":\"d%d\"}}",
+                 buy ? "purchase" : "view", i % 20, item, 1000 + 1000 * i, dev < 2, dev);
+        feed(plain, 0, buf);
+        feed(deferred, 0, buf);
+    }
+    assert_int_equal(examples(deferred, 2) + 1, examples(plain, 2)); /* b's last one waits */
+    pd_engine_flush(deferred);
+    assert_true(seen_plain.n > 1000 && seen_plain.n < 4096);
+    assert_int_equal(seen_deferred.n, seen_plain.n);
+    for (size_t i = 0; i < seen_plain.n; i++) {
+        assert_int_equal(seen_deferred.model[i], seen_plain.model[i]);
+        assert_memory_equal(&seen_deferred.prediction[i], &seen_plain.prediction[i],
+                            sizeof(double));
+        assert_memory_equal(&seen_deferred.label[i], &seen_plain.label[i], sizeof(double));
+    }
+    for (size_t m = 0; m < 3; m++) {
+        pd_model_info a, b;
+        pd_engine_model_info(plain, m, &a);
+        pd_engine_model_info(deferred, m, &b);
+        assert_int_equal(a.examples, b.examples);
+        double la = pd_model_info_figure(&a, "log_loss"), lb = pd_model_info_figure(&b, "log_loss");
+        assert_memory_equal(&la, &lb, sizeof la);
+    }
+    pd_engine_free(plain);
+    pd_engine_free(deferred);
+    pd_config_free(conf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -542,6 +624,7 @@ int main(void)
         cmocka_unit_test(test_out_of_memory_fills_the_result),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_quality_gate),
+        cmocka_unit_test(test_deferred_learning_same_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
