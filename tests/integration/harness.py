@@ -172,8 +172,9 @@ class RedisServer:
     with RedisServer() as r:  r.url, r.port, r.client()
     """
 
-    def __init__(self, start_timeout=10.0):
+    def __init__(self, start_timeout=10.0, args=()):
         self.start_timeout = start_timeout
+        self.args = list(args)  # more redis-server options, e.g. --cluster-enabled yes
         self.port = None
         self.proc = None
         self._tmp = None
@@ -196,7 +197,7 @@ class RedisServer:
                 [_tool("PD_REDIS_SERVER", "redis-server"),
                  "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", self._tmp,
-                 "--daemonize", "no", "--logfile", log],
+                 "--daemonize", "no", "--logfile", log] + self.args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 wait_for(self._ping, self.start_timeout, 0.05, "redis-server PING",
@@ -245,7 +246,7 @@ class RedisServer:
                 [_tool("PD_REDIS_SERVER", "redis-server"),
                  "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", self._tmp,
-                 "--daemonize", "no", "--logfile", log],
+                 "--daemonize", "no", "--logfile", log] + self.args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 wait_for(self._ping, 3.0, 0.05, "redis-server PING", alive=self._check_alive)
