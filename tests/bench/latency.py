@@ -45,8 +45,9 @@ def pipeline_config(source, directory, bootstrap, redis_url, http_port, flush_in
                     label_window="10s", topic=TOPIC, group=GROUP, fetch_wait_ms=None):
     """CONFIG pointed at the broker and Redis, with a redis: and a daemon: section.
 
-    The label window is shortened so that pending examples reach their steady state within a
-    run of seconds (a 30 m window would make them grow for 30 minutes of a live stream)."""
+    The label window and the allowed lateness are shortened so that pending examples reach
+    their steady state within seconds (a 30 m window would make them grow for 30 minutes of a
+    live stream)."""
     with open(source) as f:
         text = f.read()
     lines = text.splitlines()
@@ -61,6 +62,9 @@ def pipeline_config(source, directory, bootstrap, redis_url, http_port, flush_in
     lines += ["redis:", "  url: %s" % redis_url, "  prefix: bench", "  ttl: 1h",
               "  flush_interval: %s" % flush_interval,
               "daemon:", "  http: 127.0.0.1:%d" % http_port]
+    if not any(line.startswith("watermark:") for line in lines):
+        # and the watermark follows the stream closely: examples resolve a second after it
+        lines += ["watermark:", "  allowed_lateness: 1s"]
     path = os.path.join(directory, "pipeline-%s.yaml" % flush_interval)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -85,7 +89,8 @@ def metrics(port):
 
 def metric_sum(m, prefix):
     """Sum of every sample whose name (with labels) starts with prefix."""
-    return sum(v for k, v in m.items() if k == prefix or k.startswith(prefix + "{"))
+    return sum(v for k, v in m.items()
+               if (k == prefix or k.startswith(prefix + "{")) and v == v)  # NaN: not known yet
 
 
 def redis_load(client):
@@ -255,7 +260,7 @@ def main(argv):
             client = rs.client()
             client.config_set("notify-keyspace-events", "Eh")
             print("  %d partitions; %d users per rate (%.0f s between a user's events); "
-                  "bench_20 with labels joined within 10 s" % (args.partitions,
+                  "bench_20 with labels joined within 10 s, lateness 1 s" % (args.partitions,
                                                                rates[0] * PERIOD_S, PERIOD_S))
             print("    %-30s %8s %8s %8s %8s" % ("", "p50", "p99", "p99.9", "max"))
             refs = {}
