@@ -52,13 +52,13 @@ rd_kafka_conf_t *pd_kafka_conf_build(const pd_kafka_conf *conf, bool consumer, c
     if (rd_kafka_conf_set(kc, "bootstrap.servers", conf->brokers, err, sizeof err) !=
         RD_KAFKA_CONF_OK)
         goto out_bad;
-    /* Prefetch deeper than librdkafka's defaults (100k messages / 64 MiB): with the defaults
-     * the daemon sat idle waiting for fetches while catching up a backlog (measured in
-     * tests/bench/README.md, "Measured design choices"). Set before the passed-through
+    /* Prefetch sized by bytes: up to 1M messages, but at most 32 MiB queued, where librdkafka's
+     * defaults are 100k / 64 MiB and this was 256 MiB, which held a small pipeline at 400 MiB
+     * RSS (tests/bench/README.md, "Measured design choices"). Set before the passed-through
      * properties, which may override them. */
     static const char *const consumer_defaults[][2] = {
         {"queued.min.messages", "1000000"},
-        {"queued.max.messages.kbytes", "262144"},
+        {"queued.max.messages.kbytes", "32768"},
     };
     for (size_t i = 0; consumer && i < sizeof consumer_defaults / sizeof consumer_defaults[0]; i++)
         rd_kafka_conf_set(kc, consumer_defaults[i][0], consumer_defaults[i][1], err, sizeof err);

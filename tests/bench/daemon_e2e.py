@@ -30,7 +30,7 @@ CONSUME_TIMEOUT = 180.0
 POLL_INTERVAL = 0.05
 
 
-def pipeline_config(source, directory, bootstrap, redis_url):
+def pipeline_config(source, directory, bootstrap, redis_url, properties=()):
     """CONFIG with its one-line kafka: section pointing at the broker and a redis: section."""
     with open(source) as f:
         lines = f.read().splitlines()
@@ -39,8 +39,12 @@ def pipeline_config(source, directory, bootstrap, redis_url):
             line.startswith("redis:") for line in lines):
         raise harness.HarnessError("%s: expected a one-line `kafka: {...}` and no redis: section"
                                    % source)
-    lines[kafka[0]] = ("kafka: { brokers: \"%s\", topics: [%s], group: %s, start: earliest }"
-                       % (bootstrap, TOPIC, GROUP))
+    props = ""
+    if properties:
+        props = ", properties: { %s }" % ", ".join(
+            "%s: \"%s\"" % tuple(kv.split("=", 1)) for kv in properties)
+    lines[kafka[0]] = ("kafka: { brokers: \"%s\", topics: [%s], group: %s, start: earliest%s }"
+                       % (bootstrap, TOPIC, GROUP, props))
     lines += ["redis:", "  url: %s" % redis_url, "  prefix: bench", "  ttl: 1h",
               "  flush_interval: 50ms"]
     path = os.path.join(directory, "pipeline.yaml")
@@ -84,6 +88,27 @@ def kcat_consume(bootstrap, expected):
     return secs
 
 
+def redis_writes(client):
+    """(HSET calls, all commands) the Redis server has run so far."""
+    stats = client.info("commandstats")
+    hset = stats.get("cmdstat_hset", {}).get("calls", 0)
+    return hset, client.info("stats")["total_commands_processed"]
+
+
+def redis_benchmark(port, requests):
+    """redis-benchmark's HSET rate (requests/s, 64 pipelined) on the same server: random keys
+    of 100k, the three fields the daemon writes per user."""
+    argv = [harness._tool("PD_REDIS_BENCHMARK", "redis-benchmark"), "-p", str(port), "-P", "64",
+            "-n", str(requests), "-r", "100000", "--csv",
+            "HSET", "bench:rb:__rand_int__", "purchase_p", "0.5", "ts", "__rand_int__", "v", "1"]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    lines = [line for line in proc.stdout.decode().splitlines() if line.startswith('"HSET')]
+    if proc.returncode != 0 or not lines:
+        raise harness.HarnessError("redis-benchmark failed (%d): %s"
+                                   % (proc.returncode, proc.stderr.decode(errors="replace")))
+    return float(lines[-1].split(",")[1].strip('"'))
+
+
 def cpu_seconds(pid):
     """User + system CPU time of the process so far (all its threads)."""
     try:
@@ -111,6 +136,8 @@ def main(argv):
     ap.add_argument("events")
     ap.add_argument("--partitions", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3, help="kcat -C runs, best kept")
+    ap.add_argument("--kafka-property", action="append", default=[], metavar="K=V",
+                    help="a kafka.properties entry for the daemon (repeatable)")
     args = ap.parse_args(argv)
 
     with open(args.events, "rb") as f:
@@ -143,7 +170,11 @@ def main(argv):
             print("  reference: kcat -C -e reads the topic in %.2f s: %.0f events/s (best of %d)"
                   % (t_kcat, kcat_rate, args.repeat))
 
-            config = pipeline_config(args.config, tmp, broker.bootstrap, rs.url)
+            config = pipeline_config(args.config, tmp, broker.bootstrap, rs.url,
+                                     args.kafka_property)
+            client = rs.client()
+            if args.kafka_property:
+                print("  the daemon's kafka.properties: %s" % ", ".join(args.kafka_property))
             with harness.Daemon(config, {}) as daemon:
                 t0 = time.monotonic()
                 first = None  # (time, events committed) at the first commit seen
@@ -153,7 +184,7 @@ def main(argv):
                     now = time.monotonic()
                     done = sum(committed.values())
                     if first is None and done > 0:
-                        first = (now, done, cpu_seconds(daemon.proc.pid))
+                        first = (now, done, cpu_seconds(daemon.proc.pid), redis_writes(client))
                     if committed == produced:
                         break
                     if now - t0 > CONSUME_TIMEOUT:
@@ -164,6 +195,7 @@ def main(argv):
                 t_end = time.monotonic()
                 rss = peak_rss_kib(daemon.proc.pid)
                 cpu_end = cpu_seconds(daemon.proc.pid)
+                writes_end = redis_writes(client)
                 users = rs.client().dbsize()
                 code = daemon.stop(timeout=30.0)
                 if code != 0:
@@ -193,6 +225,16 @@ def main(argv):
                       % (n_events / total / kcat_rate))
             print("  redis keys written: %d; daemon peak RSS %s" %
                   (users, "%.1f MiB" % (rss / 1024.0) if rss else "unknown"))
+            if first is not None and t_end - first[0] > 0.2:
+                secs = t_end - first[0]
+                hset = (writes_end[0] - first[3][0]) / secs
+                cmds = (writes_end[1] - first[3][1]) / secs
+                bench = redis_benchmark(rs.port, 200000 if n_events < 100000 else 2000000)
+                print("  redis writes of the daemon from its first commit to the last: %.0f HSET/s "
+                      "(%.0f commands/s)" % (hset, cmds))
+                print("  reference: redis-benchmark -P 64 HSET (random keys, 3 fields) on the same "
+                      "server: %.0f requests/s; the daemon's HSET/s is x%.3f of it"
+                      % (bench, hset / bench))
     except harness.HarnessError as exc:
         print("daemon_e2e.py: %s" % exc, file=sys.stderr)
         return 1

@@ -2,7 +2,8 @@
  * a group and is assigned the topic's partitions; an assignment librdkafka refuses (here a
  * duplicate partition the assigning hook slips in) is reported through the log hook, with the
  * eager and with the cooperative protocol, and leaks nothing (the sanitizer build checks). The
- * mock delays the first join of a group by 3 s, so each case takes about that long. */
+ * mock delays the first join of a group by 3 s, so each case takes about that long. The
+ * consumer's prefetch default is bounded by bytes, and a property in the config overrides it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -149,12 +150,39 @@ static void test_refused_incremental_assignment_reported(void **state)
     check_refused(*state, "g-coop-dup", "cooperative-sticky", "Duplicate");
 }
 
+/* The value of `name` in a built configuration, or "" */
+static void conf_value(const pd_kafka_conf *conf, const char *name, char *out, size_t len)
+{
+    char err[512];
+    rd_kafka_conf_t *kc = pd_kafka_conf_build(conf, true, err, sizeof err);
+    assert_non_null(kc);
+    out[0] = '\0';
+    size_t n = len;
+    assert_int_equal(rd_kafka_conf_get(kc, name, out, &n), RD_KAFKA_CONF_OK);
+    rd_kafka_conf_destroy(kc);
+}
+
+static void test_prefetch_default_and_override(void **state)
+{
+    fixture *f = *state;
+    char value[64];
+    pd_kafka_conf conf = {.brokers = f->brokers};
+    conf_value(&conf, "queued.max.messages.kbytes", value, sizeof value);
+    assert_string_equal(value, "32768");
+    pd_kv props[] = {{.key = "queued.max.messages.kbytes", .value = "262144"}};
+    conf.properties = props;
+    conf.n_properties = 1;
+    conf_value(&conf, "queued.max.messages.kbytes", value, sizeof value);
+    assert_string_equal(value, "262144");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_assignment_taken),
         cmocka_unit_test(test_refused_assignment_reported),
         cmocka_unit_test(test_refused_incremental_assignment_reported),
+        cmocka_unit_test(test_prefetch_default_and_override),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
