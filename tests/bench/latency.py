@@ -73,18 +73,7 @@ def pipeline_config(source, directory, bootstrap, redis_url, http_port, flush_in
 
 def metrics(port):
     """{name or name{labels}: value} of the daemon's /metrics."""
-    status, body = harness.http_get(port, "/metrics")
-    if status != 200:
-        raise harness.HarnessError("/metrics answered %d" % status)
-    out = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
+    return harness.metrics_samples(port)
 
 
 def metric_sum(m, prefix):

@@ -294,17 +294,7 @@ def end_clean(daemon, rss):
 
 def metrics(port):
     """{name{labels}: value} of /metrics (samples only)."""
-    status, body = harness.http_get(port, "/metrics", timeout=5)
-    check(status == 200, "/metrics answered %d" % status)
-    out = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
+    return harness.metrics_samples(port)
 
 
 def metrics_when_up(port, daemon):

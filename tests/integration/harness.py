@@ -734,6 +734,23 @@ def http_get(port, path, timeout=5.0):
         return exc.code, exc.read().decode("utf-8")
 
 
+def metrics_samples(port, timeout=5.0):
+    """{name or name{labels}: value} of a daemon's /metrics (samples only); HarnessError when
+    it does not answer 200."""
+    status, body = http_get(port, "/metrics", timeout=timeout)
+    if status != 200:
+        raise HarnessError("/metrics answered %d" % status)
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
 def control_call(endpoint, request, timeout=5.0, frames=None):
     """Sends one request (dict -> JSON, str/bytes verbatim, or `frames`: a list of bytes sent
     as one multipart message) on a fresh REQ socket; returns the parsed JSON reply."""
