@@ -1176,16 +1176,15 @@ bool pd_publisher_flushing(const pd_publisher *pub)
 int pd_publisher_flush(pd_publisher *pub, char *errbuf, size_t errlen)
 {
     char warn[512] = "";
-    int r = result(pub, true, errbuf, errlen); /* the flush in flight first */
-    if (r < 0 && r != -EINPROGRESS)
-        r = 0; /* its set is still in flight: written again below */
-    if (r == 0 && errlen && errbuf[0])
+    /* the flush in flight first; when it failed, its set is written again below */
+    if (result(pub, true, errbuf, errlen) == 0 && errlen && errbuf[0])
         snprintf(warn, sizeof warn, "%s", errbuf);
     /* at most two rounds: a set kept from a failed flush, then the waiting one */
     for (int round = 0; round < 2 && pd_publisher_dirty(pub) > 0; round++) {
         if (pd_publisher_flush_start(pub) <= 0)
             break;
-        if ((r = result(pub, true, errbuf, errlen)) < 0)
+        int r = result(pub, true, errbuf, errlen);
+        if (r < 0)
             return r;
         if (errlen && errbuf[0])
             snprintf(warn, sizeof warn, "%s", errbuf);

@@ -591,6 +591,33 @@ static void test_failed_writes_go_before_newer_ones(void **state)
     pd_publisher_free(pub);
 }
 
+/* A waiting flush that blocks on a failed one in flight writes its set again and succeeds
+ * cleanly: the failure is not handed on as a warning of the flush that succeeded. */
+static void test_waiting_flush_takes_a_failed_one_in_flight(void **state)
+{
+    fixture *f = *state;
+    pd_publisher *pub = publisher(f, TTL_MS, 1000);
+    char err[512];
+    assert_int_equal(pd_publisher_connect(pub, err, sizeof err), 0);
+    update(pub, "a", 0.375, 1);
+    redisFree(f->check);
+    f->check = NULL;
+    stop_redis(f);
+    assert_int_equal(pd_publisher_flush_start(pub), 1);
+    for (int i = 0; i < 5000 && pd_publisher_flushing(pub); i++)
+        sleep_ms(1);
+    assert_false(pd_publisher_flushing(pub)); /* failed, outcome not taken */
+    assert_int_equal(start_redis(f), 0);
+    assert_non_null(f->check = connect_unix(f->sock));
+    assert_int_equal(pd_publisher_flush(pub, err, sizeof err), 0);
+    assert_string_equal(err, "");
+    assert_true(hash_p(f, "a") == 0.375);
+    pd_publisher_stats st;
+    pd_publisher_get_stats(pub, &st);
+    assert_int_equal(st.flush_failures, 1);
+    pd_publisher_free(pub);
+}
+
 /* ---- atomic replacement ---- */
 
 typedef struct reader {
@@ -719,6 +746,7 @@ int main(void)
         cmocka_unit_test_setup(test_failed_flush_keeps_lists, setup),
         cmocka_unit_test_setup(test_hung_redis_holds_only_the_writer, setup),
         cmocka_unit_test_setup(test_failed_writes_go_before_newer_ones, setup),
+        cmocka_unit_test_setup(test_waiting_flush_takes_a_failed_one_in_flight, setup),
         cmocka_unit_test_setup(test_refusal_for_now_keeps_lists, setup),
         cmocka_unit_test_setup(test_refusal_for_good_is_counted, setup),
         cmocka_unit_test_setup(test_reader_sees_whole_lists_only, setup),
