@@ -566,6 +566,7 @@ int pd_engine_process(pd_engine *eng, const pd_event *ev, pd_engine_result *ret_
         u = pd_user_state_get(eng->users, ev->user, ev->user_len, ev->ts_ms, NULL);
         if (!u)
             return -ENOMEM;
+        u->shard = ev->shard;
     }
     if (ev->type == eng->forget_type) {
         if (u)
@@ -1175,6 +1176,136 @@ out_free:
     return r;
 }
 
+/* ---- handing users over between instances ----
+ *
+ * The handover blob, version 1 (little-endian, field by field): u32 version; u32 shards and
+ * each u32 shard; u32 models and each (str name, u64 fingerprint), so examples follow their
+ * model by name as in a snapshot; then a users section and a pending section
+ * (pd_user_state_save_some(), pd_labels_save_some()) with only the shards' users. */
+
+#define HANDOVER_VERSION 1
+#define MAX_HANDOVER_SHARDS 4096
+
+typedef struct shard_set {
+    const uint32_t *shards;
+    size_t n;
+} shard_set;
+
+static bool in_shards(void *ctx, const pd_user *u)
+{
+    const shard_set *ss = ctx;
+    for (size_t i = 0; i < ss->n; i++)
+        if (ss->shards[i] == u->shard)
+            return true;
+    return false;
+}
+
+int pd_engine_hand_out(pd_engine *eng, const uint32_t *shards, size_t n_shards, FILE *f,
+                       uint64_t *ret_users, char *errbuf, size_t errlen)
+{
+    pd_engine_flush(eng); /* a deferred example may belong to one of them */
+    shard_set ss = {.shards = shards, .n = n_shards};
+    uint64_t users = 0;
+    for (pd_user *u = pd_user_state_oldest(eng->users); u; u = u->lru_prev)
+        users += in_shards(&ss, u);
+    pd_bin_writer w;
+    pd_bin_writer_init(&w, f);
+    pd_bin_put_version(&w, HANDOVER_VERSION);
+    pd_bin_put_u32(&w, (uint32_t)n_shards);
+    pd_bin_put_u32_array(&w, shards, n_shards);
+    pd_bin_put_u32(&w, (uint32_t)eng->cur.n_models);
+    for (size_t i = 0; i < eng->cur.n_models; i++) {
+        pd_bin_put_str(&w, eng->cur.models[i].name, strlen(eng->cur.models[i].name));
+        pd_bin_put_u64(&w, eng->cur.models[i].fingerprint);
+    }
+    if (pd_user_state_save_some(eng->users, in_shards, &ss, &w) == 0)
+        pd_labels_save_some(eng->labels, in_shards, &ss, &w);
+    if (w.err || fflush(f) != 0) {
+        snprintf(errbuf, errlen, "cannot write the users handed over: %s",
+                 w.err == -ENOMEM ? "out of memory" : "write error");
+        return w.err ? w.err : -EIO;
+    }
+    if (ret_users)
+        *ret_users = users;
+    return 0;
+}
+
+/* Removes every user of the shards (their examples counted as handed out, or as dropped when
+ * stale); returns how many. */
+static uint64_t drop_shards(pd_engine *eng, const shard_set *ss, bool handed_out)
+{
+    uint64_t n = 0;
+    pd_user *u = pd_user_state_oldest(eng->users);
+    while (u) {
+        pd_user *next = u->lru_prev;
+        if (in_shards((void *)ss, u)) {
+            if (handed_out)
+                pd_labels_hand_out_user(eng->labels, u);
+            else
+                pd_labels_forget_user(eng->labels, u);
+            pd_user_state_remove(eng->users, u);
+            n++;
+        }
+        u = next;
+    }
+    return n;
+}
+
+uint64_t pd_engine_drop_shards(pd_engine *eng, const uint32_t *shards, size_t n_shards)
+{
+    pd_engine_flush(eng);
+    shard_set ss = {.shards = shards, .n = n_shards};
+    uint64_t n = drop_shards(eng, &ss, true);
+    eng->stats.users_handed_out += n;
+    return n;
+}
+
+int pd_engine_take_over(pd_engine *eng, FILE *f, uint64_t *ret_users, char *errbuf, size_t errlen)
+{
+    pd_engine_flush(eng);
+    pd_bin_reader r;
+    pd_bin_reader_init(&r, f);
+    uint32_t shards[MAX_HANDOVER_SHARDS];
+    int map[PD_MAX_MODELS];
+    char name[512];
+    pd_bin_get_version(&r, "handover", HANDOVER_VERSION);
+    uint32_t n_shards = pd_bin_get_u32(&r);
+    if (!r.err && n_shards > MAX_HANDOVER_SHARDS)
+        pd_bin_fail(&r, "%u shards", n_shards);
+    if (!r.err)
+        pd_bin_get_u32_array(&r, shards, n_shards);
+    uint32_t n_models = pd_bin_get_u32(&r);
+    if (!r.err && n_models > PD_MAX_MODELS)
+        pd_bin_fail(&r, "%u models", n_models);
+    for (uint32_t i = 0; i < n_models && !r.err; i++) {
+        size_t len = pd_bin_get_str(&r, name, sizeof name);
+        uint64_t fp = pd_bin_get_u64(&r);
+        map[i] = -1;
+        for (size_t j = 0; j < eng->cur.n_models && !r.err; j++)
+            if (strlen(eng->cur.models[j].name) == len &&
+                memcmp(eng->cur.models[j].name, name, len) == 0 &&
+                eng->cur.models[j].fingerprint == fp)
+                map[i] = (int)j;
+    }
+    if (r.err) {
+        snprintf(errbuf, errlen, "handover: %s", r.why[0] ? r.why : "truncated");
+        return -EINVAL;
+    }
+    /* what is here of these shards is older than what their last owner hands over (a
+     * snapshot's, or this instance's before it let them go) */
+    shard_set ss = {.shards = shards, .n = n_shards};
+    drop_shards(eng, &ss, false);
+    size_t before = pd_user_state_count(eng->users);
+    int ret = pd_user_state_load(eng->users, &r, errbuf, errlen);
+    if (ret == 0)
+        ret = pd_labels_load_more(eng->labels, eng->users, map, n_models, &r, errbuf, errlen);
+    uint64_t taken = pd_user_state_count(eng->users) - before;
+    eng->stats.users_handed_in += taken;
+    if (ret_users)
+        *ret_users = taken;
+    return ret;
+}
+
 /* ---- for the control plane (daemon/ops) ---- */
 
 int pd_engine_user_info(pd_engine *eng, const char *user, size_t len, pd_user_info *ret_info)
@@ -1191,6 +1322,8 @@ int pd_engine_user_info(pd_engine *eng, const char *user, size_t len, pd_user_in
         .n_types = eng->n_types,
         .pending = pd_labels_user_pending(u),
         .recent_items = u->ring_len,
+        .acc = u->acc,
+        .n_acc = pd_user_state_layout(eng->users)->n_acc,
     };
     return 0;
 }

@@ -41,6 +41,8 @@ typedef struct pd_engine_stats {
     uint64_t users;
     uint64_t users_evicted;
     uint64_t forgotten;
+    uint64_t users_handed_out; /* given to the next owner of their partition */
+    uint64_t users_handed_in;  /* taken over from the last owner of their partition */
     int64_t max_event_ts_ms; /* INT64_MIN before the first event */
     int64_t watermark_ms;
     pd_labels_stats labels;
@@ -177,6 +179,23 @@ int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, si
 int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
                    char *errbuf, size_t errlen);
 
+/* ---- handing users over between instances ----
+ * A user belongs to the shard of its last event (pd_event.shard: the caller's number for a
+ * partition). When a partition moves to another instance, its old owner writes the users of
+ * its shard, with their waiting examples, for the new owner to take over: learned weights
+ * stay where they are, the user state moves. */
+
+/* Writes the users of the shards and their waiting examples to f (a handover blob); counts
+ * them into *ret_users. Changes nothing: pd_engine_drop_shards() once the blob is safe. */
+int pd_engine_hand_out(pd_engine *eng, const uint32_t *shards, size_t n_shards, FILE *f,
+                       uint64_t *ret_users, char *errbuf, size_t errlen);
+/* Removes the users of the shards, their waiting examples counted as handed out; how many. */
+uint64_t pd_engine_drop_shards(pd_engine *eng, const uint32_t *shards, size_t n_shards);
+/* Takes over a handover blob: the users held here of its shards go (they are older), its
+ * users and their examples come in (behind the examples waiting here). */
+int pd_engine_take_over(pd_engine *eng, FILE *f, uint64_t *ret_users, char *errbuf,
+                        size_t errlen);
+
 /* ---- for the control plane (daemon/ops) ---- */
 
 /* What the engine knows of one user, for `score USER`. Pointers are valid until the next call
@@ -189,6 +208,10 @@ typedef struct pd_user_info {
     size_t n_types;
     uint32_t pending; /* examples waiting for their label */
     uint32_t recent_items;
+    /* the decayed counters and sums (features' accumulators, in the store's layout order),
+     * each expressed at its own time */
+    const pd_acc *acc;
+    size_t n_acc;
 } pd_user_info;
 
 /* Fills *ret_info for a known user; -ENOENT when the user is unknown (never seen, forgotten

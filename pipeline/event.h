@@ -67,6 +67,7 @@ typedef struct pd_event {
     int type;        /* index into events.types */
     int64_t ts_ms;   /* event time */
     uint32_t source; /* which ordered input it came from (a Kafka partition); 0 by default */
+    uint32_t shard;  /* whose state its user's is (the caller's number for its partition) */
     bool has_value;
     double value; /* events.fields.value, finite when has_value */
     /* the extra paths given to pd_decoder_new(), in the same order */

@@ -556,6 +556,14 @@ void pd_labels_forget_user(pd_labels *lb, pd_user *u)
     }
 }
 
+void pd_labels_hand_out_user(pd_labels *lb, pd_user *u)
+{
+    while (u->pending.first) {
+        lb->stats.handed_out++;
+        release(lb, u->pending.first);
+    }
+}
+
 /* Calls fn for every waiting example; fn may release the one it is given. */
 static void each_pending(pd_labels *lb, void (*fn)(pd_labels *, pd_pending *, void *), void *ctx)
 {
@@ -630,13 +638,16 @@ static int cmp_seq(const void *a, const void *b)
 typedef struct collect_ctx {
     pd_pending **all;
     size_t n;
+    pd_user_filter_fn keep; /* NULL: all */
+    void *keep_ctx;
 } collect_ctx;
 
 static void collect(pd_labels *lb, pd_pending *p, void *ctx)
 {
     (void)lb;
     collect_ctx *cc = ctx;
-    cc->all[cc->n++] = p;
+    if (!cc->keep || cc->keep(cc->keep_ctx, p->user))
+        cc->all[cc->n++] = p;
 }
 
 static void put_stats(pd_bin_writer *w, const pd_labels_stats *st)
@@ -675,9 +686,12 @@ static void put_pending(pd_bin_writer *w, const pd_pending *p)
     }
 }
 
-int pd_labels_save(const pd_labels *lb, pd_bin_writer *w)
+int pd_labels_save_some(const pd_labels *lb, pd_user_filter_fn keep, void *ctx,
+                        pd_bin_writer *w)
 {
-    collect_ctx cc = {.all = malloc((lb->stats.pending ? lb->stats.pending : 1) * sizeof *cc.all)};
+    collect_ctx cc = {.all = malloc((lb->stats.pending ? lb->stats.pending : 1) * sizeof *cc.all),
+                      .keep = keep,
+                      .keep_ctx = ctx};
     if (!cc.all)
         return w->err = -ENOMEM;
     each_pending((pd_labels *)lb, collect, &cc);
@@ -691,10 +705,24 @@ int pd_labels_save(const pd_labels *lb, pd_bin_writer *w)
     return w->err;
 }
 
+int pd_labels_save(const pd_labels *lb, pd_bin_writer *w)
+{
+    return pd_labels_save_some(lb, NULL, NULL, w);
+}
+
 #define MAX_SAVED_FEATURES 65536
 
+/* How a load places what it reads: a restore keeps the saved arrival numbers, a handover
+ * gives them this join's next numbers and maps the models. */
+typedef struct load_mode {
+    bool more;
+    const int *model_map;
+    size_t n_map;
+} load_mode;
+
 /* Reads one example and puts it back behind its user (if the user is still known). */
-static int load_one(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *id, pd_feature *x)
+static int load_one(pd_labels *lb, pd_user_state *st, const load_mode *mode, pd_bin_reader *r,
+                    char *id, pd_feature *x)
 {
     uint64_t seq = pd_bin_get_u64(r);
     size_t id_len = pd_bin_get_str(r, id, 65536 + 1);
@@ -715,17 +743,23 @@ static int load_one(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *id
     if (r->err)
         return -EINVAL;
     pd_user *u = pd_user_state_find(st, id, id_len);
-    if (!u) {
+    if (mode->more)
+        model = model >= 0 && (size_t)model < mode->n_map ? mode->model_map[model] : -1;
+    if (!u || model < 0) {
         lb->stats.dropped++;
         return 0;
     }
     /* no watermark and no ring check: the example was waiting when it was saved */
-    lb->stats.added++;
-    return insert_pending(lb, u, model, &rule, ts_ms, item_hash, x, n, weight, seq);
+    if (mode->more)
+        lb->stats.handed_in++;
+    else
+        lb->stats.added++;
+    return insert_pending(lb, u, model, &rule, ts_ms, item_hash, x, n, weight,
+                          mode->more ? lb->seq : seq);
 }
 
-int pd_labels_load(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *errbuf,
-                   size_t errlen)
+static int load_examples(pd_labels *lb, pd_user_state *st, const load_mode *mode,
+                         pd_bin_reader *r, char *errbuf, size_t errlen)
 {
     pd_labels_stats stats = {0};
     char *id = malloc(65536 + 1);
@@ -740,7 +774,7 @@ int pd_labels_load(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *err
     get_stats(r, &stats);
     uint64_t count = pd_bin_get_u64(r);
     for (uint64_t k = 0; k < count && !r->err; k++) {
-        int rr = load_one(lb, st, r, id, x);
+        int rr = load_one(lb, st, mode, r, id, x);
         if (rr == -ENOMEM) {
             ret = rr;
             snprintf(errbuf, errlen, "out of memory loading pending examples");
@@ -752,12 +786,30 @@ int pd_labels_load(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *err
                  r->why[0] ? r->why : "truncated");
         goto out_free;
     }
-    stats.pending = lb->stats.pending;
-    stats.dropped += lb->stats.dropped;
-    lb->stats = stats;
+    if (!mode->more) {
+        stats.pending = lb->stats.pending;
+        stats.dropped += lb->stats.dropped;
+        stats.handed_out = lb->stats.handed_out;
+        stats.handed_in = lb->stats.handed_in;
+        lb->stats = stats;
+    }
     ret = 0;
 out_free:
     free(id);
     free(x);
     return ret;
+}
+
+int pd_labels_load(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *errbuf,
+                   size_t errlen)
+{
+    const load_mode mode = {.more = false};
+    return load_examples(lb, st, &mode, r, errbuf, errlen);
+}
+
+int pd_labels_load_more(pd_labels *lb, pd_user_state *st, const int *model_map, size_t n_map,
+                        pd_bin_reader *r, char *errbuf, size_t errlen)
+{
+    const load_mode mode = {.more = true, .model_map = model_map, .n_map = n_map};
+    return load_examples(lb, st, &mode, r, errbuf, errlen);
 }

@@ -32,6 +32,8 @@ typedef struct pd_labels_stats {
     uint64_t evicted_user;    /* dropped: the user had max_pending_per_user waiting */
     uint64_t evicted_total;   /* dropped: max_pending_total were waiting */
     uint64_t dropped;         /* dropped with their user (forget, eviction) or their model */
+    uint64_t handed_out;      /* given to another instance with their user (not lost) */
+    uint64_t handed_in;       /* taken over from another instance */
     uint64_t pending;
 } pd_labels_stats;
 
@@ -80,6 +82,9 @@ uint32_t pd_labels_user_pending(const pd_user *u);
 
 /* Drops every waiting example of u without learning from it. */
 void pd_labels_forget_user(pd_labels *lb, pd_user *u);
+/* The same for a user whose examples another instance now holds (counted as handed out,
+ * not dropped). */
+void pd_labels_hand_out_user(pd_labels *lb, pd_user *u);
 
 /* After a reload: model indices move (old_to_new[i] = new index or -1 to drop). */
 void pd_labels_remap_models(pd_labels *lb, const int *old_to_new, size_t n_old);
@@ -95,5 +100,15 @@ size_t pd_labels_memory(const pd_labels *lb);
 int pd_labels_save(const pd_labels *lb, pd_bin_writer *w);
 int pd_labels_load(pd_labels *lb, pd_user_state *st, pd_bin_reader *r, char *errbuf,
                    size_t errlen);
+
+/* Handing users over between instances: the same section with only the examples of users
+ * keep() takes, and its loader that adds them to what is waiting here (behind this join's
+ * own, in the saved order, counted as handed in; the saved statistics are the other
+ * instance's and are skipped). model_map[i] is the local model of the saved model i (-1:
+ * none here, the example is dropped). */
+int pd_labels_save_some(const pd_labels *lb, pd_user_filter_fn keep, void *ctx,
+                        pd_bin_writer *w);
+int pd_labels_load_more(pd_labels *lb, pd_user_state *st, const int *model_map, size_t n_map,
+                        pd_bin_reader *r, char *errbuf, size_t errlen);
 
 #endif

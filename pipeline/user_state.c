@@ -236,6 +236,7 @@ pd_user *pd_user_state_get(pd_user_state *st, const char *id, size_t len, int64_
     u->first_ts_ms = ts_ms;
     u->last_ts_ms = INT64_MIN;
     u->seen_ts_ms = ts_ms;
+    u->shard = PD_SHARD_NONE;
     body_attach(u, body, &st->layout);
     body_init(u, &st->layout);
     pd_hashtab_insert(&st->table, h, (uint64_t)(uintptr_t)u);
@@ -469,14 +470,15 @@ out_nomem:
 
 /* ---- snapshots ---- */
 
-/* The users section, version 1 (little-endian, field by field):
+/* The users section, version 2 (little-endian, field by field):
  *   u32 version; u64 users; layout: u32 types, u32 accumulators (each i32 type, i64 half-life,
  *   bool sum), u32 sketches (each i32 type), u32 ring items;
  *   per user, least recently seen first (loading in this order recreates the LRU list):
- *   str id, u64 events, i64 first, last, seen; i64 last per type; per accumulator f64 value,
+ *   str id, u64 events, i64 first, last, seen, u32 shard (from version 2); i64 last per
+ *   type; per accumulator f64 value,
  *   i64 its time; sketches as u64 words; u32 ring head, u32 ring length, u32 ring items;
  *   label ring: PD_LABEL_RING x (i64 ts, u32 item, i32 type), u32 head, u32 length. */
-#define USERS_VERSION 1
+#define USERS_VERSION 2
 #define MAX_LAYOUT    4096
 
 static void put_layout(pd_bin_writer *w, const pd_user_layout *l)
@@ -536,6 +538,7 @@ static void put_user(pd_bin_writer *w, const pd_user_layout *l, const pd_user *u
     pd_bin_put_i64(w, u->first_ts_ms);
     pd_bin_put_i64(w, u->last_ts_ms);
     pd_bin_put_i64(w, u->seen_ts_ms);
+    pd_bin_put_u32(w, u->shard);
     for (size_t i = 0; i < l->n_types; i++)
         pd_bin_put_i64(w, u->last_ts_by_type[i]);
     for (size_t i = 0; i < l->n_acc; i++) {
@@ -555,20 +558,30 @@ static void put_user(pd_bin_writer *w, const pd_user_layout *l, const pd_user *u
     pd_bin_put_u32(w, u->labels_len);
 }
 
-int pd_user_state_save(const pd_user_state *st, pd_bin_writer *w)
+int pd_user_state_save_some(const pd_user_state *st, pd_user_filter_fn keep, void *ctx,
+                            pd_bin_writer *w)
 {
     const pd_user_layout *l = &st->layout;
+    uint64_t n = 0;
+    for (const pd_user *u = st->lru_last; u; u = u->lru_prev)
+        n += !keep || keep(ctx, u);
     pd_bin_put_version(w, USERS_VERSION);
-    pd_bin_put_u64(w, st->count);
+    pd_bin_put_u64(w, n);
     put_layout(w, l);
     for (const pd_user *u = st->lru_last; u && !w->err; u = u->lru_prev)
-        put_user(w, l, u);
+        if (!keep || keep(ctx, u))
+            put_user(w, l, u);
     return w->err;
 }
 
+int pd_user_state_save(const pd_user_state *st, pd_bin_writer *w)
+{
+    return pd_user_state_save_some(st, NULL, NULL, w);
+}
+
 /* Reads one user in the saved layout into old (its body at tmp); the id goes to id. */
-static void get_user(pd_bin_reader *r, const pd_user_layout *saved, pd_user *old, void *tmp,
-                     char *id, size_t id_cap)
+static void get_user(pd_bin_reader *r, uint32_t version, const pd_user_layout *saved,
+                     pd_user *old, void *tmp, char *id, size_t id_cap)
 {
     memset(old, 0, sizeof *old);
     old->id_len = (uint32_t)pd_bin_get_str(r, id, id_cap);
@@ -577,6 +590,7 @@ static void get_user(pd_bin_reader *r, const pd_user_layout *saved, pd_user *old
     old->first_ts_ms = pd_bin_get_i64(r);
     old->last_ts_ms = pd_bin_get_i64(r);
     old->seen_ts_ms = pd_bin_get_i64(r);
+    old->shard = version >= 2 ? pd_bin_get_u32(r) : PD_SHARD_NONE;
     for (size_t i = 0; i < saved->n_types; i++)
         old->last_ts_by_type[i] = pd_bin_get_i64(r);
     for (size_t i = 0; i < saved->n_acc; i++) {
@@ -609,6 +623,7 @@ static void adopt_user(const pd_user_layout *l, const pd_user_layout *saved, pd_
     u->first_ts_ms = old->first_ts_ms;
     u->last_ts_ms = old->last_ts_ms;
     u->seen_ts_ms = old->seen_ts_ms;
+    u->shard = old->shard;
     for (size_t i = 0; i < l->n_types && i < saved->n_types; i++)
         u->last_ts_by_type[i] = old->last_ts_by_type[i];
     for (size_t i = 0; i < l->n_acc; i++) {
@@ -642,7 +657,7 @@ int pd_user_state_load(pd_user_state *st, pd_bin_reader *r, char *errbuf, size_t
     void *tmp = NULL;
     char *id = NULL;
     int ret = -EINVAL;
-    pd_bin_get_version(r, "users", USERS_VERSION);
+    uint32_t version = pd_bin_get_version(r, "users", USERS_VERSION);
     uint64_t count = pd_bin_get_u64(r);
     get_layout(r, &saved);
     if (r->err)
@@ -657,7 +672,7 @@ int pd_user_state_load(pd_user_state *st, pd_bin_reader *r, char *errbuf, size_t
     }
     for (uint64_t n = 0; n < count; n++) {
         pd_user old;
-        get_user(r, &saved, &old, tmp, id, 65536 + 1);
+        get_user(r, version, &saved, &old, tmp, id, 65536 + 1);
         if (r->err)
             goto out_release;
         pd_user *u = pd_user_state_get(st, id, old.id_len, old.seen_ts_ms, NULL);

@@ -74,9 +74,15 @@ typedef struct pd_user {
     /* LRU list of the store, most recently seen first */
     struct pd_user *lru_prev, *lru_next;
     int64_t seen_ts_ms; /* event time of the last event that touched the user */
+    /* the input partition its last event came from (the caller's number for it, e.g. topic
+     * and partition; PD_SHARD_NONE when not known): whose state it is when partitions move
+     * between instances */
+    uint32_t shard;
     bool body_inline;   /* the arrays share the record's block (until a relayout) */
     uint32_t bytes;     /* memory this user holds, for the store's running total */
 } pd_user;
+
+#define PD_SHARD_NONE UINT32_MAX
 
 typedef struct pd_user_state pd_user_state;
 
@@ -130,6 +136,15 @@ int pd_user_state_relayout(pd_user_state *st, const pd_user_layout *layout, char
 /* Snapshot support: the users' records in a compact binary form (pending examples are
  * written by the label join). */
 int pd_user_state_save(const pd_user_state *st, pd_bin_writer *w);
+/* Loads saved users; a user already in the store takes the saved record (its waiting
+ * examples are the caller's to drop first). */
 int pd_user_state_load(pd_user_state *st, pd_bin_reader *r, char *errbuf, size_t errlen);
+
+/* Which users a partial save takes. */
+typedef bool (*pd_user_filter_fn)(void *ctx, const pd_user *u);
+/* The users section with only the users keep() takes (the same format, so
+ * pd_user_state_load() reads it). */
+int pd_user_state_save_some(const pd_user_state *st, pd_user_filter_fn keep, void *ctx,
+                            pd_bin_writer *w);
 
 #endif
