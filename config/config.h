@@ -39,6 +39,11 @@ typedef enum pd_start_position {
     PD_START_LATEST,
 } pd_start_position;
 
+typedef enum pd_handover {
+    PD_HANDOVER_OFF,   /* the next owner starts the partition's users afresh */
+    PD_HANDOVER_REDIS, /* {prefix}:state:{topic}:{partition} */
+} pd_handover;
+
 typedef struct pd_kafka_conf {
     char *brokers;
     char **topics;
@@ -48,6 +53,8 @@ typedef struct pd_kafka_conf {
     pd_kv *properties; /* passed verbatim to librdkafka, secrets resolved */
     size_t n_properties;
     int64_t poll_batch; /* messages taken per poll */
+    /* where the user state of a partition goes when it moves to another group member */
+    pd_handover handover;
 } pd_kafka_conf;
 
 /* ---- redis: ---- */

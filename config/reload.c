@@ -46,6 +46,8 @@ static const char *first_restart_key(const pd_config *old, const pd_config *new_
         return "kafka.group";
     if (!kv_lists_equal(ok->properties, ok->n_properties, nk->properties, nk->n_properties))
         return "kafka.properties";
+    if (ok->handover != nk->handover)
+        return "kafka.handover";
     if (!str_eq(orr->host, nr->host) || orr->port != nr->port ||
         !str_eq(orr->unix_path, nr->unix_path))
         return "redis.url";

@@ -69,9 +69,10 @@ static void load_string_list(loader *ld, ynode *n, const char *path, bool single
 /* ------------------------------------------------------------------------------------------ */
 /* kafka: */
 
-static const char *const kafka_keys[] = {"brokers",    "topics",     "group", "start",
-                                         "poll_batch", "properties", NULL};
+static const char *const kafka_keys[] = {"brokers",    "topics",     "group",    "start",
+                                         "poll_batch", "properties", "handover", NULL};
 static const char *const start_names[] = {"earliest", "latest"};
+static const char *const handover_names[] = {"off", "redis"};
 
 /* Properties propensityd sets itself; a second source would be ambiguous or break the
  * "commit only after redis acknowledged" rule. */
@@ -166,6 +167,7 @@ static void load_kafka(loader *ld, ynode *map)
     pd_kafka_conf *kafka = &ld->conf->kafka;
     const char *mp = "kafka";
     int start = PD_START_EARLIEST;
+    int handover = PD_HANDOVER_OFF;
 
     if (!ld_check_map(ld, map, mp, kafka_keys))
         return;
@@ -179,6 +181,9 @@ static void load_kafka(loader *ld, ynode *map)
     if (ld_get_enum(ld, map, mp, "start", start_names, ARRAY_SIZE(start_names), &start) > 0)
         kafka->start = (pd_start_position)start;
     ld_get_int(ld, map, mp, "poll_batch", 1, 100000, &kafka->poll_batch);
+    if (ld_get_enum(ld, map, mp, "handover", handover_names, ARRAY_SIZE(handover_names),
+                    &handover) > 0)
+        kafka->handover = (pd_handover)handover;
     load_properties(ld, ld_map_get(map, "properties"), kafka);
 }
 

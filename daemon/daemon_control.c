@@ -163,6 +163,12 @@ static int score_state(pd_daemon *d, const pd_user_info *ui, const int64_t *last
     e |= json_object_set_new(state, "pending_examples", json_integer(ui->pending));
     e |= json_object_set_new(state, "recent_items", json_integer(ui->recent_items));
     e |= json_object_set_new(state, "last_ts_by_type", by_type);
+    /* the decayed counters as last updated (each at its own time): what a handover must carry
+     * exactly */
+    json_t *acc = json_array();
+    for (size_t i = 0; acc && i < ui->n_acc && e == 0; i++)
+        e |= json_array_append_new(acc, pd_control_number(ui->acc[i].value));
+    e |= json_object_set_new(state, "counters", acc);
     return e;
 }
 

@@ -2,6 +2,7 @@
  * the engine (state, features, models, labels), then the publisher and the feed with the
  * scores, or the deletion of a user a forget event names. */
 #include <inttypes.h>
+#include <string.h>
 
 #include "common/clock.h"
 #include "daemon/daemon_internal.h"
@@ -84,6 +85,11 @@ static void handle_message(pd_daemon *d, const rd_kafka_message_t *m)
         return;
     }
     ev.source = source;
+    ev.shard = daemon_shard_of(d, rd_kafka_topic_name(m->rkt), m->partition);
+    if (!m->key)
+        d->events.key_missing++;
+    else if (m->key_len != ev.user_len || memcmp(m->key, ev.user, ev.user_len) != 0)
+        d->events.key_mismatch++;
     pd_engine_result res;
     if (pd_engine_process(d->engine, &ev, &res) < 0) {
         d->events.process_errors++;

@@ -341,6 +341,10 @@ static int commit_after_dead_letters(pd_daemon *d, rd_kafka_topic_partition_list
     f->dlq_held_ms = 0;
     int r = pd_kafka_in_commit(d->in, pos, sync, err, sizeof err);
     rd_kafka_topic_partition_list_destroy(pos);
+    if (r == -EAGAIN) {
+        pd_log_warning("%s: the group is rebalancing, the next commit goes through", err);
+        return -EIO;
+    }
     if (r < 0) {
         pd_log_error("%s", err);
         return -EIO;
@@ -470,6 +474,28 @@ int daemon_flush_commit(pd_daemon *d, bool sync)
 int daemon_flush_commit_all(pd_daemon *d)
 {
     return flush_commit(d, true, true);
+}
+
+int daemon_flush_settle(pd_daemon *d)
+{
+    char err[512] = "";
+    int r = pd_publisher_flush(d->pub, err, sizeof err);
+    /* what the flush in flight covered is committed with the next flush's positions */
+    drop_flight(&d->flush);
+    if (r < 0) {
+        pd_log_error("%s", err);
+        d->flush.retry = true;
+        return r;
+    }
+    if (err[0])
+        pd_log_warning("%s", err);
+    recovered(&d->flush);
+    return 0;
+}
+
+bool daemon_flush_redis_ok(const pd_daemon *d)
+{
+    return !d->flush.retry;
 }
 
 int64_t daemon_flush_due_ms(const pd_daemon *d)

@@ -14,6 +14,7 @@
  *   daemon_control.c   control command handlers, the status reply, pause and resume
  *   daemon_reload.c    configuration reload
  *   daemon_snapshot.c  snapshot write, restore, offsets and scheduling
+ *   daemon_handover.c  a partition's user state to and from its next owner in the group
  *
  * Each group of fields in struct pd_daemon is written by the file its comment names; other
  * files only read it. Everything runs on the main thread (the publisher writes to Redis on a
@@ -105,6 +106,9 @@ typedef struct daemon_events {
     uint64_t dead_letter_failures;
     uint64_t process_errors;
     uint64_t forgets; /* users forgotten by an event */
+    /* events whose Kafka key is not their user id (keyed otherwise, or not keyed): their
+     * user's state may live on two members of the group */
+    uint64_t key_mismatch, key_missing;
 } daemon_events;
 
 /* daemon_feed.c */
@@ -132,6 +136,13 @@ typedef struct daemon_snapshots {
     double last_seconds;
     uint64_t written, failed;
 } daemon_snapshots;
+
+/* daemon_handover.c */
+typedef struct daemon_handover {
+    uint64_t out_partitions, out_users, out_bytes, out_failed;
+    uint64_t in_partitions, in_users, in_bytes, in_failed;
+    uint64_t stale; /* states older than the group's commit, not taken over */
+} daemon_handover;
 
 /* daemon_reload.c */
 typedef struct daemon_reloads {
@@ -193,6 +204,7 @@ struct pd_daemon {
     daemon_feed feed;
     daemon_models models;
     daemon_snapshots snap;
+    daemon_handover handover;
     daemon_reloads reload;
     daemon_ctl control;
     daemon_ready ready;
@@ -238,6 +250,12 @@ int daemon_flush_commit(pd_daemon *d, bool sync);
 /* The same with every waiting list refreshed whatever the budget and limits.refresh say, and
  * all the processed offsets committed: before partitions go and at stop. */
 int daemon_flush_commit_all(pd_daemon *d);
+/* Writes everything waiting to Redis and waits for it, committing nothing: where a commit
+ * would wait for the rebalance it runs in (the assignment hook). Returns 0 or a negative
+ * errno (logged). */
+int daemon_flush_settle(pd_daemon *d);
+/* Whether the last flush reached Redis. */
+bool daemon_flush_redis_ok(const pd_daemon *d);
 /* Queues the deletion of a user's lists ({prefix}:{output}:{user} of every list model). */
 void daemon_lists_forget(pd_daemon *d, const char *user, size_t len);
 void daemon_flush_release(pd_daemon *d);
@@ -324,6 +342,18 @@ void daemon_snapshot_forget_tick(pd_daemon *d, int64_t now_ms);
 /* The snapshot at stop. Returns 0 or -EIO. */
 int daemon_snapshot_final(pd_daemon *d);
 void daemon_snapshot_release(pd_daemon *d);
+
+/* ---- daemon_handover.c ---- */
+
+/* The number the engine keeps a partition's users under (pd_event.shard): the topic's index
+ * in kafka.topics and the partition. */
+uint32_t daemon_shard_of(const pd_daemon *d, const char *topic, int32_t partition);
+/* From the revoking hook, after the flush and commit: writes each partition's users for its
+ * next owner and drops them here (kafka.handover: redis; otherwise nothing). */
+void daemon_handover_revoking(pd_daemon *d, const rd_kafka_topic_partition_list_t *parts);
+/* From the assigning hook: takes over the partitions' handed-over user state and sets their
+ * starting offsets to where it ends. */
+void daemon_handover_assigning(pd_daemon *d, rd_kafka_topic_partition_list_t *parts);
 
 /* The /metrics renderers (daemon_metrics.c, daemon_models.c) write to a pd_strbuf named sb. */
 #define FAMILY(name, type, help) pd_prom_family(sb, name, PD_PROM_##type, help)

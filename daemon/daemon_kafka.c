@@ -93,10 +93,20 @@ static void handle_revoke(void *ctx, pd_kafka_in *in, const rd_kafka_topic_parti
         return;
     }
     /* every waiting list first: the new owner resumes after what this one published */
-    if (daemon_flush_commit_all(d) < 0)
-        pd_log_warning("could not flush before giving up %d partition(s); their new owner "
-                       "resumes from the last commit",
+    bool handover = d->conf->kafka.handover != PD_HANDOVER_OFF;
+    if (daemon_flush_commit_all(d) < 0) {
+        if (!handover || !daemon_flush_redis_ok(d)) {
+            pd_log_warning("could not flush before giving up %d partition(s); their new owner "
+                           "resumes from the last commit",
+                           parts->cnt);
+            return;
+        }
+        /* Redis has the writes; the handed-over state says where its partition resumes */
+        pd_log_warning("could not commit before giving up %d partition(s); their handed-over "
+                       "state carries the offsets",
                        parts->cnt);
+    }
+    daemon_handover_revoking(d, parts);
 }
 
 /* Partitions are coming: each holds the watermark from now on, before the first batch that
@@ -114,6 +124,7 @@ static void handle_assign(void *ctx, pd_kafka_in *in, rd_kafka_topic_partition_l
                               source_of(d, parts->elems[i].topic, parts->elems[i].partition),
                               false);
     daemon_snapshot_assigning(d, parts);
+    daemon_handover_assigning(d, parts);
 }
 
 static void on_kafka_log(void *ctx, int level, const char *facility, const char *message)

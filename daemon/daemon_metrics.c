@@ -56,6 +56,12 @@ static void render_events(pd_daemon *d, pd_strbuf *sb, const pd_engine_stats *es
     if (d->dlq)
         pd_dead_letter_get_stats(d->dlq, &ds);
     SAMPLE("propensityd_dead_letter_failures_total", d->events.dead_letter_failures + ds.failed);
+    FAMILY("propensityd_events_key_mismatch_total", COUNTER,
+           "Events whose Kafka key is not their user id, by reason (different, missing): "
+           "with several instances their user's state may be split between two.");
+    SAMPLE1("propensityd_events_key_mismatch_total", "reason", "different",
+            d->events.key_mismatch);
+    SAMPLE1("propensityd_events_key_mismatch_total", "reason", "missing", d->events.key_missing);
     FAMILY("propensityd_process_errors_total", COUNTER,
            "Events whose processing ran out of memory.");
     SAMPLE("propensityd_process_errors_total", d->events.process_errors);
@@ -110,6 +116,22 @@ static void render_state(pd_daemon *d, pd_strbuf *sb, const pd_engine_stats *es)
            "Users forgotten on a privacy request, by source.");
     SAMPLE1("propensityd_users_forgotten_total", "source", "control", d->control.forgets);
     SAMPLE1("propensityd_users_forgotten_total", "source", "event", d->events.forgets);
+    const daemon_handover *h = &d->handover;
+    FAMILY("propensityd_handover_partitions_total", COUNTER,
+           "Partitions whose user state was handed to the next owner (out) or taken over "
+           "(in), and attempts that failed or found a stale state (kafka.handover).");
+    SAMPLE1("propensityd_handover_partitions_total", "direction", "out", h->out_partitions);
+    SAMPLE1("propensityd_handover_partitions_total", "direction", "in", h->in_partitions);
+    SAMPLE1("propensityd_handover_partitions_total", "direction", "out_failed", h->out_failed);
+    SAMPLE1("propensityd_handover_partitions_total", "direction", "in_failed", h->in_failed);
+    SAMPLE1("propensityd_handover_partitions_total", "direction", "stale", h->stale);
+    FAMILY("propensityd_handover_users_total", COUNTER, "Users handed over, by direction.");
+    SAMPLE1("propensityd_handover_users_total", "direction", "out", h->out_users);
+    SAMPLE1("propensityd_handover_users_total", "direction", "in", h->in_users);
+    FAMILY("propensityd_handover_bytes_total", COUNTER,
+           "Bytes of user state handed over, by direction.");
+    SAMPLE1("propensityd_handover_bytes_total", "direction", "out", h->out_bytes);
+    SAMPLE1("propensityd_handover_bytes_total", "direction", "in", h->in_bytes);
     /* no samples before there is a watermark (every partition holds it until its first event) */
     bool has_wm = es->max_event_ts_ms != INT64_MIN && es->watermark_ms != INT64_MIN;
     FAMILY("propensityd_watermark_timestamp_seconds", GAUGE,

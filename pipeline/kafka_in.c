@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct pd_kafka_in {
     rd_kafka_t *rk;
@@ -26,6 +27,8 @@ struct pd_kafka_in {
      * event before that point, so it resumes there even when the revoke was "lost" and the
      * group's committed offset lies elsewhere */
     rd_kafka_topic_partition_list_t *resume;
+    /* partitions being revoked whose state went to their next owner: not resumed here */
+    rd_kafka_topic_partition_list_t *moved;
     rd_kafka_topic_partition_list_t *assigned;
     pd_start_position start;
     pd_kafka_stats stats;
@@ -56,9 +59,12 @@ rd_kafka_conf_t *pd_kafka_conf_build(const pd_kafka_conf *conf, bool consumer, c
      * defaults are 100k / 64 MiB and this was 256 MiB, which held a small pipeline at 400 MiB
      * RSS (tests/bench/README.md, "Measured design choices"). Set before the passed-through
      * properties, which may override them. */
+    /* Cooperative-sticky assignment: a member joining or leaving moves only the partitions
+     * that change owner, where the eager protocol stopped every member (KIP-429). */
     static const char *const consumer_defaults[][2] = {
         {"queued.min.messages", "1000000"},
         {"queued.max.messages.kbytes", "32768"},
+        {"partition.assignment.strategy", "cooperative-sticky"},
     };
     for (size_t i = 0; consumer && i < sizeof consumer_defaults / sizeof consumer_defaults[0]; i++)
         rd_kafka_conf_set(kc, consumer_defaults[i][0], consumer_defaults[i][1], err, sizeof err);
@@ -145,6 +151,10 @@ static void forget_positions(pd_kafka_in *in, const rd_kafka_topic_partition_lis
             pos, parts->elems[i].topic, parts->elems[i].partition);
         if (!p || p->offset < 0)
             continue;
+        if (rd_kafka_topic_partition_list_find(in->moved, p->topic, p->partition)) {
+            rd_kafka_topic_partition_list_del(in->resume, p->topic, p->partition);
+            continue;
+        }
         rd_kafka_topic_partition_t *r =
             rd_kafka_topic_partition_list_find(in->resume, p->topic, p->partition);
         if (!r)
@@ -153,6 +163,9 @@ static void forget_positions(pd_kafka_in *in, const rd_kafka_topic_partition_lis
     }
     if (pos)
         rd_kafka_topic_partition_list_destroy(pos);
+    for (int i = 0; i < parts->cnt; i++)
+        rd_kafka_topic_partition_list_del(in->moved, parts->elems[i].topic,
+                                          parts->elems[i].partition);
     for (int i = 0; i < parts->cnt; i++) {
         in->last.rkt = NULL; /* entries move */
         rd_kafka_topic_partition_list_del(in->processed, parts->elems[i].topic,
@@ -235,6 +248,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     in->stats.rebalances++;
     in->rebalanced = true;
     char msg[256];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
         if (in->hooks.assigning)
@@ -268,6 +283,14 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     }
     refresh_assignment(in);
+    /* the group waits for this member while it runs: a slow one holds up every member and,
+     * beyond the session timeout, loses the member its partitions */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+    if (ms >= 1000) {
+        snprintf(msg, sizeof msg, "the rebalance callback took %ld ms", ms);
+        log_line(in, 4, "rebalance", msg);
+    }
 }
 
 pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *hooks, char *errbuf,
@@ -284,6 +307,7 @@ pd_kafka_in *pd_kafka_in_new(const pd_kafka_conf *conf, const pd_kafka_hooks *ho
     in->processed = rd_kafka_topic_partition_list_new(16);
     in->started = rd_kafka_topic_partition_list_new(16);
     in->resume = rd_kafka_topic_partition_list_new(16);
+    in->moved = rd_kafka_topic_partition_list_new(16);
     in->assigned = rd_kafka_topic_partition_list_new(16);
     in->start = conf->start;
     rd_kafka_conf_t *kc = pd_kafka_conf_build(conf, true, errbuf, errlen);
@@ -374,6 +398,8 @@ void pd_kafka_in_free(pd_kafka_in *in)
         rd_kafka_topic_partition_list_destroy(in->started);
     if (in->resume)
         rd_kafka_topic_partition_list_destroy(in->resume);
+    if (in->moved)
+        rd_kafka_topic_partition_list_destroy(in->moved);
     if (in->assigned)
         rd_kafka_topic_partition_list_destroy(in->assigned);
     free(in);
@@ -472,7 +498,11 @@ int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *o
         if (err) {
             in->stats.commit_failures++;
             snprintf(errbuf, errlen, "offset commit failed: %s", rd_kafka_err2str(err));
-            r = -EIO;
+            /* refused while the group rebalances: not a fault, the next commit goes through */
+            r = err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+                        err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION
+                    ? -EAGAIN
+                    : -EIO;
         } else {
             in->stats.commits++;
         }
@@ -495,6 +525,12 @@ static int set_paused(pd_kafka_in *in, bool pause)
         return -EIO;
     in->paused = pause;
     return 0;
+}
+
+void pd_kafka_in_state_moved(pd_kafka_in *in, const char *topic, int32_t partition)
+{
+    if (!rd_kafka_topic_partition_list_find(in->moved, topic, partition))
+        rd_kafka_topic_partition_list_add(in->moved, topic, partition);
 }
 
 int pd_kafka_in_pause(pd_kafka_in *in)

@@ -66,9 +66,14 @@ void pd_kafka_in_processed(pd_kafka_in *in, const rd_kafka_message_t *msg);
  * there is nothing or out of memory. */
 rd_kafka_topic_partition_list_t *pd_kafka_in_positions(pd_kafka_in *in);
 
-/* Commits offsets (only those of partitions still assigned). sync waits for the broker. */
+/* Commits offsets (only those of partitions still assigned). sync waits for the broker.
+ * Returns 0, -EAGAIN when the group refused it because it is rebalancing, or -EIO. */
 int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *offsets, bool sync,
                        char *errbuf, size_t errlen);
+
+/* From the revoking hook: the partition's state went to its next owner, so if it comes back
+ * it resumes where the group committed, not where this instance let it go. */
+void pd_kafka_in_state_moved(pd_kafka_in *in, const char *topic, int32_t partition);
 
 int pd_kafka_in_pause(pd_kafka_in *in);
 int pd_kafka_in_resume(pd_kafka_in *in);

@@ -456,6 +456,97 @@ int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen)
     return r;
 }
 
+/* ---- blobs: one key at a time, waiting for Redis (handing user state over) ---- */
+
+/* The connection, for the caller's thread: only while no flush is in flight. */
+static int caller_ctx(pd_publisher *pub, char *errbuf, size_t errlen)
+{
+    pthread_mutex_lock(&pub->mu);
+    bool busy = pub->state == W_BUSY;
+    pthread_mutex_unlock(&pub->mu);
+    if (busy) {
+        snprintf(errbuf, errlen, "a redis flush is in flight");
+        return -EBUSY;
+    }
+    if (pub->ctx && pub->ctx->err == 0)
+        return 0;
+    int r = connect_ctx(pub, errbuf, errlen);
+    if (r == 0)
+        pub->stats.connects++;
+    return r;
+}
+
+/* The reply of one command, or NULL with the reason in errbuf (the connection is dropped on
+ * a transport error, so the next call reconnects). */
+static redisReply *blob_command(pd_publisher *pub, int argc, const char **argv,
+                                const size_t *lens, char *errbuf, size_t errlen)
+{
+    if (caller_ctx(pub, errbuf, errlen) < 0)
+        return NULL;
+    redisReply *rep = redisCommandArgv(pub->ctx, argc, argv, lens);
+    if (!rep) {
+        snprintf(errbuf, errlen, "redis: %s", pub->ctx->errstr[0] ? pub->ctx->errstr : "no reply");
+        disconnect(pub);
+        return NULL;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        snprintf(errbuf, errlen, "redis refused %s: %.*s", argv[0], (int)rep->len, rep->str);
+        freeReplyObject(rep);
+        return NULL;
+    }
+    return rep;
+}
+
+int pd_publisher_blob_put(pd_publisher *pub, const char *key, const void *data, size_t len,
+                          int64_t ttl_ms, char *errbuf, size_t errlen)
+{
+    char ttl[32];
+    snprintf(ttl, sizeof ttl, "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 1));
+    const char *argv[] = {"SET", key, data, "PX", ttl};
+    const size_t lens[] = {3, strlen(key), len, 2, strlen(ttl)};
+    redisReply *rep = blob_command(pub, 5, argv, lens, errbuf, errlen);
+    if (!rep)
+        return -EIO;
+    freeReplyObject(rep);
+    return 0;
+}
+
+int pd_publisher_blob_get(pd_publisher *pub, const char *key, void **ret_data, size_t *ret_len,
+                          char *errbuf, size_t errlen)
+{
+    const char *argv[] = {"GET", key};
+    const size_t lens[] = {3, strlen(key)};
+    redisReply *rep = blob_command(pub, 2, argv, lens, errbuf, errlen);
+    if (!rep)
+        return -EIO;
+    int ret = 0;
+    if (rep->type == REDIS_REPLY_NIL) {
+        ret = -ENOENT;
+    } else if (rep->type != REDIS_REPLY_STRING) {
+        snprintf(errbuf, errlen, "redis: %s is not a string", key);
+        ret = -EINVAL;
+    } else if (!(*ret_data = malloc(rep->len ? rep->len : 1))) {
+        snprintf(errbuf, errlen, "out of memory reading %s", key);
+        ret = -ENOMEM;
+    } else {
+        memcpy(*ret_data, rep->str, rep->len);
+        *ret_len = rep->len;
+    }
+    freeReplyObject(rep);
+    return ret;
+}
+
+int pd_publisher_blob_del(pd_publisher *pub, const char *key, char *errbuf, size_t errlen)
+{
+    const char *argv[] = {"DEL", key};
+    const size_t lens[] = {3, strlen(key)};
+    redisReply *rep = blob_command(pub, 2, argv, lens, errbuf, errlen);
+    if (!rep)
+        return -EIO;
+    freeReplyObject(rep);
+    return 0;
+}
+
 bool pd_publisher_connected(const pd_publisher *pub)
 {
     return atomic_load(&((pd_publisher *)pub)->connected);

@@ -44,6 +44,17 @@ void pd_publisher_free(pd_publisher *pub);
 int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen);
 bool pd_publisher_connected(const pd_publisher *pub);
 
+/* One key at a time, waiting for Redis up to the timeout, on the publisher's connection:
+ * for handing a partition's user state to its next owner. Only while no flush is in flight
+ * (-EBUSY otherwise). put: SET key data PX ttl_ms. get: the value in *ret_data (malloc'd, the
+ * caller frees it) and *ret_len, or -ENOENT when there is none. Return 0 or a negative errno
+ * with the reason in errbuf. */
+int pd_publisher_blob_put(pd_publisher *pub, const char *key, const void *data, size_t len,
+                          int64_t ttl_ms, char *errbuf, size_t errlen);
+int pd_publisher_blob_get(pd_publisher *pub, const char *key, void **ret_data, size_t *ret_len,
+                          char *errbuf, size_t errlen);
+int pd_publisher_blob_del(pd_publisher *pub, const char *key, char *errbuf, size_t errlen);
+
 /* Replaces the model fields after a reload. pd_publisher_flush() first: dirty scores are
  * indexed by model, and the writer must be idle. */
 int pd_publisher_set_fields(pd_publisher *pub, const char *const *fields, size_t n_fields);
