@@ -1238,7 +1238,7 @@ int pd_engine_delta_collect(pd_engine *eng, size_t max_bytes, pd_delta_part_fn f
                 more = -EIO;
             if (more >= 0 && w.err)
                 more = w.err;
-            int r = more < 0 ? more : fn(ctx, buf, len);
+            int r = more < 0 ? more : (fn ? fn(ctx, buf, len) : 0);
             free(buf);
             if (more < 0) {
                 snprintf(errbuf, errlen, "collecting model \"%s\": %s", m->name,
@@ -1303,4 +1303,28 @@ int pd_engine_delta_apply(pd_engine *eng, const void *bytes, size_t len, char *e
 out_close:
     fclose(f);
     return ret;
+}
+
+#define PROBE_FEATURES 65536
+
+size_t pd_engine_model_probe(pd_engine *eng, size_t i, double *out, size_t max)
+{
+    pd_engine_flush(eng);
+    if (i >= eng->cur.n_models)
+        return 0;
+    model *m = &eng->cur.models[i];
+    if (m->ops->output(m->state) == PD_OUTPUT_LIST)
+        return 0;
+    pd_feature *x = malloc(PROBE_FEATURES * sizeof *x);
+    if (!x)
+        return 0;
+    for (size_t k = 0; k < max; k++) {
+        for (size_t j = 0; j < PROBE_FEATURES; j++) {
+            /* probe k: every max-th entry from k on, so max probes cover 2^20 entries */
+            x[j] = (pd_feature){.hash = (uint32_t)(k + max * j), .value = 1.0 / 64};
+        }
+        out[k] = m->ops->predict(m->state, x, PROBE_FEATURES);
+    }
+    free(x);
+    return max;
 }

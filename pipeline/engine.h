@@ -204,8 +204,8 @@ typedef int (*pd_delta_part_fn)(void *ctx, const void *bytes, size_t len);
 
 /* Seals every syncable model's delta since the last collect and hands it to fn in parts of at
  * most max_bytes. A model not yet capturing (the first collect, or one a reload started)
- * starts now and sends from the next collect. Returns the number of parts, or a negative
- * errno (the reason in errbuf). */
+ * starts now and sends from the next collect. fn NULL drops the parts (the first collect, to
+ * start capturing). Returns the number of parts, or a negative errno (the reason in errbuf). */
 int pd_engine_delta_collect(pd_engine *eng, size_t max_bytes, pd_delta_part_fn fn, void *ctx,
                             char *errbuf, size_t errlen);
 
@@ -221,5 +221,11 @@ typedef enum pd_delta_outcome {
  * truncated or malformed part (nothing changed; the reason in errbuf) or -ENOMEM. */
 int pd_engine_delta_apply(pd_engine *eng, const void *bytes, size_t len, char *errbuf,
                           size_t errlen);
+
+/* Model i's scores of max fixed synthetic feature vectors: vector k holds every max-th hash
+ * from k on (65536 of them, value 1/64), so together they read every weight of a table of up to
+ * 65536 max entries, and two instances' models can be compared (the same state gives the same
+ * figures) without dumping them. Returns max (0 for a model of lists). */
+size_t pd_engine_model_probe(pd_engine *eng, size_t i, double *out, size_t max);
 
 #endif
