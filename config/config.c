@@ -187,6 +187,8 @@ void pd_config_free(pd_config *conf)
     free(conf->daemon.control_curve_secret_file);
     free(conf->daemon.feed);
     free(conf->daemon.http);
+    free(conf->sync.topic);
+    free(conf->sync.instance_id);
     free(conf->path);
     free(conf);
 }

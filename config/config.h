@@ -299,6 +299,16 @@ typedef struct pd_daemon_conf {
     int64_t watchdog_ms;             /* 0 = use WATCHDOG_USEC from systemd */
 } pd_daemon_conf;
 
+/* sync: instances of one consumer group exchange model deltas (pipeline/model_sync.h) */
+typedef struct pd_sync_conf {
+    bool enabled;
+    char *topic;               /* the topic of model deltas; required when enabled */
+    int64_t interval_ms;       /* how often each instance publishes what it learned */
+    char *instance_id;         /* NULL = hostname:pid */
+    int64_t max_message_bytes; /* no delta message is larger */
+    int64_t peer_timeout_ms;   /* a generation waits this long for a silent peer */
+} pd_sync_conf;
+
 typedef struct pd_config {
     char *path; /* file it was loaded from */
     uint64_t
@@ -313,6 +323,7 @@ typedef struct pd_config {
     pd_state_conf state;
     pd_snapshot_conf snapshot;
     pd_daemon_conf daemon;
+    pd_sync_conf sync;
 } pd_config;
 
 /* ---- diagnostics ---- */

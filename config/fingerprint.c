@@ -246,6 +246,15 @@ static void fp_runtime(fp *f, const pd_config *conf)
     fp_str(f, conf->daemon.http);
     fp_i64(f, conf->daemon.ready_max_lag);
     fp_i64(f, conf->daemon.watchdog_ms);
+    /* only when on: a config without sync keeps the fingerprint it had before sync existed */
+    if (conf->sync.enabled) {
+        fp_str(f, "sync");
+        fp_str(f, conf->sync.topic);
+        fp_i64(f, conf->sync.interval_ms);
+        fp_str(f, conf->sync.instance_id);
+        fp_i64(f, conf->sync.max_message_bytes);
+        fp_i64(f, conf->sync.peer_timeout_ms);
+    }
 }
 
 /* The order of the parts is part of the value: it must not change. */

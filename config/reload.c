@@ -76,6 +76,13 @@ static const char *first_restart_key(const pd_config *old, const pd_config *new_
         return "daemon.feed";
     if (!str_eq(old->daemon.http, new_conf->daemon.http))
         return "daemon.http";
+    /* the producer, the consumer and the instance's name are made at start */
+    if (old->sync.enabled != new_conf->sync.enabled)
+        return "sync.enabled";
+    if (!str_eq(old->sync.topic, new_conf->sync.topic))
+        return "sync.topic";
+    if (!str_eq(old->sync.instance_id, new_conf->sync.instance_id))
+        return "sync.instance_id";
     return NULL;
 }
 

@@ -1,6 +1,6 @@
 /* The top level of the pipeline language and the sections that fit on a page each: kafka:,
- * redis:, events:, watermark:, users:, snapshot:, daemon:. features: and models: have files of
- * their own. The tables of keys here are what config/README.md documents. */
+ * redis:, events:, watermark:, users:, snapshot:, daemon:, sync:. features: and models: have
+ * files of their own. The tables of keys here are what config/README.md documents. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -496,10 +496,50 @@ static void load_daemon(loader *ld, ynode *map)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* sync: model deltas between the instances of a group */
+
+static const char *const sync_keys[] = {"enabled",     "topic",
+                                        "interval",    "instance_id",
+                                        "max_message_bytes", "peer_timeout",
+                                        NULL};
+
+static void load_sync(loader *ld, ynode *map)
+{
+    pd_sync_conf *sy = &ld->conf->sync;
+    const char *mp = "sync";
+
+    if (!ld_check_map(ld, map, mp, sync_keys))
+        return;
+    ld_get_bool(ld, map, mp, "enabled", &sy->enabled);
+    ld_get_string(ld, map, mp, "topic", false, &sy->topic);
+    ld_get_duration(ld, map, mp, "interval", 10, MS_PER_H, false, &sy->interval_ms);
+    ld_get_string(ld, map, mp, "instance_id", false, &sy->instance_id);
+    /* room for one entry of the widest model, below librdkafka's 1e9 limit */
+    ld_get_size(ld, map, mp, "max_message_bytes", 4096, 100 << 20, &sy->max_message_bytes);
+    ld_get_duration(ld, map, mp, "peer_timeout", 10, 24 * MS_PER_H, false, &sy->peer_timeout_ms);
+    if (!sy->enabled)
+        return;
+    if (!sy->topic) {
+        ld_need(ld, map, mp, "topic");
+        return;
+    }
+    for (size_t i = 0; i < ld->conf->kafka.n_topics; i++)
+        if (!strcmp(ld->conf->kafka.topics[i], sy->topic))
+            ld_report(ld, ld_map_get(map, "topic"), "sync.topic",
+                      "\"%s\" is also a consumed topic (deltas would be read as events)",
+                      sy->topic);
+    if (ld->conf->events.dead_letter_topic &&
+        !strcmp(ld->conf->events.dead_letter_topic, sy->topic))
+        ld_report(ld, ld_map_get(map, "topic"), "sync.topic",
+                  "\"%s\" is also events.dead_letter_topic", sy->topic);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* the top level */
 
-static const char *const top_keys[] = {"kafka",     "redis", "events",   "features", "models",
-                                       "watermark", "users", "snapshot", "daemon",   NULL};
+static const char *const top_keys[] = {"kafka",  "redis",    "events", "features", "models",
+                                       "watermark", "users", "snapshot", "daemon", "sync",
+                                       NULL};
 
 void sections_set_defaults(loader *ld)
 {
@@ -530,6 +570,9 @@ void sections_set_defaults(loader *ld)
     conf->snapshot.keep = 3;
     conf->daemon.log_level = PD_LOG_INFO;
     conf->daemon.ready_max_lag = 10000;
+    conf->sync.interval_ms = MS_PER_S;
+    conf->sync.max_message_bytes = 900 << 10;
+    conf->sync.peer_timeout_ms = 5 * MS_PER_S;
 }
 
 /* A section's node, "nothing" included, so an empty section reports at its own position. */
@@ -570,4 +613,5 @@ void sections_load(loader *ld, ynode *root)
     load_users(ld, ld_map_get(root, "users"));
     load_snapshot(ld, ld_map_get(root, "snapshot"));
     load_daemon(ld, ld_map_get(root, "daemon"));
+    load_sync(ld, ld_map_get(root, "sync"));
 }

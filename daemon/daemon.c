@@ -179,6 +179,7 @@ void pd_daemon_free(pd_daemon *d)
     if (d->in)
         arm_stop_limit(TEARDOWN_MAX_S); /* within what is left of a drain's bound */
     stop_wakeup(d);
+    daemon_sync_release(d);
     pd_kafka_in_free(d->in); /* a revoke may still run here: the rest is still in place */
     pd_dead_letter_free(d->dlq);
     pd_publisher_free(d->pub);
@@ -309,6 +310,8 @@ static int start(pd_daemon *d)
     if (daemon_kafka_start(d) < 0)
         return -EINVAL;
     start_wakeup(d);
+    if (daemon_sync_start(d) < 0)
+        return -EINVAL;
     pd_logkv(PD_LOG_INFO, "started", "models=%zu features=%zu topics=%zu", d->conf->n_models,
              d->conf->n_features, d->conf->kafka.n_topics);
     daemon_flush_start(d);
@@ -323,7 +326,8 @@ static int start(pd_daemon *d)
  * the next one is due (at most MAX_WAIT_MS). */
 static void wait_for_work(pd_daemon *d)
 {
-    int64_t t = pd_clock_mono_ms(), due = daemon_flush_due_ms(d);
+    int64_t t = pd_clock_mono_ms(), due = daemon_flush_due_ms(d), sync_due = daemon_sync_due_ms(d);
+    due = sync_due < due ? sync_due : due;
     int timeout = due - t > MAX_WAIT_MS ? MAX_WAIT_MS : (int)(due > t ? due - t : 0);
     if (d->loop.batch_full)
         timeout = 0; /* the queue was not drained: its wakeup will not come again */
@@ -360,6 +364,7 @@ static void turn(pd_daemon *d)
     int64_t t = pd_clock_mono_ms();
     daemon_models_tick(d, t, false);
     daemon_flush_tick(d, t);
+    daemon_sync_tick(d, t);
     daemon_snapshot_interval_tick(d, t);
     daemon_ready_check(d, t);
     daemon_control_tick(d);
@@ -399,6 +404,7 @@ static int drain(pd_daemon *d)
     daemon_models_tick(d, pd_clock_mono_ms(), true);
     if (daemon_flush_final(d) < 0)
         status = 1;
+    daemon_sync_stop(d);
     if (daemon_snapshot_final(d) < 0)
         status = 1;
     exit_status = status;

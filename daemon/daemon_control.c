@@ -116,6 +116,7 @@ static json_t *cmd_status(void *ctx, const char *arg, size_t arg_len, char *err,
     e |= json_object_set_new(st, "redis", redis);
     e |= json_object_set_new(st, "snapshot", snap);
     e |= json_object_set_new(st, "models", daemon_models_status(d));
+    e |= json_object_set_new(st, "sync", daemon_sync_status(d));
     if (e) {
         json_decref(st);
         return NULL;

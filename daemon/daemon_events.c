@@ -64,7 +64,7 @@ static void publish_scores(pd_daemon *d, const pd_engine_result *res)
         scores[i] =
             (pd_publish_score){.field = res->scores[i].model, .value = res->scores[i].value};
     int64_t ts = pd_clock_wall_ms();
-    uint64_t gen = pd_engine_generation(d->engine);
+    uint64_t gen = daemon_generation(d);
     if (pd_publisher_update(d->pub, res->user, res->user_len, ts, gen, scores, n) < 0)
         pd_log_error("out of memory queueing scores for redis");
     if (pd_control_has_feed(d->ctl))

@@ -59,7 +59,7 @@ void daemon_feed_list(pd_daemon *d, size_t model, const char *key, size_t key_le
     e |= json_object_set_new(msg, "field", pd_control_string(mc->output ? mc->output : mc->name));
     e |= json_object_set_new(msg, "items", list); /* takes list even when it fails */
     e |= json_object_set_new(msg, "ts", json_integer((json_int_t)ts));
-    e |= json_object_set_new(msg, "v", json_integer((json_int_t)pd_engine_generation(d->engine)));
+    e |= json_object_set_new(msg, "v", json_integer((json_int_t)daemon_generation(d)));
     if (e) {
         json_decref(msg);
         msg = NULL;

@@ -15,6 +15,7 @@
  *   daemon_reload.c    configuration reload
  *   daemon_snapshot.c  snapshot write, restore, offsets and scheduling
  *   daemon_handover.c  a partition's user state to and from its next owner in the group
+ *   daemon_sync.c      model sync: publishing rounds of model deltas, applying the peers'
  *
  * Each group of fields in struct pd_daemon is written by the file its comment names; other
  * files only read it. Everything runs on the main thread (the publisher writes to Redis on a
@@ -40,6 +41,7 @@
 #include "pipeline/dead_letter.h"
 #include "pipeline/engine.h"
 #include "pipeline/kafka_in.h"
+#include "pipeline/model_sync.h"
 #include "pipeline/publisher.h"
 
 #ifndef PD_VERSION
@@ -182,6 +184,41 @@ typedef struct daemon_metrics {
     pd_strbuf text; /* scratch: the /metrics text */
 } daemon_metrics;
 
+/* daemon_sync.c: model sync between the instances of a group (ms NULL: off) */
+#define SYNC_MAX_PEERS 64
+typedef enum sync_skip {
+    SYNC_SKIP_OWN,         /* this instance's own messages */
+    SYNC_SKIP_MALFORMED,   /* messages that did not decode */
+    SYNC_SKIP_MODEL,       /* parts of a model this configuration does not have */
+    SYNC_SKIP_FINGERPRINT, /* parts of a model of that name with another fingerprint */
+    SYNC_SKIP_NOT_SYNCED,  /* parts for a model whose kind exchanges nothing */
+    SYNC_SKIP_BAD_PART,    /* parts the model refused (truncated, malformed) */
+    SYNC_SKIP_PEERS,       /* messages of a peer beyond SYNC_MAX_PEERS */
+    SYNC_SKIP__COUNT
+} sync_skip;
+typedef struct sync_peer {
+    char id[256];
+    uint64_t round;   /* the last round it finished sending */
+    int64_t seen_ms;  /* monotonic: its last message */
+    double lag_s;     /* from sending its newest message to applying it here */
+    uint64_t messages;
+} sync_peer;
+typedef struct daemon_sync {
+    pd_model_sync *ms;
+    char instance[256];
+    int64_t interval_ms;
+    uint64_t round;      /* the last round published: floor(wall ms / interval) */
+    uint64_t generation; /* group-wide generation served (Redis field v) */
+    sync_peer peers[SYNC_MAX_PEERS];
+    size_t n_peers;
+    uint64_t rounds, parts_sent, parts_applied, bytes_applied;
+    uint64_t bytes_by_model[PD_MAX_MODELS];
+    uint64_t round_bytes, last_round_bytes;
+    double collect_seconds;
+    uint64_t skipped[SYNC_SKIP__COUNT];
+    int64_t logged_ms;
+} daemon_sync;
+
 struct pd_daemon {
     /* the pipeline (daemon.c and daemon_kafka.c build it; reload replaces conf) */
     char *config_path;
@@ -209,6 +246,7 @@ struct pd_daemon {
     daemon_ctl control;
     daemon_ready ready;
     daemon_metrics metrics;
+    daemon_sync sync;
 };
 
 /* ---- daemon_kafka.c ---- */
@@ -354,6 +392,25 @@ void daemon_handover_revoking(pd_daemon *d, const rd_kafka_topic_partition_list_
 /* From the assigning hook: takes over the partitions' handed-over user state and sets their
  * starting offsets to where it ends. */
 void daemon_handover_assigning(pd_daemon *d, rd_kafka_topic_partition_list_t *parts);
+
+/* ---- daemon_sync.c ---- */
+
+/* With sync on: the producer, the consumer at the topic's end, capture in every model.
+ * 0 (also when off) or a negative errno (logged). */
+int daemon_sync_start(pd_daemon *d);
+/* Applies what peers sent (bounded), publishes a round when one began, moves the generation. */
+void daemon_sync_tick(pd_daemon *d, int64_t now_ms);
+/* When the next round begins (monotonic ms; INT64_MAX when off). */
+int64_t daemon_sync_due_ms(const pd_daemon *d);
+/* The generation scores are published with: the group-wide one with sync on, else the
+ * engine's configuration generation. */
+uint64_t daemon_generation(const pd_daemon *d);
+/* The last round at stop, then the producer's flush. */
+void daemon_sync_stop(pd_daemon *d);
+void daemon_sync_release(pd_daemon *d);
+void daemon_sync_render(pd_daemon *d, pd_strbuf *sb);
+/* The status reply's "sync" object (null when off); NULL when out of memory. */
+json_t *daemon_sync_status(pd_daemon *d);
 
 /* The /metrics renderers (daemon_metrics.c, daemon_models.c) write to a pd_strbuf named sb. */
 #define FAMILY(name, type, help) pd_prom_family(sb, name, PD_PROM_##type, help)

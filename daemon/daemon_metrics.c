@@ -361,6 +361,7 @@ static void render_metrics(pd_daemon *d, pd_strbuf *sb)
     render_redis(d, sb);
     render_lists(d, sb);
     render_snapshots(d, sb);
+    daemon_sync_render(d, sb);
     render_operations(d, sb);
     render_process(d, sb);
 }

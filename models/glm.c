@@ -27,6 +27,8 @@ typedef struct glm {
     bool gate_open;
     uint64_t examples;
     uint64_t next_gate_check;
+    bool sync; /* capturing deltas for model sync */
+    size_t delta_entries; /* entries of the sealed delta */
 } glm;
 
 static pd_metrics_kind metrics_kind(pd_model_type t)
@@ -155,6 +157,8 @@ static void gate_check(glm *g)
 static double glm_learn(void *state, const pd_feature *x, size_t n, double label, double weight)
 {
     glm *g = state;
+    if (g->sync)
+        pd_learner_delta_mark(g->learner, x, n);
     double pred = pd_learner_learn(g->learner, x, n, label, weight);
     pd_metrics_add(g->metrics, pred, label, weight);
     g->examples++;
@@ -289,6 +293,13 @@ static int glm_load(void *state, pd_bin_reader *r, char *errbuf, size_t errlen)
         pd_set_error(errbuf, errlen, "%s", err);
         return -EINVAL;
     }
+    /* a model capturing deltas goes on capturing, from the loaded state */
+    if (g->sync && pd_learner_delta_start(l) < 0) {
+        pd_learner_free(l);
+        pd_metrics_free(mt);
+        pd_set_error(errbuf, errlen, "out of memory for model sync");
+        return -ENOMEM;
+    }
     pd_learner_free(g->learner);
     pd_metrics_free(g->metrics);
     g->learner = l;
@@ -297,6 +308,40 @@ static int glm_load(void *state, pd_bin_reader *r, char *errbuf, size_t errlen)
     g->examples = examples;
     g->next_gate_check = 0;
     return 0;
+}
+
+/* Model sync: the learner captures and applies (models/learner.c, "model sync"); the metrics,
+ * the example count and the gate stay this instance's. */
+static int glm_delta_start(void *state)
+{
+    glm *g = state;
+    int err = pd_learner_delta_start(g->learner);
+    if (err == 0)
+        g->sync = true;
+    return err;
+}
+
+static bool glm_delta_seal(void *state)
+{
+    glm *g = state;
+    bool any;
+    g->delta_entries = pd_learner_delta_seal(g->learner, &any);
+    return any;
+}
+
+static int glm_delta_write(const void *state, pd_bin_writer *w, size_t *pos, size_t max_bytes)
+{
+    const glm *g = state;
+    int err = pd_learner_delta_write(g->learner, w, pos, max_bytes);
+    if (err < 0)
+        return err;
+    return *pos < g->delta_entries ? 1 : 0;
+}
+
+static int glm_delta_apply(void *state, pd_bin_reader *r, char *errbuf, size_t errlen)
+{
+    glm *g = state;
+    return pd_learner_delta_apply(g->learner, r, errbuf, errlen);
 }
 
 const pd_model_ops pd_glm_ops = {
@@ -314,4 +359,8 @@ const pd_model_ops pd_glm_ops = {
     .memory = glm_memory,
     .save = glm_save,
     .load = glm_load,
+    .delta_start = glm_delta_start,
+    .delta_seal = glm_delta_seal,
+    .delta_write = glm_delta_write,
+    .delta_apply = glm_delta_apply,
 };

@@ -48,6 +48,7 @@
 #include <sys/mman.h>
 
 #include "common/error.h"
+#include "common/hashtab.h"
 
 /* Largest magnitude a state value may take. Below FLT_MAX and below bfloat16's largest finite
  * value (3.39e38) even after rounding up, so nothing stored can become infinite. */
@@ -102,13 +103,16 @@ struct pd_learner {
     uint64_t clipped;
     uint64_t not_admitted;
     uint64_t nonzero; /* table entries whose weight is non-zero */
+    struct delta_log *delta; /* model sync's capture (the end of this file); NULL: off */
     pd_learn_fn learn;
     pd_margin_fn margin; /* NULL for ftrl_multi, whose lanes have a margin each */
     pd_predict_fn predict;
 };
 
-/* ---- errors ---- */
-
+struct delta_log;
+static void delta_log_free(struct delta_log *d);
+static void delta_rebase(pd_learner *l);
+static size_t delta_log_memory(const struct delta_log *d);
 
 /* ---- storage formats ---- */
 
@@ -1236,6 +1240,7 @@ void pd_learner_free(pd_learner *learner)
     if (learner->table != NULL)
         table_release(learner->table, learner->table_map_bytes);
     free(learner->seen);
+    delta_log_free(learner->delta);
     free(learner);
 }
 
@@ -1447,6 +1452,9 @@ int pd_learner_set_conf(pd_learner *learner, const pd_learner_conf *conf)
         (old.alpha != conf->alpha || old.beta != conf->beta || old.l1 != conf->l1 ||
          old.l2 != conf->l2)) {
         ftrl_reexpress(learner, &old);
+        /* the captured old values are in the old parameters' terms: the difference to them
+         * would send the re-expression as if learned */
+        delta_rebase(learner);
     }
     return 0;
 }
@@ -1478,6 +1486,7 @@ size_t pd_learner_memory(const pd_learner *learner)
 
     if (learner->seen != NULL)
         bytes += (size_t)learner->mask + 1;
+    bytes += delta_log_memory(learner->delta);
     return bytes;
 }
 
@@ -1890,4 +1899,542 @@ pd_learner *pd_learner_load(const pd_learner_conf *conf, pd_bin_reader *r, char 
 out_free_learner:
     pd_learner_free(l);
     return NULL;
+}
+
+/* ---- model sync ----
+ *
+ * Instances that split a stream exchange what each learned (pipeline/model_sync.c carries the
+ * bytes). What adds up across instances is optimizer state, not weights: FTRL's z (a sum of
+ * gradient terms) and n (a sum of squared gradients: the table keeps sqrt(n), the deltas carry
+ * n), AdaGrad's w and G, SGD's w, ftrl_multi's z and n per lane, and the intercept's the same
+ * way. The sum of every instance's deltas is what one learner that saw every gradient would
+ * hold, up to the order of FTRL's sigma w terms (asynchronous, as in Hogwild or a parameter
+ * server). A weight the entry caches (FTRL's w) is recomputed from the new z and n.
+ * ftrl_multi's mixture weights are a product of each lane's likelihoods: what is exchanged is
+ * the change of their logarithms (centred: only the ratios mean anything), which adds, and
+ * the fixed share is applied once after each addition, as mix_update() does.
+ *
+ * Capture: before learn(), each entry of x not yet marked since the last seal is marked (a
+ * bitmap) and its state then recorded (in the delta domain above, float64); the seal sends
+ * current - recorded. A remote delta applied to a marked entry is added to the record too, so
+ * the local delta stays what this instance learned. The intercept's and the mixture's values
+ * at the last seal are kept the same way. Off (delta NULL), learn() pays nothing.
+ *
+ * Part format, little-endian: u32 version (1), optimizer, bits, values per entry (k); u8 head;
+ * if head: k f32 intercept deltas and u32 n + n f32 mixture deltas (ftrl_multi 4, else 0);
+ * u32 count, then count x (u32 index, k f32 deltas). The first part of a seal has the head. */
+
+#define DELTA_VERSION 1u
+#define DELTA_MAX     STRIDE_MAX /* delta values per entry at most (ftrl_multi's z[4], n[4]) */
+
+struct delta_log {
+    uint64_t *dirty;  /* one bit per table entry: marked since the last seal */
+    uint32_t *idx;    /* the marked entries, in marking order */
+    double *old;      /* their state when marked, k values each */
+    size_t n, cap;
+    pd_hashtab where; /* entry index -> record + 1, for remote deltas to marked entries */
+    double icpt_old[DELTA_MAX];
+    double mix_old[LANES]; /* log mixture weights at the last seal */
+    uint64_t lost;         /* marks dropped for want of memory */
+    /* the last seal: entries with a non-zero delta, k floats each, and the head */
+    uint32_t *s_idx;
+    float *s_val;
+    size_t s_n, s_cap;
+    float s_icpt[DELTA_MAX];
+    float s_mix[LANES];
+};
+
+static size_t delta_k(pd_optimizer opt)
+{
+    switch (opt) {
+    case PD_OPT_FTRL:
+    case PD_OPT_ADAGRAD:
+        return 2;
+    case PD_OPT_SGD:
+        return 1;
+    case PD_OPT_FTRL_MULTI:
+        return 2 * LANES;
+    }
+    return 1;
+}
+
+static uint64_t delta_hash(uint32_t idx)
+{
+    return (uint64_t)idx * 0x9e3779b97f4a7c15ull;
+}
+
+/* The delta-domain values of the state at pos: a table entry, or (icpt) the intercept's
+ * float32 state, whose ftrl_multi layout differs from the table's. */
+static void dvals_get(const pd_learner *l, const void *tab, size_t pos, bool f16, bool icpt,
+                      double *v)
+{
+    switch (l->conf.optimizer) {
+    case PD_OPT_FTRL: {
+        double s = get_val(tab, pos + 2, f16);
+        v[0] = get_val(tab, pos + 1, f16);
+        v[1] = s * s;
+        return;
+    }
+    case PD_OPT_ADAGRAD:
+        v[0] = get_val(tab, pos, f16);
+        v[1] = get_val(tab, pos + 1, f16);
+        return;
+    case PD_OPT_SGD:
+        v[0] = get_val(tab, pos, f16);
+        return;
+    case PD_OPT_FTRL_MULTI: {
+        size_t zo = icpt ? ICPT_Z : MULTI_Z, so = icpt ? ICPT_S : MULTI_S;
+        for (size_t j = 0; j < LANES; j++) {
+            double s = get_val(tab, pos + so + j, f16);
+            v[j] = get_val(tab, pos + zo + j, f16);
+            v[LANES + j] = s * s;
+        }
+        return;
+    }
+    }
+}
+
+/* Stores delta-domain values v at pos (n clamped at 0: float rounding of the records may
+ * leave a sum of squares a hair below it), recomputing what derives from them. Returns false,
+ * storing nothing, when they do not fit the storage. */
+static bool dvals_put(pd_learner *l, void *tab, size_t pos, bool f16, bool icpt, const double *v,
+                      uint32_t dither)
+{
+    const double l1 = icpt ? 0.0 : l->conf.l1;
+
+    switch (l->conf.optimizer) {
+    case PD_OPT_FTRL: {
+        double z = v[0], s = sqrt(fmax(v[1], 0.0));
+        if (!(in_range(z) && s <= STATE_LIMIT))
+            return false;
+        double zs = put_val(tab, pos + 1, f16, z, dither);
+        double ss = put_val(tab, pos + 2, f16, s, dither >> 16);
+        put_val(tab, pos, f16,
+                ftrl_weight(zs, ss, l1, l->conf.alpha, icpt ? l->ftrl_icpt_den : l->ftrl_den),
+                ROUND_NEAREST);
+        return true;
+    }
+    case PD_OPT_ADAGRAD: {
+        double G = fmax(v[1], 0.0);
+        if (!(in_range(v[0]) && G <= STATE_LIMIT))
+            return false;
+        put_val(tab, pos, f16, v[0], dither);
+        put_val(tab, pos + 1, f16, G, dither >> 16);
+        return true;
+    }
+    case PD_OPT_SGD:
+        if (!in_range(v[0]))
+            return false;
+        put_val(tab, pos, f16, v[0], dither);
+        return true;
+    case PD_OPT_FTRL_MULTI: {
+        size_t zo = icpt ? ICPT_Z : MULTI_Z, so = icpt ? ICPT_S : MULTI_S;
+        double s[LANES];
+        for (size_t j = 0; j < LANES; j++) {
+            s[j] = sqrt(fmax(v[LANES + j], 0.0));
+            if (!(in_range(v[j]) && s[j] <= STATE_LIMIT))
+                return false;
+        }
+        for (size_t j = 0; j < LANES; j++) {
+            uint32_t d = dither_hash(dither, (uint32_t)j);
+            double zs = put_val(tab, pos + zo + j, f16, v[j], d);
+            double ss = put_val(tab, pos + so + j, f16, s[j], d >> 16);
+            if (icpt)
+                put_val(tab, pos + ICPT_W + j, false,
+                        ftrl_weight(zs, ss, 0.0, l->lane_alpha[j], l->ftrl_icpt_den),
+                        ROUND_NEAREST);
+        }
+        return true;
+    }
+    }
+    return false;
+}
+
+static void delta_log_free(struct delta_log *d)
+{
+    if (d == NULL)
+        return;
+    free(d->dirty);
+    free(d->idx);
+    free(d->old);
+    pd_hashtab_release(&d->where);
+    free(d->s_idx);
+    free(d->s_val);
+    free(d);
+}
+
+static size_t delta_log_memory(const struct delta_log *d)
+{
+    if (d == NULL)
+        return 0;
+    return sizeof(*d) + d->cap * (sizeof(uint32_t) + DELTA_MAX * sizeof(double)) +
+           pd_hashtab_memory(&d->where) + d->s_cap * (sizeof(uint32_t) + DELTA_MAX * sizeof(float));
+}
+
+static void log_mix(const pd_learner *l, double *ret)
+{
+    for (size_t j = 0; j < LANES; j++)
+        ret[j] = log(l->mix[j]);
+}
+
+/* The intercept's and the mixture's values now become the base of the next delta. */
+static void delta_base_head(pd_learner *l)
+{
+    struct delta_log *d = l->delta;
+
+    memset(d->icpt_old, 0, sizeof d->icpt_old);
+    if (l->conf.intercept)
+        dvals_get(l, l->icpt, 0, false, true, d->icpt_old);
+    log_mix(l, d->mix_old);
+}
+
+int pd_learner_delta_start(pd_learner *l)
+{
+    if (l->delta != NULL)
+        return 0;
+    struct delta_log *d = calloc(1, sizeof(*d));
+    size_t words = (((size_t)l->mask + 1) + 63) / 64;
+    if (d == NULL || (d->dirty = calloc(words, sizeof(uint64_t))) == NULL ||
+        pd_hashtab_init(&d->where, 1024) < 0) {
+        delta_log_free(d);
+        return -ENOMEM;
+    }
+    l->delta = d;
+    delta_base_head(l);
+    return 0;
+}
+
+bool pd_learner_delta_capturing(const pd_learner *l)
+{
+    return l->delta != NULL;
+}
+
+static bool delta_grow(struct delta_log *d, size_t k)
+{
+    size_t cap = d->cap ? d->cap * 2 : 1024;
+    uint32_t *idx = realloc(d->idx, cap * sizeof(*idx));
+    if (idx == NULL)
+        return false;
+    d->idx = idx;
+    double *old = realloc(d->old, cap * k * sizeof(*old));
+    if (old == NULL)
+        return false;
+    d->old = old;
+    d->cap = cap;
+    return true;
+}
+
+void pd_learner_delta_mark(pd_learner *l, const pd_feature *x, size_t n)
+{
+    struct delta_log *d = l->delta;
+    const size_t k = delta_k(l->conf.optimizer);
+
+    if (d == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t idx = x[i].hash & l->mask;
+        const uint64_t bit = 1ull << (idx & 63);
+        if (d->dirty[idx >> 6] & bit)
+            continue;
+        if ((d->n == d->cap && !delta_grow(d, k)) || pd_hashtab_reserve(&d->where) < 0) {
+            d->lost++;
+            continue;
+        }
+        d->dirty[idx >> 6] |= bit;
+        d->idx[d->n] = idx;
+        dvals_get(l, l->table, (size_t)idx * l->stride, l->f16, false, d->old + d->n * k);
+        pd_hashtab_insert(&d->where, delta_hash(idx), d->n + 1);
+        d->n++;
+    }
+}
+
+/* Forgets the marks: what follows is measured from the state now. */
+static void delta_clear_marks(struct delta_log *d)
+{
+    for (size_t r = 0; r < d->n; r++)
+        d->dirty[d->idx[r] >> 6] &= ~(1ull << (d->idx[r] & 63));
+    d->n = 0;
+    pd_hashtab_clear(&d->where);
+}
+
+static void delta_rebase(pd_learner *l)
+{
+    if (l->delta == NULL)
+        return;
+    delta_clear_marks(l->delta);
+    delta_base_head(l);
+}
+
+size_t pd_learner_delta_seal(pd_learner *l, bool *ret_any)
+{
+    struct delta_log *d = l->delta;
+    const size_t k = delta_k(l->conf.optimizer);
+    double cur[DELTA_MAX];
+    bool any = false;
+
+    *ret_any = false;
+    if (d == NULL)
+        return 0;
+    d->s_n = 0;
+    if (d->s_cap < d->n) {
+        uint32_t *si = realloc(d->s_idx, d->n * sizeof(*si));
+        if (si != NULL)
+            d->s_idx = si;
+        float *sv = si ? realloc(d->s_val, d->n * k * sizeof(*sv)) : NULL;
+        if (sv == NULL) {
+            /* nothing sealed: the marks stay and the next seal tries again */
+            return 0;
+        }
+        d->s_val = sv;
+        d->s_cap = d->n;
+    }
+    for (size_t r = 0; r < d->n; r++) {
+        const uint32_t idx = d->idx[r];
+        bool nz = false;
+        float *out = d->s_val + d->s_n * k;
+        dvals_get(l, l->table, (size_t)idx * l->stride, l->f16, false, cur);
+        for (size_t c = 0; c < k; c++) {
+            out[c] = (float)(cur[c] - d->old[r * k + c]);
+            nz |= out[c] != 0.0f;
+        }
+        if (nz)
+            d->s_idx[d->s_n++] = idx;
+    }
+    delta_clear_marks(d);
+    memset(d->s_icpt, 0, sizeof d->s_icpt);
+    if (l->conf.intercept) {
+        dvals_get(l, l->icpt, 0, false, true, cur);
+        for (size_t c = 0; c < k; c++) {
+            d->s_icpt[c] = (float)(cur[c] - d->icpt_old[c]);
+            any |= d->s_icpt[c] != 0.0f;
+        }
+    }
+    memset(d->s_mix, 0, sizeof d->s_mix);
+    if (l->conf.optimizer == PD_OPT_FTRL_MULTI) {
+        double lm[LANES], mean = 0.0;
+        log_mix(l, lm);
+        for (size_t j = 0; j < LANES; j++)
+            mean += (lm[j] - d->mix_old[j]) / LANES;
+        for (size_t j = 0; j < LANES; j++) {
+            d->s_mix[j] = (float)(lm[j] - d->mix_old[j] - mean);
+            any |= d->s_mix[j] != 0.0f;
+        }
+    }
+    delta_base_head(l);
+    *ret_any = any || d->s_n > 0;
+    return d->s_n;
+}
+
+/* bytes of a part before its entries: header, head, count */
+static size_t delta_part_overhead(size_t k)
+{
+    return 4 * 4 + 1 + k * 4 + 4 + LANES * 4 + 4;
+}
+
+int pd_learner_delta_write(const pd_learner *l, pd_bin_writer *w, size_t *pos, size_t max_bytes)
+{
+    const struct delta_log *d = l->delta;
+    const size_t k = delta_k(l->conf.optimizer);
+    const bool multi = l->conf.optimizer == PD_OPT_FTRL_MULTI;
+    size_t room = max_bytes > delta_part_overhead(k) ? max_bytes - delta_part_overhead(k) : 0;
+    size_t first = *pos, count;
+
+    if (d == NULL || first > d->s_n)
+        return -EINVAL;
+    count = room / (4 + 4 * k);
+    if (count > d->s_n - first)
+        count = d->s_n - first;
+    if (count == 0 && first < d->s_n)
+        return -EMSGSIZE;
+    pd_bin_put_u32(w, DELTA_VERSION);
+    pd_bin_put_u32(w, (uint32_t)l->conf.optimizer);
+    pd_bin_put_u32(w, (uint32_t)l->conf.bits);
+    pd_bin_put_u32(w, (uint32_t)k);
+    pd_bin_put_u8(w, first == 0);
+    if (first == 0) {
+        pd_bin_put_f32_array(w, d->s_icpt, k);
+        pd_bin_put_u32(w, multi ? LANES : 0);
+        if (multi)
+            pd_bin_put_f32_array(w, d->s_mix, LANES);
+    }
+    pd_bin_put_u32(w, (uint32_t)count);
+    for (size_t e = first; e < first + count && !w->err; e++) {
+        pd_bin_put_u32(w, d->s_idx[e]);
+        pd_bin_put_f32_array(w, d->s_val + e * k, k);
+    }
+    *pos = first + count;
+    return w->err;
+}
+
+static bool finite_deltas(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(fabsf(v[i]) <= (float)STATE_LIMIT))
+            return false;
+    return true;
+}
+
+/* A remote delta to an entry marked here goes into its record too. */
+static void delta_add_to_record(struct delta_log *d, uint32_t idx, const float *dv, size_t k)
+{
+    if (!(d->dirty[idx >> 6] & (1ull << (idx & 63))))
+        return;
+    uint64_t h = delta_hash(idx);
+    for (size_t i = pd_hashtab_first(&d->where, h); d->where.slots[i].value;
+         i = pd_hashtab_next(&d->where, i)) {
+        size_t r = (size_t)d->where.slots[i].value - 1;
+        if (d->where.slots[i].hash == h && d->idx[r] == idx) {
+            for (size_t c = 0; c < k; c++)
+                d->old[r * k + c] += dv[c];
+            return;
+        }
+    }
+}
+
+/* The mixture after a remote change of its log weights: as mix_update() with the peers'
+ * likelihood ratios in place of one example's. */
+static void mix_apply(pd_learner *l, const float *dm)
+{
+    double a[LANES], top = -INFINITY, sum = 0.0, u[LANES];
+
+    for (size_t j = 0; j < LANES; j++) {
+        a[j] = log(l->mix[j]) + dm[j];
+        top = fmax(top, a[j]);
+    }
+    for (size_t j = 0; j < LANES; j++) {
+        u[j] = exp(a[j] - top);
+        sum += u[j];
+    }
+    if (!(sum > 0.0 && sum <= DBL_MAX))
+        return;
+    for (size_t j = 0; j < LANES; j++)
+        l->mix[j] = (1.0 - MIX_SHARE) * (u[j] / sum) + MIX_SHARE / LANES;
+}
+
+int pd_learner_delta_apply(pd_learner *l, pd_bin_reader *r, char *errbuf, size_t errlen)
+{
+    const size_t k = delta_k(l->conf.optimizer);
+    const bool multi = l->conf.optimizer == PD_OPT_FTRL_MULTI;
+    float head[DELTA_MAX] = {0.0f}, dm[LANES] = {0.0f};
+    uint32_t *idx = NULL;
+    float *val = NULL;
+    size_t cap = 0, count = 0;
+    int ret = -EINVAL;
+
+    uint32_t version = pd_bin_get_u32(r), opt = pd_bin_get_u32(r), bits = pd_bin_get_u32(r);
+    uint32_t kk = pd_bin_get_u32(r);
+    if (!r->err && version != DELTA_VERSION)
+        pd_bin_fail(r, "model delta version %u is not supported", version);
+    if (!r->err && (opt != (uint32_t)l->conf.optimizer || bits != (uint32_t)l->conf.bits ||
+                    kk != (uint32_t)k))
+        pd_bin_fail(r, "model delta is for optimizer %u bits %u, this model has %d and %d", opt,
+                    bits, (int)l->conf.optimizer, l->conf.bits);
+    bool has_head = pd_bin_get_u8(r) != 0;
+    if (has_head) {
+        pd_bin_get_f32_array(r, head, k);
+        uint32_t n_mix = pd_bin_get_u32(r);
+        if (!r->err && n_mix != (multi ? LANES : 0))
+            pd_bin_fail(r, "model delta has %u mixture values, expected %u", n_mix,
+                        multi ? LANES : 0);
+        if (multi)
+            pd_bin_get_f32_array(r, dm, LANES);
+        if (!r->err && !(finite_deltas(head, k) && finite_deltas(dm, LANES)))
+            pd_bin_fail(r, "model delta has a non-finite intercept or mixture value");
+    }
+    uint64_t n = pd_bin_get_u32(r);
+    if (!r->err && n > (uint64_t)l->mask + 1)
+        pd_bin_fail(r, "model delta has %llu entries, more than the table's %llu",
+                    (unsigned long long)n, (unsigned long long)l->mask + 1);
+    /* read before anything is applied, growing as the bytes turn out to be there: a count
+     * from a garbled message allocates no more than the message holds */
+    while (!r->err && count < n) {
+        if (count == cap) {
+            size_t nc = cap ? cap * 2 : 256;
+            uint32_t *ni = realloc(idx, nc * sizeof(*ni));
+            if (ni == NULL)
+                goto out_nomem;
+            idx = ni;
+            float *nv = realloc(val, nc * k * sizeof(*nv));
+            if (nv == NULL)
+                goto out_nomem;
+            val = nv;
+            cap = nc;
+        }
+        idx[count] = pd_bin_get_u32(r);
+        pd_bin_get_f32_array(r, val + count * k, k);
+        if (r->err)
+            break;
+        if (idx[count] > l->mask)
+            pd_bin_fail(r, "model delta has a bad entry index %u", idx[count]);
+        else if (!finite_deltas(val + count * k, k))
+            pd_bin_fail(r, "model delta has a non-finite value at entry %u", idx[count]);
+        count++;
+    }
+    if (r->err) {
+        pd_set_error(errbuf, errlen, "%s",
+                     r->err == -EIO ? "model delta is truncated" : r->why);
+        goto out_free;
+    }
+
+    const uint32_t salt = update_salt(l->updates) ^ 0x5bd1e995u;
+    double cur[DELTA_MAX];
+    for (size_t e = 0; e < count; e++) {
+        const size_t pos = (size_t)idx[e] * l->stride;
+        const float *dv = val + e * k;
+        const bool was = stored_nonzero(l->table, pos, l->f16);
+        dvals_get(l, l->table, pos, l->f16, false, cur);
+        for (size_t c = 0; c < k; c++)
+            cur[c] += dv[c];
+        if (!dvals_put(l, l->table, pos, l->f16, false, cur,
+                       l->f16 ? dither_hash(idx[e], salt) : 0)) {
+            l->nonfinite++;
+            continue;
+        }
+        if (!multi)
+            l->nonzero += (uint64_t)((int64_t)stored_nonzero(l->table, pos, l->f16) - was);
+        if (l->delta != NULL)
+            delta_add_to_record(l->delta, idx[e], dv, k);
+    }
+    if (has_head && l->conf.intercept) {
+        dvals_get(l, l->icpt, 0, false, true, cur);
+        for (size_t c = 0; c < k; c++)
+            cur[c] += head[c];
+        if (dvals_put(l, l->icpt, 0, false, true, cur, 0) && l->delta != NULL)
+            for (size_t c = 0; c < k; c++)
+                l->delta->icpt_old[c] += head[c];
+    }
+    if (has_head && multi) {
+        double before[LANES], after[LANES];
+        log_mix(l, before);
+        mix_apply(l, dm);
+        log_mix(l, after);
+        /* what this instance learned of the mixture since its last seal stays its own */
+        if (l->delta != NULL)
+            for (size_t j = 0; j < LANES; j++)
+                l->delta->mix_old[j] += after[j] - before[j];
+    }
+    ret = 0;
+    goto out_free;
+
+out_nomem:
+    pd_set_error(errbuf, errlen, "out of memory reading a model delta");
+    ret = -ENOMEM;
+out_free:
+    free(idx);
+    free(val);
+    return ret;
+}
+
+size_t pd_learner_delta_values(const pd_learner *l, uint32_t hash, bool intercept, double *ret)
+{
+    if (intercept)
+        dvals_get(l, l->icpt, 0, false, true, ret);
+    else
+        dvals_get(l, l->table, (size_t)(hash & l->mask) * l->stride, l->f16, false, ret);
+    return delta_k(l->conf.optimizer);
+}
+
+uint64_t pd_learner_delta_lost(const pd_learner *l)
+{
+    return l->delta ? l->delta->lost : 0;
 }

@@ -134,4 +134,40 @@ int pd_learner_save(const pd_learner *learner, pd_bin_writer *w);
 pd_learner *pd_learner_load(const pd_learner_conf *conf, pd_bin_reader *r, char *errbuf,
                             size_t errlen);
 
+/* ---- model sync: instances that split a stream exchange what each learned ----
+ * learner.c ("model sync") says what a delta holds and why it adds up across instances. In
+ * short: FTRL's z and n, AdaGrad's w and G, SGD's w, ftrl_multi's z and n per lane and the
+ * change of its log mixture weights, the intercept's the same way; float32 deltas, the
+ * bfloat16 table rounding them stochastically as learn() does. Counters, the SGD schedule's
+ * update count and admission counts stay local. */
+
+/* Starts capturing what learn() changes (idempotent): a bit per table entry, and the state of
+ * each entry an example touches, recorded before its first update since the last seal.
+ * 0 or -ENOMEM. */
+int pd_learner_delta_start(pd_learner *learner);
+bool pd_learner_delta_capturing(const pd_learner *learner);
+/* Call before learning x (nothing while not capturing). */
+void pd_learner_delta_mark(pd_learner *learner, const pd_feature *x, size_t n);
+/* Seals what was learned since the last seal (or the start) as the delta to send, and starts
+ * the next one from the state now. Returns its entries; *ret_any says whether anything at all
+ * changed (the intercept or the mixture may change without an entry). */
+size_t pd_learner_delta_seal(pd_learner *learner, bool *ret_any);
+/* Writes one part of the sealed delta, entries *pos.. as many as fit in max_bytes, and moves
+ * *pos past them; the part at *pos 0 carries the intercept and mixture too. The delta is sent
+ * whole when *pos reaches the count the seal returned. 0 or -errno (-EMSGSIZE: max_bytes holds
+ * no entry). */
+int pd_learner_delta_write(const pd_learner *learner, pd_bin_writer *w, size_t *pos,
+                           size_t max_bytes);
+/* Adds a part another instance's learner of the same optimizer and bits wrote. Reads it whole
+ * before changing anything: a truncated or malformed part changes nothing and returns -EINVAL
+ * with the reason in errbuf (-ENOMEM when out of memory). An entry whose sum would not fit the
+ * storage keeps its state (counted in stats.nonfinite). */
+int pd_learner_delta_apply(pd_learner *learner, pd_bin_reader *r, char *errbuf, size_t errlen);
+/* The delta-domain state of the entry of hash (or of the intercept) into ret (room for 8),
+ * e.g. FTRL's z and n; returns how many values. For tests. */
+size_t pd_learner_delta_values(const pd_learner *learner, uint32_t hash, bool intercept,
+                               double *ret);
+/* Marks dropped for want of memory (what those entries learned is not sent). */
+uint64_t pd_learner_delta_lost(const pd_learner *learner);
+
 #endif

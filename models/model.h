@@ -131,6 +131,25 @@ typedef struct pd_model_ops {
      * sees every evaluation. */
     void (*set_evaluation)(void *state, bool live, bool baselines, pd_list_eval_fn observer,
                            void *ctx);
+
+    /* ---- model sync (optional: NULL in a kind whose state is not exchanged) ----
+     * Instances splitting a stream exchange deltas of what each learned (pipeline/model_sync.c,
+     * README "Scale-out"); a kind says what a delta holds and why deltas add up (models/
+     * learner.c for the GLM). Models of lists leave these NULL: each instance's lists come from
+     * its own users. Counters and metrics are never exchanged. */
+
+    /* Starts capturing what learning changes (idempotent; costs nothing until called).
+     * 0 or -ENOMEM. */
+    int (*delta_start)(void *state);
+    /* Seals what was learned since the last seal as the delta to send; returns whether there
+     * is anything to send. */
+    bool (*delta_seal)(void *state);
+    /* Writes the sealed delta's part starting at *pos, at most max_bytes, and moves *pos on;
+     * returns 1 when more parts follow, 0 after the last, or a negative errno. */
+    int (*delta_write)(const void *state, pd_bin_writer *w, size_t *pos, size_t max_bytes);
+    /* Adds one part another instance's model of the same fingerprint wrote. A malformed part
+     * changes nothing: negative errno and the reason in errbuf. */
+    int (*delta_apply)(void *state, pd_bin_reader *r, char *errbuf, size_t errlen);
 } pd_model_ops;
 
 /* The table of the kind conf asks for. */

@@ -1864,4 +1864,6 @@ const pd_model_ops pd_recommender_ops = {
     .user_list = rec_user_list,
     .forget = rec_forget,
     .set_evaluation = rec_set_evaluation,
+    /* no delta_* ops: lists are not exchanged between instances (model sync); each
+     * instance's lists come from the users of its own partitions */
 };

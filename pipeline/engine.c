@@ -1327,3 +1327,137 @@ int pd_engine_user_info(pd_engine *eng, const char *user, size_t len, pd_user_in
     };
     return 0;
 }
+
+/* ---- model sync ---- */
+
+#define DELTA_NAME_MAX 256
+
+int pd_engine_delta_collect(pd_engine *eng, size_t max_bytes, pd_delta_part_fn fn, void *ctx,
+                            char *errbuf, size_t errlen)
+{
+    int n_parts = 0;
+    pd_engine_flush(eng); /* a deferred example belongs to this round */
+    for (size_t i = 0; i < eng->cur.n_models; i++) {
+        model *m = &eng->cur.models[i];
+        if (!m->ops->delta_start || !m->ops->delta_seal || !m->ops->delta_write)
+            continue;
+        if (m->ops->delta_start(m->state) < 0) {
+            snprintf(errbuf, errlen, "out of memory capturing model \"%s\"", m->name);
+            return -ENOMEM;
+        }
+        if (!m->ops->delta_seal(m->state))
+            continue;
+        size_t name_len = strlen(m->name), head = 4 + name_len + 8;
+        if (max_bytes <= head) {
+            snprintf(errbuf, errlen, "a model delta part of %zu bytes holds nothing", max_bytes);
+            return -EMSGSIZE;
+        }
+        size_t pos = 0;
+        int more;
+        do {
+            char *buf = NULL;
+            size_t len = 0;
+            FILE *f = open_memstream(&buf, &len);
+            if (!f) {
+                snprintf(errbuf, errlen, "out of memory collecting model \"%s\"", m->name);
+                return -ENOMEM;
+            }
+            pd_bin_writer w;
+            pd_bin_writer_init(&w, f);
+            pd_bin_put_str(&w, m->name, name_len);
+            pd_bin_put_u64(&w, m->fingerprint);
+            more = m->ops->delta_write(m->state, &w, &pos, max_bytes - head);
+            if (fclose(f) != 0 && more >= 0)
+                more = -EIO;
+            if (more >= 0 && w.err)
+                more = w.err;
+            int r = more < 0 ? more : (fn ? fn(ctx, buf, len) : 0);
+            free(buf);
+            if (more < 0) {
+                snprintf(errbuf, errlen, "collecting model \"%s\": %s", m->name,
+                         strerror(-more));
+                return more;
+            }
+            if (r < 0) {
+                snprintf(errbuf, errlen, "sending model \"%s\": %s", m->name, strerror(-r));
+                return r;
+            }
+            n_parts++;
+        } while (more > 0);
+    }
+    return n_parts;
+}
+
+int pd_engine_delta_apply(pd_engine *eng, const void *bytes, size_t len, char *errbuf,
+                          size_t errlen)
+{
+    char name[DELTA_NAME_MAX], err[256];
+    if (len == 0) {
+        snprintf(errbuf, errlen, "empty model delta");
+        return -EINVAL;
+    }
+    pd_engine_flush(eng);
+    FILE *f = fmemopen((void *)bytes, len, "rb");
+    if (!f) {
+        snprintf(errbuf, errlen, "out of memory reading a model delta");
+        return -ENOMEM;
+    }
+    pd_bin_reader r;
+    pd_bin_reader_init(&r, f);
+    pd_bin_get_str(&r, name, sizeof name);
+    uint64_t fp = pd_bin_get_u64(&r);
+    int ret = -EINVAL;
+    if (r.err) {
+        snprintf(errbuf, errlen, "model delta: %s", r.err == -EIO ? "truncated" : r.why);
+        goto out_close;
+    }
+    model *m = NULL;
+    for (size_t i = 0; i < eng->cur.n_models && !m; i++)
+        if (strcmp(eng->cur.models[i].name, name) == 0)
+            m = &eng->cur.models[i];
+    if (!m) {
+        ret = PD_DELTA_UNKNOWN_MODEL;
+        goto out_close;
+    }
+    if (!m->ops->delta_apply) {
+        ret = PD_DELTA_NOT_SYNCED;
+        goto out_close;
+    }
+    if (m->fingerprint != fp) {
+        ret = PD_DELTA_FINGERPRINT;
+        goto out_close;
+    }
+    ret = m->ops->delta_apply(m->state, &r, err, sizeof err);
+    if (ret < 0) {
+        snprintf(errbuf, errlen, "model \"%s\" delta: %s", m->name, err);
+        goto out_close;
+    }
+    ret = PD_DELTA_APPLIED;
+out_close:
+    fclose(f);
+    return ret;
+}
+
+#define PROBE_FEATURES 65536
+
+size_t pd_engine_model_probe(pd_engine *eng, size_t i, double *out, size_t max)
+{
+    pd_engine_flush(eng);
+    if (i >= eng->cur.n_models)
+        return 0;
+    model *m = &eng->cur.models[i];
+    if (m->ops->output(m->state) == PD_OUTPUT_LIST)
+        return 0;
+    pd_feature *x = malloc(PROBE_FEATURES * sizeof *x);
+    if (!x)
+        return 0;
+    for (size_t k = 0; k < max; k++) {
+        for (size_t j = 0; j < PROBE_FEATURES; j++) {
+            /* probe k: every max-th entry from k on, so max probes cover 2^20 entries */
+            x[j] = (pd_feature){.hash = (uint32_t)(k + max * j), .value = 1.0 / 64};
+        }
+        out[k] = m->ops->predict(m->state, x, PROBE_FEATURES);
+    }
+    free(x);
+    return max;
+}

@@ -218,4 +218,37 @@ typedef struct pd_user_info {
  * or evicted). Read-only: the user is not marked as recently seen. */
 int pd_engine_user_info(pd_engine *eng, const char *user, size_t len, pd_user_info *ret_info);
 
+/* ---- model sync (pipeline/model_sync.c carries the parts between instances) ----
+ * A part is one model's delta, or a piece of it: str name, u64 fingerprint, then the model's
+ * own bytes (models/model.h, delta_*). Only models whose kind has delta ops take part. */
+
+/* A part, valid during the call; returns 0 or a negative errno, which stops the collection. */
+typedef int (*pd_delta_part_fn)(void *ctx, const void *bytes, size_t len);
+
+/* Seals every syncable model's delta since the last collect and hands it to fn in parts of at
+ * most max_bytes. A model not yet capturing (the first collect, or one a reload started)
+ * starts now and sends from the next collect. fn NULL drops the parts (the first collect, to
+ * start capturing). Returns the number of parts, or a negative errno (the reason in errbuf). */
+int pd_engine_delta_collect(pd_engine *eng, size_t max_bytes, pd_delta_part_fn fn, void *ctx,
+                            char *errbuf, size_t errlen);
+
+/* What became of a part. */
+typedef enum pd_delta_outcome {
+    PD_DELTA_APPLIED,
+    PD_DELTA_UNKNOWN_MODEL, /* no model of that name here */
+    PD_DELTA_FINGERPRINT,   /* a model of that name with another fingerprint */
+    PD_DELTA_NOT_SYNCED,    /* a model whose kind exchanges nothing */
+} pd_delta_outcome;
+
+/* Adds one part another instance collected. Returns a pd_delta_outcome, or -EINVAL for a
+ * truncated or malformed part (nothing changed; the reason in errbuf) or -ENOMEM. */
+int pd_engine_delta_apply(pd_engine *eng, const void *bytes, size_t len, char *errbuf,
+                          size_t errlen);
+
+/* Model i's scores of max fixed synthetic feature vectors: vector k holds every max-th hash
+ * from k on (65536 of them, value 1/64), so together they read every weight of a table of up to
+ * 65536 max entries, and two instances' models can be compared (the same state gives the same
+ * figures) without dumping them. Returns max (0 for a model of lists). */
+size_t pd_engine_model_probe(pd_engine *eng, size_t i, double *out, size_t max);
+
 #endif
