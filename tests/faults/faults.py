@@ -48,6 +48,10 @@ kafka:
     heartbeat.interval.ms: 500
     # librdkafka's default (10 s) would spend most of a case waiting to reconnect
     reconnect.backoff.max.ms: 1000
+    # the eager protocol: the mock broker's group coordinator bumps the generation while a
+    # cooperative member is still revoking (README, "Scale-out"), and a member restarted
+    # again and again, as here, waits out several rebalances each time
+    partition.assignment.strategy: range
 redis:
   url: ${REDIS_URL}
   prefix: %(prefix)s
