@@ -59,17 +59,24 @@ static pd_engine *engine_from(const pd_config *conf)
     return eng;
 }
 
-/* Feeds one event written as JSON; returns the result. */
-static pd_engine_result feed(pd_engine *eng, uint32_t source, const char *json)
+/* Feeds one event written as JSON, from a partition of that shard; returns the result. */
+static pd_engine_result feed_shard(pd_engine *eng, uint32_t source, uint32_t shard,
+                                   const char *json)
 {
     pd_event ev;
     char detail[128];
     assert_int_equal(pd_engine_decode(eng, json, strlen(json), 0, &ev, detail, sizeof detail),
                      PD_DECODE_OK);
     ev.source = source;
+    ev.shard = shard;
     pd_engine_result res;
     assert_int_equal(pd_engine_process(eng, &ev, &res), 0);
     return res;
+}
+
+static pd_engine_result feed(pd_engine *eng, uint32_t source, const char *json)
+{
+    return feed_shard(eng, source, 0, json);
 }
 
 static void event(char *buf, size_t len, const char *type, const char *user, long long ts_s,
@@ -612,6 +619,87 @@ static void test_deferred_learning_same_order(void **state)
     pd_config_free(conf);
 }
 
+/* A user's state and waiting examples move with its partition: instance A hands user "a"
+ * (shard 1) over to B half-way through; afterwards a's events go to B and b's stay with A.
+ * Each user's state on its holder equals the state of an engine that saw every event, and
+ * between them A and B made exactly the examples it made. */
+static void user_equal(pd_engine *x, pd_engine *y, const char *user)
+{
+    pd_user_info ux, uy;
+    assert_int_equal(pd_engine_user_info(x, user, strlen(user), &ux), 0);
+    uint64_t events = ux.events;
+    uint32_t pending = ux.pending;
+    double acc[8];
+    size_t n_acc = ux.n_acc < 8 ? ux.n_acc : 8;
+    for (size_t i = 0; i < n_acc; i++)
+        acc[i] = ux.acc[i].value;
+    assert_int_equal(pd_engine_user_info(y, user, strlen(user), &uy), 0);
+    assert_int_equal(uy.events, events);
+    assert_int_equal(uy.pending, pending);
+    assert_int_equal(uy.n_acc, ux.n_acc);
+    for (size_t i = 0; i < n_acc; i++)
+        assert_true(uy.acc[i].value == acc[i]);
+}
+
+static void test_hand_over_users(void **state)
+{
+    (void)state;
+    pd_config *conf = load(base_yaml);
+    pd_engine *x = engine_from(conf), *a = engine_from(conf), *b = engine_from(conf);
+    char buf[256], err[512];
+    for (int i = 0; i < 200; i++) {
+        const char *user = i % 2 ? "a" : "b";
+        uint32_t shard = i % 2 ? 1 : 2;
+        event(buf, sizeof buf, i % 5 == 4 ? "purchase" : "view", user, 1000 + i * 30,
+              ",\"price\":3");
+        feed_shard(x, 0, shard, buf);
+        if (i < 104) {
+            feed_shard(a, 0, shard, buf);
+            continue;
+        }
+        if (i == 104) {
+            char *blob = NULL;
+            size_t len = 0;
+            FILE *f = open_memstream(&blob, &len);
+            uint64_t out = 0, in = 0;
+            uint32_t one = 1;
+            assert_int_equal(pd_engine_hand_out(a, &one, 1, f, &out, err, sizeof err), 0);
+            fclose(f);
+            assert_int_equal(out, 1);
+            /* a truncated blob is refused */
+            f = fmemopen(blob, len / 2, "rb");
+            assert_true(pd_engine_take_over(b, f, &in, err, sizeof err) < 0);
+            fclose(f);
+            f = fmemopen(blob, len, "rb");
+            assert_int_equal(pd_engine_take_over(b, f, &in, err, sizeof err), 0);
+            fclose(f);
+            free(blob);
+            assert_int_equal(in, 1);
+            user_equal(a, b, "a");
+            assert_int_equal(pd_engine_drop_shards(a, &one, 1), 1);
+            pd_user_info ui;
+            assert_int_equal(pd_engine_user_info(a, "a", 1, &ui), -ENOENT);
+        }
+        feed_shard(shard == 1 ? b : a, 0, shard, buf);
+    }
+    user_equal(x, b, "a");
+    user_equal(x, a, "b");
+    pd_engine_stats sx, sa, sb;
+    pd_engine_get_stats(x, &sx);
+    pd_engine_get_stats(a, &sa);
+    pd_engine_get_stats(b, &sb);
+    assert_true(sa.labels.handed_out > 0);
+    assert_int_equal(sb.labels.handed_in, sa.labels.handed_out);
+    assert_int_equal(examples(a, 0) + examples(b, 0) + sa.labels.pending + sb.labels.pending,
+                     examples(x, 0) + sx.labels.pending);
+    assert_int_equal(sa.users_handed_out, 1);
+    assert_int_equal(sb.users_handed_in, 1);
+    pd_engine_free(x);
+    pd_engine_free(a);
+    pd_engine_free(b);
+    pd_config_free(conf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -625,6 +713,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_quality_gate),
         cmocka_unit_test(test_deferred_learning_same_order),
+        cmocka_unit_test(test_hand_over_users),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
