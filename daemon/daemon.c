@@ -306,6 +306,7 @@ static int start(pd_daemon *d)
     pd_notify_status(d->notify, "starting: connecting to redis");
     if (connect_redis(d) < 0)
         return -EINTR;
+    daemon_snapshot_from_group(d);
     pd_notify_status(d->notify, "starting: joining the kafka consumer group");
     if (daemon_kafka_start(d) < 0)
         return -EINVAL;

@@ -341,9 +341,9 @@ static int commit_after_dead_letters(pd_daemon *d, rd_kafka_topic_partition_list
     f->dlq_held_ms = 0;
     int r = pd_kafka_in_commit(d->in, pos, sync, err, sizeof err);
     rd_kafka_topic_partition_list_destroy(pos);
-    if (r == -EAGAIN) {
+    if (r == -EBUSY) {
         pd_log_warning("%s: the group is rebalancing, the next commit goes through", err);
-        return -EIO;
+        return -EBUSY;
     }
     if (r < 0) {
         pd_log_error("%s", err);
@@ -565,7 +565,13 @@ void daemon_flush_tick(pd_daemon *d, int64_t now_ms)
 int daemon_flush_final(pd_daemon *d)
 {
     int64_t deadline = pd_clock_mono_ms() + STOP_FLUSH_MS;
-    while (daemon_flush_commit_all(d) < 0) {
+    int r;
+    while ((r = daemon_flush_commit_all(d)) < 0) {
+        /* Redis has it all; the group refused the commit because members are leaving too:
+         * leaving the group commits again, and the snapshot (or the handed-over state)
+         * carries the offsets, so waiting out the rebalance here gains nothing */
+        if (r == -EBUSY && daemon_flush_redis_ok(d))
+            return 0;
         if (pd_clock_mono_ms() > deadline) {
             pd_log_error("could not flush before stopping; uncommitted events will be consumed "
                          "again on restart");

@@ -134,6 +134,9 @@ typedef struct daemon_snapshots {
     int64_t forget_ms; /* the one replacing snapshots that hold forgotten users; INT64_MAX: none */
     bool on_assign;    /* partitions were assigned: record where they start */
     rd_kafka_topic_partition_list_t *restore_offsets; /* from the snapshot, applied once */
+    bool restored;         /* a snapshot of this instance's was restored at start */
+    uint64_t group_published; /* snapshots published to the group (sync on) */
+    int64_t group_from_ms; /* started from the group's snapshot of this wall time (0: not) */
     int64_t last_wall_ms;                             /* 0 = none yet */
     double last_seconds;
     uint64_t written, failed;
@@ -310,7 +313,8 @@ void daemon_flush_tick(pd_daemon *d, int64_t now_ms);
 int64_t daemon_flush_due_ms(const pd_daemon *d);
 /* How long the flush in flight has been waiting for Redis (0: none). */
 int64_t daemon_flush_stalled_ms(const pd_daemon *d, int64_t now_ms);
-/* The last flush at stop, retried for up to 25 s. Returns 0, or -EIO when it never took. */
+/* The last flush at stop, retried for up to 25 s (not when Redis took it and only the group
+ * refused the commit because it is rebalancing). Returns 0, or -EIO when it never took. */
 int daemon_flush_final(pd_daemon *d);
 /* The flush batch-size histogram's bucket bounds (N_BATCH_BOUNDS of them). */
 extern const double daemon_batch_bounds[N_BATCH_BOUNDS];
@@ -377,6 +381,9 @@ void daemon_snapshot_interval_tick(pd_daemon *d, int64_t now_ms);
 /* A forget event: replace the older snapshots soon, several forgets at once. */
 void daemon_snapshot_forget_soon(pd_daemon *d);
 void daemon_snapshot_forget_tick(pd_daemon *d, int64_t now_ms);
+/* With sync on and nothing restored from this instance's own snapshots: starts the models
+ * from the snapshot another member of the group published in Redis, if there is one. */
+void daemon_snapshot_from_group(pd_daemon *d);
 /* The snapshot at stop. Returns 0 or -EIO. */
 int daemon_snapshot_final(pd_daemon *d);
 void daemon_snapshot_release(pd_daemon *d);

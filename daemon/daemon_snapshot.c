@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "daemon/daemon_internal.h"
@@ -105,6 +107,147 @@ static int fill_snapshot(pd_daemon *d, pd_snapshot_writer *w, char *err, size_t 
     return r;
 }
 
+/* ---- the group's snapshot ----
+ *
+ * With sync on, every snapshot but those of assignments is also published to Redis as
+ * {prefix}:snapshot:{group}: u32 magic "PDGS", u32 version 1, i64 wall time written, str the
+ * writer, then the snapshot file's bytes. An instance that starts with no snapshot of its own
+ * takes the models (not the users, pending examples or offsets: those are other partitions')
+ * from it, and its sync consumer applies the deltas published since. */
+
+#define GROUP_MAGIC   0x53474450u /* "PDGS" little-endian */
+#define GROUP_VERSION 1
+
+static void group_key(const pd_daemon *d, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s:snapshot:%s", d->conf->redis.prefix, d->conf->kafka.group);
+}
+
+/* The whole file at path (malloc'd), or NULL. */
+static char *read_file(const char *path, size_t *ret_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    char chunk[65536];
+    size_t n;
+    bool ok = m != NULL;
+    while (ok && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        ok = fwrite(chunk, 1, n, m) == n;
+    ok = ok && !ferror(f);
+    fclose(f);
+    if (m && fclose(m) != 0)
+        ok = false;
+    if (!ok) {
+        free(buf);
+        return NULL;
+    }
+    *ret_len = len;
+    return buf;
+}
+
+static void publish_to_group(pd_daemon *d, const char *path)
+{
+    if (!d->conf->sync.enabled || !d->pub)
+        return;
+    char key[600], err[512], who[300];
+    size_t file_len = 0, len = 0;
+    char *file = read_file(path, &file_len), *buf = NULL;
+    FILE *m = file ? open_memstream(&buf, &len) : NULL;
+    if (!m) {
+        free(file);
+        pd_log_warning("could not read snapshot \"%s\" to publish it to the group", path);
+        return;
+    }
+    pd_bin_writer w;
+    pd_bin_writer_init(&w, m);
+    pd_bin_put_u32(&w, GROUP_MAGIC);
+    pd_bin_put_version(&w, GROUP_VERSION);
+    pd_bin_put_i64(&w, d->snap.last_wall_ms);
+    snprintf(who, sizeof who, "%s", d->sync.instance);
+    pd_bin_put_str(&w, who, strlen(who));
+    pd_bin_put_bytes(&w, file, file_len);
+    free(file);
+    bool ok = fclose(m) == 0 && !w.err;
+    /* the blob call needs the connection: the flush in flight goes first */
+    if (ok && daemon_flush_settle(d) == 0) {
+        group_key(d, key, sizeof key);
+        if (pd_publisher_blob_put(d->pub, key, buf, len, d->conf->redis.ttl_ms, err,
+                                  sizeof err) == 0) {
+            d->snap.group_published++;
+            pd_logkv(PD_LOG_DEBUG, "published the snapshot to the group", "key=%s bytes=%zu",
+                     key, len);
+        } else {
+            pd_log_warning("could not publish the snapshot to the group: %s", err);
+        }
+    }
+    free(buf);
+}
+
+void daemon_snapshot_from_group(pd_daemon *d)
+{
+    const pd_snapshot_conf *sc = &d->conf->snapshot;
+    if (!d->conf->sync.enabled || d->snap.restored || !sc->dir)
+        return;
+    char key[600], err[1024], fresh[1024], who[300] = "", path[1200];
+    group_key(d, key, sizeof key);
+    void *data = NULL;
+    size_t len = 0;
+    int r = pd_publisher_blob_get(d->pub, key, &data, &len, err, sizeof err);
+    if (r == -ENOENT) {
+        pd_logkv(PD_LOG_INFO, "no snapshot published for the group: starting fresh", "key=%s",
+                 key);
+        return;
+    }
+    if (r < 0) {
+        pd_log_warning("could not read the group's snapshot (%s): starting fresh", err);
+        return;
+    }
+    FILE *f = fmemopen(data, len, "rb");
+    pd_bin_reader rd;
+    int64_t wall = 0;
+    long body = -1;
+    if (f) {
+        pd_bin_reader_init(&rd, f);
+        if (pd_bin_get_u32(&rd) != GROUP_MAGIC && !rd.err)
+            pd_bin_fail(&rd, "not a propensityd group snapshot");
+        pd_bin_get_version(&rd, "group snapshot", GROUP_VERSION);
+        wall = pd_bin_get_i64(&rd);
+        pd_bin_get_str(&rd, who, sizeof who);
+        body = rd.err ? -1 : ftell(f);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/.group-snapshot.tmp", sc->dir);
+    FILE *out = body >= 0 ? fopen(path, "wb") : NULL;
+    bool written = out && fwrite((char *)data + body, 1, len - (size_t)body, out) ==
+                              len - (size_t)body;
+    if (out && fclose(out) != 0)
+        written = false;
+    free(data);
+    pd_snapshot *s = written ? pd_snapshot_open(path, err, sizeof err) : NULL;
+    if (!s) {
+        pd_log_warning("the group's snapshot cannot be used (%s): starting fresh",
+                       body < 0 ? "unreadable" : (written ? err : "cannot write it to the "
+                                                                 "snapshot directory"));
+        unlink(path);
+        return;
+    }
+    if (pd_engine_load_models(d->engine, s, fresh, sizeof fresh, err, sizeof err) < 0) {
+        pd_log_warning("the group's snapshot cannot be restored (%s): starting fresh", err);
+    } else {
+        d->snap.group_from_ms = wall;
+        pd_logkv(PD_LOG_INFO, "started the models from the group's snapshot",
+                 "writer=%s age_ms=%" PRId64 " bytes=%zu", who, pd_clock_wall_ms() - wall, len);
+        if (fresh[0])
+            pd_log_warning("models starting fresh: %s", fresh);
+    }
+    pd_snapshot_close(s);
+    unlink(path);
+}
+
 int daemon_snapshot_write(pd_daemon *d, const char *why, int keep, char *ret_path, size_t path_len)
 {
     const pd_snapshot_conf *sc = &d->conf->snapshot;
@@ -130,6 +273,8 @@ int daemon_snapshot_write(pd_daemon *d, const char *why, int keep, char *ret_pat
     d->snap.last_seconds = (double)(pd_clock_mono_ms() - t0) / 1000.0;
     pd_logkv(PD_LOG_INFO, "snapshot written", "path=%s reason=%s seconds=%.3f", path, why,
              d->snap.last_seconds);
+    if (strcmp(why, "assignment") != 0)
+        publish_to_group(d, path);
     return 0;
 
 out_fail:
@@ -186,6 +331,7 @@ int daemon_snapshot_restore(pd_daemon *d)
         pd_log_info("the configuration changed since snapshot \"%s\" was written: models whose "
                     "features or learner changed start fresh, the others continue",
                     pd_snapshot_path(s));
+    d->snap.restored = true;
     pd_engine_stats es;
     pd_engine_get_stats(d->engine, &es);
     pd_logkv(PD_LOG_INFO, "restored snapshot",

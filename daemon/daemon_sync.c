@@ -179,7 +179,8 @@ int daemon_sync_start(pd_daemon *d)
         snprintf(s->instance, sizeof s->instance, "%s:%ld", host, (long)getpid());
     }
     s->interval_ms = sc->interval_ms;
-    s->ms = pd_model_sync_new(&d->conf->kafka, sc, s->instance, err, sizeof err);
+    s->ms = pd_model_sync_new(&d->conf->kafka, sc, d->snap.group_from_ms, s->instance, err,
+                              sizeof err);
     if (!s->ms) {
         pd_log_error("model sync: %s", err);
         return -EIO;

@@ -1176,6 +1176,30 @@ out_free:
     return r;
 }
 
+int pd_engine_load_models(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
+                          char *errbuf, size_t errlen)
+{
+    pd_engine_flush(eng);
+    size_t fresh_used = 0;
+    int r;
+    if (ret_fresh && fresh_len)
+        ret_fresh[0] = '\0';
+    if ((r = load_section(s, "features", load_features, eng, errbuf, errlen)) < 0)
+        return r;
+    for (size_t i = 0; i < eng->cur.n_models; i++) {
+        model *m = &eng->cur.models[i];
+        const char *why = NULL;
+        if ((r = load_model(m, s, &why, errbuf, errlen)) < 0)
+            return r;
+        if (why)
+            note_fresh(ret_fresh, fresh_len, &fresh_used, m->name, why);
+        /* what this instance learns is counted from here: the writer counted the rest */
+        m->examples = m->positives = m->predictions = 0;
+        memset(m->evicted, 0, sizeof m->evicted);
+    }
+    return 0;
+}
+
 /* ---- handing users over between instances ----
  *
  * The handover blob, version 1 (little-endian, field by field): u32 version; u32 shards and

@@ -179,6 +179,13 @@ int pd_engine_save(const pd_engine *eng, pd_snapshot_writer *w, char *errbuf, si
 int pd_engine_load(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
                    char *errbuf, size_t errlen);
 
+/* Only what models learned (feature state and every model's section), for an instance joining
+ * a group from the snapshot another member published: no users, pending examples or engine
+ * counters, and the models' example counters start at 0 (their own progressive metrics are
+ * the writer's). Models that do not match start fresh and are named in *ret_fresh. */
+int pd_engine_load_models(pd_engine *eng, const pd_snapshot *s, char *ret_fresh, size_t fresh_len,
+                          char *errbuf, size_t errlen);
+
 /* ---- handing users over between instances ----
  * A user belongs to the shard of its last event (pd_event.shard: the caller's number for a
  * partition). When a partition moves to another instance, its old owner writes the users of

@@ -501,7 +501,7 @@ int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *o
             /* refused while the group rebalances: not a fault, the next commit goes through */
             r = err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
                         err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION
-                    ? -EAGAIN
+                    ? -EBUSY
                     : -EIO;
         } else {
             in->stats.commits++;

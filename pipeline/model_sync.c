@@ -29,6 +29,7 @@ struct pd_model_sync {
     rd_kafka_queue_t *queue;
     char instance[INSTANCE_MAX + 1];
     size_t max_bytes;
+    int64_t from_ms; /* > 0: messages older than this were in the snapshot started from */
     /* the round being sent: its parts, framed, waiting for the header */
     uint64_t round;
     int64_t sent_ms;
@@ -90,8 +91,10 @@ static int set_all(rd_kafka_conf_t *kc, const char *const (*kv)[2], size_t n, ch
     return 0;
 }
 
-/* Every partition of the topic, at its end. */
-static int assign_all(pd_model_sync *s, const char *topic, char *errbuf, size_t errlen)
+/* Every partition of the topic, at its end, or from_ms > 0: at the first message of that time
+ * or later. */
+static int assign_all(pd_model_sync *s, const char *topic, int64_t from_ms, char *errbuf,
+                      size_t errlen)
 {
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *t = rd_kafka_topic_new(s->consumer, topic, NULL);
@@ -114,8 +117,20 @@ static int assign_all(pd_model_sync *s, const char *topic, char *errbuf, size_t 
         rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
     for (int i = 0; i < md->topics[0].partition_cnt; i++)
         rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[i].id)->offset =
-            RD_KAFKA_OFFSET_END;
+            from_ms > 0 ? from_ms : RD_KAFKA_OFFSET_END;
     rd_kafka_metadata_destroy(md);
+    if (from_ms > 0) {
+        /* the deltas published since the snapshot this instance started from */
+        err = rd_kafka_offsets_for_times(s->consumer, parts, 10000);
+        /* a broker that cannot look times up: from the start, the older ones skipped as
+         * they come (pd_model_sync_receive) */
+        for (int i = 0; i < parts->cnt; i++)
+            if (err || parts->elems[i].err)
+                parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+            else if (parts->elems[i].offset < 0)
+                parts->elems[i].offset = RD_KAFKA_OFFSET_END;
+        s->from_ms = from_ms;
+    }
     err = rd_kafka_assign(s->consumer, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     if (err) {
@@ -126,6 +141,7 @@ static int assign_all(pd_model_sync *s, const char *topic, char *errbuf, size_t 
 }
 
 pd_model_sync *pd_model_sync_new(const pd_kafka_conf *kafka, const pd_sync_conf *conf,
+                                 int64_t from_ms,
                                  const char *instance, char *errbuf, size_t errlen)
 {
     char err[512], max[32], group[INSTANCE_MAX + 32];
@@ -186,7 +202,7 @@ pd_model_sync *pd_model_sync_new(const pd_kafka_conf *kafka, const pd_sync_conf 
         goto out_free;
     }
     s->queue = rd_kafka_queue_get_consumer(s->consumer);
-    if (!s->queue || assign_all(s, conf->topic, errbuf, errlen) < 0)
+    if (!s->queue || assign_all(s, conf->topic, from_ms, errbuf, errlen) < 0)
         goto out_free;
     return s;
 
@@ -364,8 +380,11 @@ size_t pd_model_sync_receive(pd_model_sync *s, size_t max, pd_sync_part_fn part,
         s->stats.messages_received++;
         s->stats.bytes_received += km->len;
         size_t il = strlen(s->instance);
+        int64_t ts = rd_kafka_message_timestamp(km, NULL);
         if (km->key_len == il && km->key && memcmp(km->key, s->instance, il) == 0) {
             s->stats.own++;
+        } else if (s->from_ms > 0 && ts >= 0 && ts < s->from_ms) {
+            s->stats.before_start++;
         } else if (pd_model_sync_decode(km->payload, km->len, part, message, ctx, why,
                                         sizeof why) < 0) {
             s->stats.malformed++;

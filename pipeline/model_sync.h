@@ -26,13 +26,17 @@ typedef struct pd_model_sync_stats {
     uint64_t messages_sent, bytes_sent, send_failed; /* send_failed: refused or not delivered */
     uint64_t messages_received, bytes_received;
     uint64_t own;       /* this instance's messages, skipped */
+    uint64_t before_start; /* older than the snapshot this instance started from, skipped */
     uint64_t malformed; /* messages that did not decode (their parts are not applied) */
 } pd_model_sync_stats;
 
 /* Creates the producer and the consumer, the latter assigned every partition of the topic at
- * its end (a new instance does not replay history). kafka supplies brokers and security
- * properties. Blocks up to a few seconds for the topic's metadata. */
+ * its end (a new instance does not replay history), or with from_ms > 0 at the first message
+ * of that wall time or later (an instance that started from a snapshot of that time applies
+ * what peers learned since). kafka supplies brokers and security properties. Blocks up to a
+ * few seconds for the topic's metadata. */
 pd_model_sync *pd_model_sync_new(const pd_kafka_conf *kafka, const pd_sync_conf *conf,
+                                 int64_t from_ms,
                                  const char *instance, char *errbuf, size_t errlen);
 void pd_model_sync_free(pd_model_sync *s);
 
