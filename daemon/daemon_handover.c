@@ -8,12 +8,18 @@
  *
  * The blob, version 1 (little-endian, field by field): u32 magic "PDHS", u32 version, i64 the
  * next offset of the partition it covers, i64 wall time written, str the writer (host:pid),
- * then the engine's handover blob (pd_engine_hand_out()).
+ * u8 kind (0: handed over at a revoke, 1: a checkpoint), then the engine's handover blob
+ * (pd_engine_hand_out()).
  *
- * A state is taken over only when it is not older than the group's committed offset: a commit
- * beyond it means another member consumed the partition since (without handing over), and
- * its users are further along than the state. A member that dies without a revoke hands over
- * nothing: the next owner starts those users afresh from the last commit (README says so). */
+ * With snapshots on, every periodic snapshot also writes each assigned partition's users as
+ * a checkpoint (they stay here): the path a crash falls back to, per partition. A member that
+ * dies without a revoke leaves its last checkpoint; the next owner takes it over and resumes
+ * the partition at the checkpoint's offset, reading again the events since (their scores are
+ * written again, latest-wins, and the models learn them again: at least once).
+ *
+ * A handed-over state is taken over only when it is not older than the group's committed
+ * offset: a commit beyond it means another member consumed the partition since (without
+ * handing over), and its users are further along than the state. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -28,6 +34,8 @@
 
 #define STATE_MAGIC   0x53484450u /* "PDHS" little-endian */
 #define STATE_VERSION 1
+#define KIND_HANDOVER   0
+#define KIND_CHECKPOINT 1
 #define SHARD_PARTITION_BITS 20
 
 uint32_t daemon_shard_of(const pd_daemon *d, const char *topic, int32_t partition)
@@ -54,9 +62,9 @@ static void writer_name(char *buf, size_t len)
     snprintf(buf, len, "%s:%ld", host, (long)getpid());
 }
 
-/* Writes one partition's users; 0 when they are safe in Redis (or there is nothing to hand
- * over), and then they are dropped here. */
-static int hand_out(pd_daemon *d, const char *topic, int32_t partition, int64_t offset)
+/* Writes one partition's users; 0 when they are safe in Redis, and then (kind handover) they
+ * are dropped here. */
+static int hand_out(pd_daemon *d, const char *topic, int32_t partition, int64_t offset, int kind)
 {
     char key[600], err[512], who[300];
     uint32_t shard = daemon_shard_of(d, topic, partition);
@@ -77,6 +85,7 @@ static int hand_out(pd_daemon *d, const char *topic, int32_t partition, int64_t 
     pd_bin_put_i64(&w, pd_clock_wall_ms());
     writer_name(who, sizeof who);
     pd_bin_put_str(&w, who, strlen(who));
+    pd_bin_put_u8(&w, (uint8_t)kind);
     uint64_t users = 0;
     int r = w.err ? w.err : pd_engine_hand_out(d->engine, &shard, 1, f, &users, err, sizeof err);
     if (fclose(f) != 0 && r == 0) {
@@ -89,11 +98,19 @@ static int hand_out(pd_daemon *d, const char *topic, int32_t partition, int64_t 
     }
     if (r < 0) {
         d->handover.out_failed++;
-        pd_logkv(PD_LOG_WARNING, "could not hand over a partition's user state; its next owner "
-                 "starts those users afresh", "topic=%s partition=%" PRId32 " error=\"%s\"",
-                 topic, partition, err);
+        pd_logkv(PD_LOG_WARNING,
+                 kind == KIND_CHECKPOINT ? "could not checkpoint a partition's user state"
+                                         : "could not hand over a partition's user state; its "
+                                           "next owner starts those users afresh",
+                 "topic=%s partition=%" PRId32 " error=\"%s\"", topic, partition, err);
         free(buf);
         return r;
+    }
+    if (kind == KIND_CHECKPOINT) {
+        d->handover.checkpoints++;
+        d->handover.checkpoint_bytes += len;
+        free(buf);
+        return 0;
     }
     pd_engine_drop_shards(d->engine, &shard, 1);
     pd_kafka_in_state_moved(d->in, topic, partition);
@@ -121,15 +138,31 @@ void daemon_handover_revoking(pd_daemon *d, const rd_kafka_topic_partition_list_
             pos ? rd_kafka_topic_partition_list_find(pos, p->topic, p->partition) : NULL;
         if (!at || at->offset < 0)
             continue; /* nothing consumed here: nothing of its own to hand over */
-        hand_out(d, p->topic, p->partition, at->offset);
+        hand_out(d, p->topic, p->partition, at->offset, KIND_HANDOVER);
     }
     if (pos)
         rd_kafka_topic_partition_list_destroy(pos);
 }
 
+void daemon_handover_checkpoint(pd_daemon *d)
+{
+    if (d->conf->kafka.handover != PD_HANDOVER_REDIS || !d->in)
+        return;
+    rd_kafka_topic_partition_list_t *pos = pd_kafka_in_positions(d->in);
+    if (!pos)
+        return;
+    /* the blob calls need the connection: the flush in flight goes first */
+    if (daemon_flush_settle(d) == 0)
+        for (int i = 0; i < pos->cnt; i++)
+            if (pos->elems[i].offset >= 0)
+                hand_out(d, pos->elems[i].topic, pos->elems[i].partition, pos->elems[i].offset,
+                         KIND_CHECKPOINT);
+    rd_kafka_topic_partition_list_destroy(pos);
+}
+
 /* Reads a state's header; the engine's blob starts at *ret_body. -EINVAL when it is not one. */
 static int parse_header(const char *buf, size_t len, int64_t *ret_offset, int64_t *ret_wall,
-                        char *who, size_t who_len, size_t *ret_body)
+                        char *who, size_t who_len, int *ret_kind, size_t *ret_body)
 {
     FILE *f = fmemopen((void *)buf, len, "rb");
     if (!f)
@@ -143,6 +176,7 @@ static int parse_header(const char *buf, size_t len, int64_t *ret_offset, int64_
     *ret_offset = pd_bin_get_i64(&r);
     *ret_wall = pd_bin_get_i64(&r);
     pd_bin_get_str(&r, who, who_len);
+    *ret_kind = pd_bin_get_u8(&r);
     long at = ftell(f);
     fclose(f);
     if (r.err || at < 0)
@@ -172,14 +206,19 @@ static void take_over(pd_daemon *d, rd_kafka_topic_partition_t *p, int64_t commi
     }
     int64_t offset = -1, wall = 0;
     size_t body = 0;
-    if (parse_header(data, len, &offset, &wall, who, sizeof who, &body) < 0) {
+    int kind = KIND_HANDOVER;
+    if (parse_header(data, len, &offset, &wall, who, sizeof who, &kind, &body) < 0) {
         d->handover.in_failed++;
         pd_logkv(PD_LOG_WARNING, "a partition's handed-over user state is unreadable; its users "
                  "start afresh", "key=%s bytes=%zu", key, len);
         goto out_delete;
     }
-    /* the snapshot restored here may already be further along for this partition */
-    if (offset < committed || (p->offset >= 0 && offset < p->offset)) {
+    /* the snapshot restored here may already be as far along for this partition (it is
+     * then taken as it is, in its own order of waiting examples); a
+     * checkpoint behind the commit is what a member that died left: the partition goes back
+     * to it */
+    bool rewind = kind == KIND_CHECKPOINT && offset < committed;
+    if ((offset < committed && !rewind) || (p->offset >= 0 && offset <= p->offset)) {
         d->handover.stale++;
         pd_logkv(PD_LOG_WARNING, "a partition's handed-over user state is older than what was "
                  "consumed since; not taken over", "key=%s state_offset=%" PRId64
@@ -198,6 +237,13 @@ static void take_over(pd_daemon *d, rd_kafka_topic_partition_t *p, int64_t commi
         goto out_delete;
     }
     p->offset = offset;
+    if (rewind) {
+        d->handover.rewound++;
+        pd_logkv(PD_LOG_WARNING, "resuming a partition from its last checkpoint: its owner left "
+                 "without handing it over; the events since are read again",
+                 "topic=%s partition=%" PRId32 " checkpoint=%" PRId64 " committed=%" PRId64
+                 " writer=%s", p->topic, p->partition, offset, committed, who);
+    }
     d->handover.in_partitions++;
     d->handover.in_users += users;
     d->handover.in_bytes += len;

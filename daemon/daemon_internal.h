@@ -147,6 +147,8 @@ typedef struct daemon_handover {
     uint64_t out_partitions, out_users, out_bytes, out_failed;
     uint64_t in_partitions, in_users, in_bytes, in_failed;
     uint64_t stale; /* states older than the group's commit, not taken over */
+    uint64_t checkpoints, checkpoint_bytes; /* partitions' users written with a snapshot */
+    uint64_t rewound; /* partitions resumed at a checkpoint behind the commit (a crash) */
 } daemon_handover;
 
 /* daemon_reload.c */
@@ -396,6 +398,9 @@ uint32_t daemon_shard_of(const pd_daemon *d, const char *topic, int32_t partitio
 /* From the revoking hook, after the flush and commit: writes each partition's users for its
  * next owner and drops them here (kafka.handover: redis; otherwise nothing). */
 void daemon_handover_revoking(pd_daemon *d, const rd_kafka_topic_partition_list_t *parts);
+/* After a periodic snapshot: writes every assigned partition's users as a checkpoint, the
+ * state its next owner resumes from if this instance dies without a revoke. */
+void daemon_handover_checkpoint(pd_daemon *d);
 /* From the assigning hook: takes over the partitions' handed-over user state and sets their
  * starting offsets to where it ends. */
 void daemon_handover_assigning(pd_daemon *d, rd_kafka_topic_partition_list_t *parts);

@@ -125,6 +125,8 @@ static void render_state(pd_daemon *d, pd_strbuf *sb, const pd_engine_stats *es)
     SAMPLE1("propensityd_handover_partitions_total", "direction", "out_failed", h->out_failed);
     SAMPLE1("propensityd_handover_partitions_total", "direction", "in_failed", h->in_failed);
     SAMPLE1("propensityd_handover_partitions_total", "direction", "stale", h->stale);
+    SAMPLE1("propensityd_handover_partitions_total", "direction", "checkpoint", h->checkpoints);
+    SAMPLE1("propensityd_handover_partitions_total", "direction", "rewound", h->rewound);
     FAMILY("propensityd_handover_users_total", COUNTER, "Users handed over, by direction.");
     SAMPLE1("propensityd_handover_users_total", "direction", "out", h->out_users);
     SAMPLE1("propensityd_handover_users_total", "direction", "in", h->in_users);
@@ -132,6 +134,7 @@ static void render_state(pd_daemon *d, pd_strbuf *sb, const pd_engine_stats *es)
            "Bytes of user state handed over, by direction.");
     SAMPLE1("propensityd_handover_bytes_total", "direction", "out", h->out_bytes);
     SAMPLE1("propensityd_handover_bytes_total", "direction", "in", h->in_bytes);
+    SAMPLE1("propensityd_handover_bytes_total", "direction", "checkpoint", h->checkpoint_bytes);
     /* no samples before there is a watermark (every partition holds it until its first event) */
     bool has_wm = es->max_event_ts_ms != INT64_MIN && es->watermark_ms != INT64_MIN;
     FAMILY("propensityd_watermark_timestamp_seconds", GAUGE,

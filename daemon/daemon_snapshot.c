@@ -275,6 +275,8 @@ int daemon_snapshot_write(pd_daemon *d, const char *why, int keep, char *ret_pat
              d->snap.last_seconds);
     if (strcmp(why, "assignment") != 0)
         publish_to_group(d, path);
+    if (strcmp(why, "interval") == 0 || strcmp(why, "control") == 0)
+        daemon_handover_checkpoint(d);
     return 0;
 
 out_fail:

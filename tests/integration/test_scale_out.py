@@ -13,8 +13,10 @@ learned by A, B (at its stop) and C add up to the reference's, offsets committed
 every user's event count and decayed counters (`score USER`) on the one member that holds it
 equal the reference's: the users that moved twice included.
   4. The fourth phase is produced and C is killed with SIGKILL halfway through: A takes its
-     partitions once C's session times out and finishes; every user of the stream has a score
-     in Redis and the group committed everything produced.
+     partitions once C's session times out, resumes them from the checkpoints C's snapshots
+     wrote (the crash path, per partition) and finishes; every user of the stream has a score
+     in Redis, the group committed everything produced, and every user's counters equal the
+     reference's again.
 """
 
 import json
@@ -68,6 +70,11 @@ models:
 watermark:
   allowed_lateness: 1s
   idle_timeout: 2s
+snapshot:
+  # each snapshot checkpoints every partition's users in Redis: what a crash falls back to
+  dir: ${SNAPSHOT_DIR}
+  interval: 1s
+  keep: 2
 daemon:
   http: ${PROPENSITYD_HTTP}
   control: ${CONTROL}
@@ -106,7 +113,10 @@ class Member:
         self.control = "ipc://%s/control-%s.sock" % (tmp, name)
         self.port = harness.free_port()
         full = dict(env)
-        full.update({"CONTROL": self.control, "PROPENSITYD_HTTP": "127.0.0.1:%d" % self.port})
+        snap = os.path.join(tmp, "snap-" + name)
+        os.makedirs(snap, exist_ok=True)
+        full.update({"CONTROL": self.control, "PROPENSITYD_HTTP": "127.0.0.1:%d" % self.port,
+                     "SNAPSHOT_DIR": snap})
         self.daemon = harness.Daemon(config, full).start()
 
     def metric(self, name):
@@ -277,11 +287,24 @@ def main():
             a.daemon.wait_until(lambda: committed("g3") == produced, 90, 0.3,
                                 "a to finish c's partitions")
             a.daemon.wait_until(lambda: a.assigned() == PARTITIONS, 30, 0.3, "a to hold all")
-            missing = [u for u in sorted({e["user_id"] for p in phases for e in p})
-                       if not r.exists("pd:u:%s" % u)]
+            ref.daemon.wait_until(lambda: committed("gref") == produced, 90, 0.3,
+                                  "the reference to commit %d" % produced)
+            all_users = sorted({e["user_id"] for p in phases for e in p})
+            missing = [u for u in all_users if not r.exists("pd:u:%s" % u)]
             check(not missing, "%d users have no score: %s" % (len(missing), missing[:10]))
-            print("after c was killed: a holds all %d partitions, %d events committed, every "
-                  "user scored" % (PARTITIONS, produced))
+            rewound = a.metric('propensityd_handover_partitions_total{direction="rewound"}')
+            check(rewound > 0, "a resumed none of c's partitions from a checkpoint")
+            # c's users came back from its last checkpoint and the events since were read
+            # again: their state is exactly the reference's
+            for u in all_users:
+                want, got = ref.user(u), a.user(u)
+                check(got is not None, "user %s is not held by a" % u)
+                for key in ("events", "counters", "last_ts_by_type", "recent_items"):
+                    check(got[key] == want[key], "after the kill, user %s: %s %s, the reference %s"
+                          % (u, key, got[key], want[key]))
+            print("after c was killed: a resumed %d of its partitions from their checkpoints, "
+                  "holds all %d, %d events committed, every user scored with the reference's "
+                  "counters" % (rewound, PARTITIONS, produced))
             for m in (a, ref):
                 code = m.daemon.stop(timeout=30)
                 check(code == 0, "%s exit %s:\n%s" % (m.name, code, m.daemon.log_tail()))
