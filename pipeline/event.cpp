@@ -12,7 +12,6 @@
 #include <new>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include <simdjson.h>
@@ -44,6 +43,55 @@ const char *const error_names[PD_DECODE__COUNT] = {
     "missing_time", "duplicate_key",
 };
 
+/* A top-level key as two words and its length, which together are the key itself for keys of
+ * up to 16 bytes (the words are its first and last 8 bytes, overlapping, or fewer bytes packed
+ * for shorter keys): most keys compare in three integer tests, no memcmp call. Longer keys
+ * also compare their middle bytes. */
+struct key_words {
+    uint64_t w0, w1;
+};
+
+inline key_words words_of(const char *s, size_t n)
+{
+    key_words k{0, 0};
+    if (n >= 8) {
+        memcpy(&k.w0, s, 8);
+        memcpy(&k.w1, s + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        k.w0 = (uint64_t)a | (uint64_t)b << 32;
+    } else if (n > 0) {
+        k.w0 = (uint64_t)(unsigned char)s[0] | (uint64_t)(unsigned char)s[n / 2] << 8 |
+               (uint64_t)(unsigned char)s[n - 1] << 16;
+    }
+    return k;
+}
+
+/* Multiplicative hashing of the words and the length; the table index is the top bits. */
+inline uint64_t hash_of(key_words k, size_t n)
+{
+    uint64_t h = (k.w0 ^ ((k.w1 << 23) | (k.w1 >> 41)) ^ (uint64_t)n) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
+
+/* One prefix: len 0 marks an empty slot (no path prefix is empty, and an empty key is looked
+ * up nowhere). The paths are top_paths[first .. first + nleaf + ncont). */
+struct top_slot {
+    uint64_t w0 = 0, w1 = 0;
+    const char *bytes = nullptr; /* the prefix, in `paths` */
+    uint32_t len = 0;
+    uint32_t first = 0;
+    uint16_t nleaf = 0, ncont = 0;
+};
+
+inline bool slot_is(const top_slot &e, key_words k, const char *s, size_t n)
+{
+    return e.len == n && e.w0 == k.w0 && e.w1 == k.w1 &&
+           (n <= 16 || memcmp(e.bytes + 8, s + 8, n - 16) == 0);
+}
+
 } // namespace
 
 struct pd_decoder {
@@ -58,10 +106,13 @@ struct pd_decoder {
     int duplicate = -1;            /* the first path met twice in this message, or -1 */
     std::vector<uint16_t> scratch; /* candidate path indices, one row per depth */
     std::vector<std::string> types;
-    /* Every prefix of every path that ends at a '.' or at the path's end, mapped to the paths
-     * it begins: a top-level key is one lookup instead of a test against every path (a linear
-     * scan showed in replay profiles: tests/bench/README.md). Views point into `paths`. */
-    std::unordered_map<std::string_view, std::vector<uint16_t>> top;
+    /* Every prefix of every path that ends at a '.' or at the path's end, with the paths it
+     * begins: a top-level key is one lookup instead of a test against every path (a linear
+     * scan showed in replay profiles: tests/bench/README.md). An open-addressing table built
+     * once, at most a quarter full, probed linearly; see top_slot. */
+    std::vector<top_slot> top;
+    unsigned top_shift = 64; /* 64 - log2(top.size()) */
+    std::vector<uint16_t> top_paths; /* per prefix: the paths it ends, then those it continues */
     size_t max_bytes = 0;
     size_t max_string = 0;
     char numtext[SLOT__MAPPED][24]; /* numbers given where strings are mapped (user ids) */
@@ -196,22 +247,35 @@ static void walk(pd_decoder *d, simdjson::dom::object obj, const uint16_t *cand,
     }
 }
 
+/* The slot of the prefix equal to s[0..n), or nullptr. */
+static const top_slot *find_top(const pd_decoder *d, const char *s, size_t n)
+{
+    if (n == 0)
+        return nullptr;
+    key_words k = words_of(s, n);
+    size_t mask = d->top.size() - 1;
+    for (size_t i = (size_t)(hash_of(k, n) >> d->top_shift);; i = (i + 1) & mask) {
+        const top_slot &e = d->top[i];
+        if (e.len == 0)
+            return nullptr;
+        if (slot_is(e, k, s, n))
+            return &e;
+    }
+}
+
 /* The object at the root: keys are looked up in the prefix index, deeper levels walked. */
 static void walk_top(pd_decoder *d, simdjson::dom::object obj)
 {
-    uint16_t *next = d->scratch.data() + d->paths.size();
     for (auto field : obj) {
         std::string_view key = field.key;
-        auto it = d->top.find(key);
-        if (it == d->top.end())
+        const top_slot *e = find_top(d, key.data(), key.size());
+        if (!e)
             continue;
-        size_t nnext = 0;
-        for (uint16_t p : it->second) {
-            if (d->paths[p].size() == key.size())
-                set_leaf(d, p, field.value);
-            else
-                next[nnext++] = p;
-        }
+        const uint16_t *leaf = d->top_paths.data() + e->first;
+        for (size_t i = 0; i < e->nleaf; i++)
+            set_leaf(d, leaf[i], field.value);
+        const uint16_t *next = leaf + e->nleaf;
+        size_t nnext = e->ncont;
         if (nnext == 0)
             continue;
         simdjson::dom::object child;
@@ -224,6 +288,67 @@ static void walk_top(pd_decoder *d, simdjson::dom::object obj)
             d->consumed[next[i]] = key.size() + 1;
         }
         walk(d, child, next, nnext, 1);
+    }
+}
+
+/* Fills the prefix table: every prefix of every path that ends at a '.' or at the path's end,
+ * with the paths it ends (the key is their leaf) and those it continues, each in path order
+ * (pd_decoder_new bounds the paths to what a uint16_t counts). */
+static void build_top(pd_decoder *d)
+{
+    std::vector<std::string_view> keys;
+    std::vector<std::vector<uint16_t>> leaf, cont;
+    {
+        /* a first pass over a temporary table of key indices finds the distinct prefixes */
+        size_t total = 0;
+        for (const std::string &path : d->paths)
+            for (size_t k = 1; k <= path.size(); k++)
+                total += k == path.size() || path[k] == '.';
+        size_t size = 8;
+        while (size < 4 * total)
+            size *= 2;
+        unsigned shift = 64;
+        for (size_t s = size; s > 1; s /= 2)
+            shift--;
+        std::vector<int32_t> index(size, -1);
+        for (size_t i = 0; i < d->paths.size(); i++) {
+            const std::string &path = d->paths[i];
+            for (size_t k = 1; k <= path.size(); k++) {
+                if (k != path.size() && path[k] != '.')
+                    continue;
+                size_t slot = (size_t)(hash_of(words_of(path.data(), k), k) >> shift);
+                while (index[slot] >= 0 &&
+                       keys[(size_t)index[slot]] != std::string_view(path.data(), k))
+                    slot = (slot + 1) & (size - 1);
+                if (index[slot] < 0) {
+                    index[slot] = (int32_t)keys.size();
+                    keys.emplace_back(path.data(), k);
+                    leaf.emplace_back();
+                    cont.emplace_back();
+                }
+                size_t key = (size_t)index[slot];
+                (k == path.size() ? leaf : cont)[key].push_back((uint16_t)i);
+            }
+        }
+        d->top.assign(size, top_slot());
+        d->top_shift = shift;
+    }
+    size_t mask = d->top.size() - 1;
+    for (size_t j = 0; j < keys.size(); j++) {
+        key_words k = words_of(keys[j].data(), keys[j].size());
+        size_t slot = (size_t)(hash_of(k, keys[j].size()) >> d->top_shift);
+        while (d->top[slot].len != 0)
+            slot = (slot + 1) & mask;
+        top_slot &e = d->top[slot];
+        e.w0 = k.w0;
+        e.w1 = k.w1;
+        e.bytes = keys[j].data();
+        e.len = (uint32_t)keys[j].size();
+        e.first = (uint32_t)d->top_paths.size();
+        e.nleaf = (uint16_t)leaf[j].size();
+        e.ncont = (uint16_t)cont[j].size();
+        d->top_paths.insert(d->top_paths.end(), leaf[j].begin(), leaf[j].end());
+        d->top_paths.insert(d->top_paths.end(), cont[j].begin(), cont[j].end());
     }
 }
 
@@ -250,12 +375,7 @@ extern "C" pd_decoder *pd_decoder_new(const pd_events_conf *conf, const char *co
         d->paths.emplace_back(paths[i]);
     for (size_t i = 0; i < conf->n_types; i++)
         d->types.emplace_back(conf->types[i]);
-    for (size_t i = 0; i < d->paths.size(); i++) {
-        const std::string &path = d->paths[i];
-        for (size_t k = 1; k <= path.size(); k++)
-            if (k == path.size() || path[k] == '.')
-                d->top[std::string_view(path.data(), k)].push_back((uint16_t)i);
-    }
+    build_top(d);
     d->values.resize(d->paths.size());
     d->consumed.resize(d->paths.size());
     d->reached.resize(d->paths.size());

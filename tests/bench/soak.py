@@ -104,7 +104,11 @@ def main(argv):
                 if "error" in result:
                     raise result["error"]
                 r = result["r"]
-                latency.wait_processed(k, live, TOPIC, GROUP, r["produced"])
+                # a miscount is a failure, but the figures sampled so far are still printed
+                try:
+                    latency.wait_processed(k, live, TOPIC, GROUP, r["produced"])
+                except harness.HarnessError as exc:
+                    failures.append(str(exc))
                 after = sample(live)
                 peak = latency.rss_kib(live.pid, "VmHWM:") / 1024.0
                 live.stop()

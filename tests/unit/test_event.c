@@ -401,6 +401,183 @@ static void test_recovers_after_failure(void **state)
     pd_decoder_free(d);
 }
 
+/* ---- the table of top-level keys ---- */
+
+/* A decoder with the usual mapping plus paths[0..n). */
+static pd_decoder *decoder_with(const char *const *paths, size_t n)
+{
+    pd_events_conf c = events_conf();
+    char err[ERRLEN] = "";
+    pd_decoder *d = pd_decoder_new(&c, paths, n, err, sizeof err);
+
+    if (!d)
+        fail_msg("pd_decoder_new: %s", err);
+    return d;
+}
+
+/* Appends to buf at *at; fails the test when it would not fit. */
+static void append(char *buf, size_t size, size_t *at, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *at, size - *at, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= size - *at)
+        fail_msg("test event buffer too small");
+    *at += (size_t)n;
+}
+
+/* Keys of more than 16 bytes that share their length, first 8 and last 8 bytes differ only in
+ * the middle: the table keys on exactly those bytes, so they all land in one probe chain and
+ * only the comparison of the middle bytes tells them apart. Unknown keys of the same shape are
+ * ignored, and one given twice is refused like any other. */
+#define N_LONG 24
+static void test_keys_colliding_in_the_table(void **state)
+{
+    (void)state;
+    char names[N_LONG][32];
+    const char *paths[N_LONG];
+    for (int i = 0; i < N_LONG; i++) {
+        snprintf(names[i], sizeof names[i], "prefix__%03d__suffix__", i * 2); /* 21 bytes */
+        paths[i] = names[i];
+    }
+    pd_decoder *d = decoder_with(paths, N_LONG);
+    pd_event ev;
+    char json[4096];
+    size_t at = 0;
+
+    append(json, sizeof json, &at, "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1");
+    /* every configured key in reverse order, each with an unknown neighbour (odd numbers) */
+    for (int i = N_LONG - 1; i >= 0; i--)
+        append(json, sizeof json, &at, ",\"prefix__%03d__suffix__\":%d,\"prefix__%03d__suffix__\":-1",
+               i * 2, 100 + i, i * 2 + 1);
+    append(json, sizeof json, &at, "}");
+    assert_int_equal(decode(d, json, 0, &ev), PD_DECODE_OK);
+    assert_int_equal(ev.n_fields, N_LONG);
+    for (int i = 0; i < N_LONG; i++) {
+        assert_int_equal(ev.fields[i].kind, PD_VALUE_NUMBER);
+        assert_true(ev.fields[i].num == 100 + i);
+    }
+
+    /* only some present: the others are missing, not a neighbour's value */
+    assert_int_equal(decode(d,
+                            "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1,"
+                            "\"prefix__001__suffix__\":7,\"prefix__004__suffix__\":8}",
+                            0, &ev),
+                     PD_DECODE_OK);
+    for (int i = 0; i < N_LONG; i++)
+        assert_int_equal(ev.fields[i].kind, i == 2 ? PD_VALUE_NUMBER : PD_VALUE_MISSING);
+    assert_true(ev.fields[2].num == 8);
+
+    /* a colliding configured key twice is a duplicate; an unknown one twice is not */
+    char detail[128] = "";
+    const char *dup = "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1,\"prefix__006__suffix__\":1,"
+                      "\"prefix__007__suffix__\":1,\"prefix__006__suffix__\":2}";
+    assert_int_equal(pd_decoder_decode(d, dup, strlen(dup), 0, &ev, detail, sizeof detail),
+                     PD_DECODE_DUPLICATE_KEY);
+    assert_string_equal(detail, "field \"prefix__006__suffix__\" appears twice");
+    assert_int_equal(decode(d,
+                            "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1,"
+                            "\"prefix__007__suffix__\":1,\"prefix__007__suffix__\":2}",
+                            0, &ev),
+                     PD_DECODE_OK);
+    pd_decoder_free(d);
+}
+
+/* Keys that are prefixes of each other, of every length the table packs differently (1-3,
+ * 4-7, 8-16 and more bytes), keys that differ in one inner byte only, and a key that is both a
+ * path's leaf and the way into another path. */
+static void test_keys_that_are_prefixes(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {
+        "k", "kk", "kkk", "kkkk", "kkkkkkk", "kkkkkkkk", "kkkkkkkkkkkkkkkk", "kkkkkkkkkkkkkkkkk",
+        "abXde", "a", "a.b", "a.b.c",
+    };
+    const size_t n = sizeof paths / sizeof paths[0];
+    pd_decoder *d = decoder_with(paths, n);
+    pd_event ev;
+
+    assert_int_equal(
+        decode(d,
+               "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1,\"kkkkkkkkkkkkkkkkk\":17,"
+               "\"kkkkkkkkkkkkkkkk\":16,\"kkkkkkkk\":8,\"kkkkkkk\":7,\"kkkk\":4,\"kkk\":3,"
+               "\"kk\":2,\"k\":1,\"kkkkkk\":6,\"kkkkkkkkkkkkkkkkkk\":18,\"abYde\":0,\"abXdf\":0,"
+               "\"bbXde\":0,\"abXde\":5,\"\":0,\"a\":{\"b\":{\"c\":9}}}",
+               0, &ev),
+        PD_DECODE_OK);
+    static const double want[] = {1, 2, 3, 4, 7, 8, 16, 17, 5};
+    for (size_t i = 0; i < 9; i++) {
+        assert_int_equal(ev.fields[i].kind, PD_VALUE_NUMBER);
+        assert_true(ev.fields[i].num == want[i]);
+    }
+    assert_int_equal(ev.fields[9].kind, PD_VALUE_OTHER);  /* "a" is an object */
+    assert_int_equal(ev.fields[10].kind, PD_VALUE_OTHER); /* so is "a.b" */
+    assert_int_equal(ev.fields[11].kind, PD_VALUE_NUMBER);
+    assert_true(ev.fields[11].num == 9);
+
+    /* "a" a number: its leaf, and no way into "a.b" or "a.b.c" */
+    assert_int_equal(decode(d, "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1,\"a\":3}", 0, &ev),
+                     PD_DECODE_OK);
+    assert_true(ev.fields[9].kind == PD_VALUE_NUMBER && ev.fields[9].num == 3);
+    assert_int_equal(ev.fields[10].kind, PD_VALUE_OTHER);
+    assert_int_equal(ev.fields[11].kind, PD_VALUE_OTHER);
+    /* the dotted key at the top reaches the same paths as the nested one ... */
+    assert_int_equal(
+        decode(d, "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1,\"a.b.c\":4,\"a.b\":{}}", 0, &ev),
+        PD_DECODE_OK);
+    assert_int_equal(ev.fields[9].kind, PD_VALUE_MISSING);
+    assert_int_equal(ev.fields[10].kind, PD_VALUE_OTHER);
+    assert_true(ev.fields[11].kind == PD_VALUE_NUMBER && ev.fields[11].num == 4);
+    /* ... so both ways in one event are the same field twice */
+    expect_error(d, "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1,\"a.b.c\":4,\"a\":{\"b.c\":5}}",
+                 PD_DECODE_DUPLICATE_KEY);
+    expect_error(d, "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1,\"kkk\":1,\"kk\":1,\"kkk\":2}",
+                 PD_DECODE_DUPLICATE_KEY);
+    /* a key with a NUL byte is not the key without it */
+    assert_int_equal(decode(d, "{\"user_id\":\"u1\",\"type\":\"view\",\"ts\":1,\"k\\u0000\":1}", 0,
+                            &ev),
+                     PD_DECODE_OK);
+    assert_int_equal(ev.fields[0].kind, PD_VALUE_MISSING);
+    pd_decoder_free(d);
+}
+
+/* Hundreds of configured fields (a larger table), one of them the user field again: both read
+ * the same key, which is not a duplicate. */
+#define N_MANY 400
+static void test_many_fields(void **state)
+{
+    (void)state;
+    static char names[N_MANY][16];
+    const char *paths[N_MANY + 1];
+    for (int i = 0; i < N_MANY; i++) {
+        snprintf(names[i], sizeof names[i], i % 2 ? "f%d" : "g.f%d", i);
+        paths[i] = names[i];
+    }
+    paths[N_MANY] = "user_id";
+    pd_decoder *d = decoder_with(paths, N_MANY + 1);
+    pd_event ev;
+    static char json[32768];
+    size_t at = 0;
+
+    append(json, sizeof json, &at, "{\"user_id\":\"u7\",\"type\":\"click\",\"ts\":1,\"g\":{");
+    for (int i = 0; i < N_MANY; i += 2)
+        append(json, sizeof json, &at, "%s\"f%d\":%d", i ? "," : "", i, i);
+    append(json, sizeof json, &at, "}");
+    for (int i = 1; i < N_MANY; i += 2)
+        append(json, sizeof json, &at, ",\"f%d\":%d,\"x%d\":0", i, i, i);
+    append(json, sizeof json, &at, "}");
+    assert_int_equal(decode(d, json, 0, &ev), PD_DECODE_OK);
+    assert_int_equal(ev.n_fields, N_MANY + 1);
+    for (int i = 0; i < N_MANY; i++) {
+        assert_int_equal(ev.fields[i].kind, PD_VALUE_NUMBER);
+        assert_true(ev.fields[i].num == i);
+    }
+    assert_str(ev.user, ev.user_len, "u7");
+    assert_str(ev.fields[N_MANY].str, ev.fields[N_MANY].len, "u7");
+    pd_decoder_free(d);
+}
+
 static void test_error_names(void **state)
 {
     (void)state;
@@ -436,6 +613,9 @@ int main(void)
         cmocka_unit_test(test_string_length_limit),
         cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_recovers_after_failure),
+        cmocka_unit_test(test_keys_colliding_in_the_table),
+        cmocka_unit_test(test_keys_that_are_prefixes),
+        cmocka_unit_test(test_many_fields),
         cmocka_unit_test(test_error_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
