@@ -9,6 +9,15 @@
  * event as long as latencies stay below that period (events still unseen when their user
  * comes round again are counted as "late" with the period as a lower bound). Prints one JSON
  * object; tests/bench/latency.py and soak.py run it.
+ *
+ * What reached the broker is counted from delivery reports, not from what was queued:
+ * "produced" is what the loop handed to librdkafka, "delivered" what the broker acknowledged,
+ * "failed" what librdkafka gave up on ("possibly_persisted" of those may still be in the log:
+ * timed out in flight), "outstanding" what had no report when the final flush gave up
+ * (--flush-timeout, 60 s). The producer is idempotent (acks=all, retries, in-order); note that
+ * librdkafka 2.0's mock broker checks sequence numbers only for transactional producers, so a
+ * retried request can still land twice there: "retries" (the producer's request retries, from
+ * its statistics) says whether any happened.
  */
 
 #include <errno.h>
@@ -39,6 +48,7 @@ struct opts {
     double duration;
     double warmup;
     double drain;
+    double flush_timeout;
     unsigned users;
     const char *fetch_wait_ms;
 };
@@ -54,6 +64,19 @@ struct shared {
     uint64_t stray; /* notifications with no event waiting */
     uint64_t other; /* notifications of keys that are not our users */
     char error[600];
+};
+
+/* the producer's delivery reports and statistics, served by rd_kafka_poll/flush on the main
+ * thread only */
+struct delivery {
+    uint64_t delivered;
+    uint64_t failed;
+    uint64_t possibly_persisted; /* of failed: may be in the log all the same */
+    uint64_t retries;            /* summed "txretries" of the last statistics */
+    uint64_t req_timeouts;       /* summed "req_timeouts" */
+    int64_t stats_at;            /* when the latest statistics came (now_ns) */
+    char first_failure[256];
+    char fatal[512];
 };
 
 static int64_t now_ns(void)
@@ -150,10 +173,68 @@ static void *redis_reader(void *arg)
     return NULL;
 }
 
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    struct delivery *d = opaque;
+    if (!m->err) {
+        d->delivered++;
+        return;
+    }
+    d->failed++;
+    if (rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED)
+        d->possibly_persisted++;
+    if (!d->first_failure[0])
+        snprintf(d->first_failure, sizeof d->first_failure, "%s", rd_kafka_err2name(m->err));
+}
+
+static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct delivery *d = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[400];
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof why);
+        if (!d->fatal[0])
+            snprintf(d->fatal, sizeof d->fatal, "producer fatal error %s: %s",
+                     rd_kafka_err2name(orig), why);
+        return;
+    }
+    /* transient (the client retries): on stderr for whoever looks, not in the report */
+    fprintf(stderr, "bench_latency: producer: %s: %s\n",
+            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static uint64_t json_sum(const char *json, const char *key)
+{
+    uint64_t sum = 0;
+    size_t kl = strlen(key);
+    for (const char *p = strstr(json, key); p; p = strstr(p + kl, key))
+        sum += strtoull(p + kl, NULL, 10);
+    return sum;
+}
+
+/* every broker's counters (the internal one's are 0): summed, the latest statistics kept */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    (void)len;
+    struct delivery *d = opaque;
+    d->retries = json_sum(json, "\"txretries\":");
+    d->req_timeouts = json_sum(json, "\"req_timeouts\":");
+    d->stats_at = now_ns();
+    return 0;
+}
+
 static rd_kafka_t *kafka_new(rd_kafka_type_t type, const struct opts *o, const char *const *kv,
-                             char *err, size_t errlen)
+                             struct delivery *d, char *err, size_t errlen)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (d) {
+        rd_kafka_conf_set_opaque(conf, d);
+        rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+        rd_kafka_conf_set_error_cb(conf, on_producer_error);
+        rd_kafka_conf_set_stats_cb(conf, on_stats);
+    }
     if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, err, errlen) != RD_KAFKA_CONF_OK)
         goto out_bad;
     for (size_t i = 0; kv[i]; i += 2)
@@ -178,7 +259,7 @@ static void *kafka_reader(void *arg)
     const char *const kv[] = {"group.id", "bench-latency-reference", "enable.auto.commit",
                               "false",    "fetch.wait.max.ms",       o->fetch_wait_ms,
                               NULL};
-    rd_kafka_t *rk = kafka_new(RD_KAFKA_CONSUMER, o, kv, err, sizeof err);
+    rd_kafka_t *rk = kafka_new(RD_KAFKA_CONSUMER, o, kv, NULL, err, sizeof err);
     if (!rk) {
         snprintf(sh->error, sizeof sh->error, "consumer: %s", err);
         atomic_store(&sh->ready, true);
@@ -234,10 +315,11 @@ static double pct_ms(const int64_t *v, size_t n, double q)
 
 static void usage(FILE *f)
 {
-    fprintf(
-        f, "usage: bench_latency --brokers B --topic T --rate R --duration S --users N\n"
-           "                     (--redis HOST:PORT [--prefix P] | --consume)\n"
-           "                     [--warmup S] [--drain S] [--fetch-wait-ms MS (the consumer's)]\n");
+    fprintf(f,
+            "usage: bench_latency --brokers B --topic T --rate R --duration S --users N\n"
+            "                     (--redis HOST:PORT [--prefix P] | --consume)\n"
+            "                     [--warmup S] [--drain S] [--fetch-wait-ms MS (the consumer's)]\n"
+            "                     [--flush-timeout S (for the last delivery reports, 60)]\n");
 }
 
 static int parse(int argc, char **argv, struct opts *o)
@@ -254,12 +336,17 @@ static int parse(int argc, char **argv, struct opts *o)
         {"drain", required_argument, NULL, 'D'},
         {"users", required_argument, NULL, 'u'},
         {"fetch-wait-ms", required_argument, NULL, 'f'},
+        {"flush-timeout", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static char host[256];
-    *o = (struct opts){
-        .prefix = "bench", .warmup = 2.0, .drain = 5.0, .users = 0, .fetch_wait_ms = "500"};
+    *o = (struct opts){.prefix = "bench",
+                       .warmup = 2.0,
+                       .drain = 5.0,
+                       .flush_timeout = 60.0,
+                       .users = 0,
+                       .fetch_wait_ms = "500"};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -290,6 +377,9 @@ static int parse(int argc, char **argv, struct opts *o)
         case 'f':
             o->fetch_wait_ms = optarg;
             break;
+        case 'F':
+            o->flush_timeout = atof(optarg);
+            break;
         case 'u':
             o->users = (unsigned)strtoul(optarg, NULL, 10);
             break;
@@ -311,7 +401,7 @@ static int parse(int argc, char **argv, struct opts *o)
         }
     }
     if (!o->brokers || !o->topic || o->rate <= 0 || o->duration <= 0 || o->users == 0 ||
-        (o->consume == (o->redis_host != NULL)))
+        o->flush_timeout < 0 || (o->consume == (o->redis_host != NULL)))
         return -1;
     return 0;
 }
@@ -338,11 +428,22 @@ int main(int argc, char **argv)
 
     char err[512];
     /* linger 1 ms: at linger 0 every event was its own produce request, which saturated the
-     * single-threaded mock broker from 5k events/s on (the reference p99 was seconds) */
-    static const char *const pkv[] = {
-        "linger.ms", "1", "topic.partitioner", "murmur2_random", "queue.buffering.max.messages",
-        "1000000",   NULL};
-    rd_kafka_t *prod = kafka_new(RD_KAFKA_PRODUCER, &o, pkv, err, sizeof err);
+     * single-threaded mock broker from 5k events/s on (the reference p99 was seconds).
+     * Idempotent: acks=all, retries without reordering (and, on a real broker, without
+     * duplicates); statistics every second for the retry count. */
+    static const char *const pkv[] = {"linger.ms",
+                                      "1",
+                                      "topic.partitioner",
+                                      "murmur2_random",
+                                      "queue.buffering.max.messages",
+                                      "1000000",
+                                      "enable.idempotence",
+                                      "true",
+                                      "statistics.interval.ms",
+                                      "1000",
+                                      NULL};
+    static struct delivery dlv;
+    rd_kafka_t *prod = kafka_new(RD_KAFKA_PRODUCER, &o, pkv, &dlv, err, sizeof err);
     if (!prod) {
         fprintf(stderr, "bench_latency: producer: %s\n", err);
         return 1;
@@ -413,7 +514,20 @@ int main(int argc, char **argv)
             measured++;
     }
     double produce_secs = (double)(now_ns() - start) / 1e9;
-    rd_kafka_flush(prod, 10000);
+    /* until every queued message has its delivery report, or the flush timeout */
+    uint64_t queued = produced - errors;
+    int64_t flush_start = now_ns();
+    int64_t flush_end = flush_start + (int64_t)(o.flush_timeout * 1e9);
+    while (dlv.delivered + dlv.failed < queued && !dlv.fatal[0] && now_ns() < flush_end)
+        rd_kafka_flush(prod, 100);
+    rd_kafka_poll(prod, 0);
+    double flush_secs = (double)(now_ns() - flush_start) / 1e9;
+    uint64_t outstanding = queued - dlv.delivered - dlv.failed;
+    if (outstanding)
+        fprintf(stderr,
+                "bench_latency: %" PRIu64 " of %" PRIu64 " messages without a delivery report "
+                "after %.0f s of flushing\n",
+                outstanding, queued, flush_secs);
 
     /* let the last events arrive, then stop the reader */
     int64_t drain_end = now_ns() + (int64_t)(o.drain * 1e9);
@@ -424,8 +538,12 @@ int main(int argc, char **argv)
             unseen += atomic_load(&sh.pending[u]) != 0;
         if (unseen == 0)
             break;
-        sleep_until(now_ns() + 20000000);
+        rd_kafka_poll(prod, 20);
     }
+    /* statistics taken after the last delivery report, for the final retry count */
+    int64_t flush_done = flush_start + (int64_t)(flush_secs * 1e9);
+    while (dlv.stats_at < flush_done && now_ns() < flush_done + 2000000000LL)
+        rd_kafka_poll(prod, 50);
     atomic_store(&sh.stop, true);
     if (!o.consume) {
         redisContext *c = redisConnect(o.redis_host, o.redis_port);
@@ -435,8 +553,16 @@ int main(int argc, char **argv)
             redisFree(c);
     }
     pthread_join(reader, NULL);
+    if (outstanding) /* not waited for again by rd_kafka_destroy */
+        rd_kafka_purge(prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(prod, 0);
     rd_kafka_destroy(prod);
+    if (dlv.fatal[0] && !sh.error[0])
+        snprintf(sh.error, sizeof sh.error, "%s", dlv.fatal);
 
+    for (char *c = sh.error; *c; c++) /* a JSON string */
+        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+            *c = '\'';
     qsort(sh.lat, sh.n_lat, sizeof *sh.lat, cmp_i64);
     double sum = 0;
     for (size_t i = 0; i < sh.n_lat; i++)
@@ -445,14 +571,19 @@ int main(int argc, char **argv)
            "\"period_s\":%.3f,\"produced\":%" PRIu64 ",\"measured\":%" PRIu64
            ",\"matched\":%zu,\"late\":%" PRIu64 ",\"late_floor_ms\":%.1f,\"unseen\":%u"
            ",\"stray\":%" PRIu64 ",\"other\":%" PRIu64 ",\"produce_errors\":%" PRIu64
+           ",\"delivered\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"possibly_persisted\":%" PRIu64
+           ",\"outstanding\":%" PRIu64 ",\"delivery_error\":\"%s\",\"retries\":%" PRIu64
+           ",\"req_timeouts\":%" PRIu64 ",\"flush_s\":%.3f"
            ",\"mean_ms\":%.3f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f"
            ",\"p999_ms\":%.3f,\"max_ms\":%.3f,\"error\":\"%s\"}\n",
            o.consume ? "consume" : "redis", o.rate, (double)produced / produce_secs, o.users,
            (double)o.users / o.rate, produced, measured, sh.n_lat, late, (double)late_floor / 1e6,
-           unseen, sh.stray, sh.other, errors, sh.n_lat ? sum / (double)sh.n_lat / 1e6 : -1.0,
-           pct_ms(sh.lat, sh.n_lat, 0.50), pct_ms(sh.lat, sh.n_lat, 0.90),
-           pct_ms(sh.lat, sh.n_lat, 0.99), pct_ms(sh.lat, sh.n_lat, 0.999),
-           sh.n_lat ? (double)sh.lat[sh.n_lat - 1] / 1e6 : -1.0, sh.error);
+           unseen, sh.stray, sh.other, errors, dlv.delivered, dlv.failed, dlv.possibly_persisted,
+           outstanding, dlv.first_failure, dlv.retries, dlv.req_timeouts, flush_secs,
+           sh.n_lat ? sum / (double)sh.n_lat / 1e6 : -1.0, pct_ms(sh.lat, sh.n_lat, 0.50),
+           pct_ms(sh.lat, sh.n_lat, 0.90), pct_ms(sh.lat, sh.n_lat, 0.99),
+           pct_ms(sh.lat, sh.n_lat, 0.999), sh.n_lat ? (double)sh.lat[sh.n_lat - 1] / 1e6 : -1.0,
+           sh.error);
     free(sh.lat);
     free(sh.pending);
     return 0;
