@@ -438,7 +438,8 @@ def run_group(stream, n, ctx, tmp, run):
         if live:
             out["feed_rate"] = feed["sent"] / (feed["t1"] - feed["t0"])
             out["tail_secs"] = t_end - feed["t1"]  # last produced -> everything committed
-        spread = max(inst.assigned_at for inst in insts) - t0
+        # a member first seen holding partitions in the final sample got them by then
+        spread = max(inst.assigned_at or t_end for inst in insts) - t0
         if spread > 1.0:
             ODD.note("%s: the last member got partitions %.1f s after the first"
                      % (group, spread))
