@@ -2071,6 +2071,10 @@ static size_t delta_log_memory(const struct delta_log *d)
            pd_hashtab_memory(&d->where) + d->s_cap * (sizeof(uint32_t) + DELTA_MAX * sizeof(float));
 }
 
+/* Log-mixture changes smaller than this are rounding, not learning (one example of weight 1
+ * moves them by about eta times a log loss, far above). */
+#define MIX_DELTA_MIN 1e-9
+
 static void log_mix(const pd_learner *l, double *ret)
 {
     for (size_t j = 0; j < LANES; j++)
@@ -2204,8 +2208,12 @@ size_t pd_learner_delta_seal(pd_learner *l, bool *ret_any)
     memset(d->s_icpt, 0, sizeof d->s_icpt);
     if (l->conf.intercept) {
         dvals_get(l, l->icpt, 0, false, true, cur);
+        /* the intercept is stored in float32 and its base in double: what a peer's change
+         * leaves after rounding is not learning, and sent it would come back for ever */
         for (size_t c = 0; c < k; c++) {
-            d->s_icpt[c] = (float)(cur[c] - d->icpt_old[c]);
+            double dc = cur[c] - d->icpt_old[c];
+            d->s_icpt[c] = fabs(dc) <= 4.0 * FLT_EPSILON * fmax(1.0, fabs(cur[c])) ? 0.0f
+                                                                                : (float)dc;
             any |= d->s_icpt[c] != 0.0f;
         }
     }
@@ -2215,8 +2223,11 @@ size_t pd_learner_delta_seal(pd_learner *l, bool *ret_any)
         log_mix(l, lm);
         for (size_t j = 0; j < LANES; j++)
             mean += (lm[j] - d->mix_old[j]) / LANES;
+        /* what rounding leaves of a mixture nobody changed is not a change: sent, it would
+         * make every peer apply its fixed share again, each round, for ever */
         for (size_t j = 0; j < LANES; j++) {
-            d->s_mix[j] = (float)(lm[j] - d->mix_old[j] - mean);
+            double dj = lm[j] - d->mix_old[j] - mean;
+            d->s_mix[j] = fabs(dj) < MIX_DELTA_MIN ? 0.0f : (float)dj;
             any |= d->s_mix[j] != 0.0f;
         }
     }
@@ -2292,7 +2303,9 @@ static void delta_add_to_record(struct delta_log *d, uint32_t idx, const float *
 }
 
 /* The mixture after a remote change of its log weights: as mix_update() with the peers'
- * likelihood ratios in place of one example's. */
+ * likelihood ratios in place of one example's. Only for a change: the fixed share moves any
+ * mixture towards uniform, so applying it for nothing would drift a model that learns
+ * nothing. */
 static void mix_apply(pd_learner *l, const float *dm)
 {
     double a[LANES], top = -INFINITY, sum = 0.0, u[LANES];
@@ -2403,7 +2416,10 @@ int pd_learner_delta_apply(pd_learner *l, pd_bin_reader *r, char *errbuf, size_t
             for (size_t c = 0; c < k; c++)
                 l->delta->icpt_old[c] += head[c];
     }
-    if (has_head && multi) {
+    bool mix_moved = false;
+    for (size_t j = 0; multi && j < LANES; j++)
+        mix_moved |= dm[j] != 0.0f;
+    if (has_head && mix_moved) {
         double before[LANES], after[LANES];
         log_mix(l, before);
         mix_apply(l, dm);

@@ -500,7 +500,8 @@ int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *o
             snprintf(errbuf, errlen, "offset commit failed: %s", rd_kafka_err2str(err));
             /* refused while the group rebalances: not a fault, the next commit goes through */
             r = err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
-                        err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION
+                        err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+                        err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID
                     ? -EBUSY
                     : -EIO;
         } else {

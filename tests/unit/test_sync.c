@@ -354,6 +354,60 @@ static void test_nothing_learned(void **state)
     pd_learner_free(l);
 }
 
+/* Two ftrl_multi learners learn, exchange their deltas, and then learn nothing: a round then
+ * has nothing to send and the models stay where they are. (Two daemons did drift: rounding
+ * left intercept or mixture changes of ~1e-9 that were sent each round, and every apply ran
+ * the mixture's fixed share again, moving it towards uniform by about 4e-5 log-odds a second
+ * for ever.) */
+static void test_idle_multi_is_still(void **state)
+{
+    (void)state;
+    char err[256];
+    pd_learner_conf c = conf_for(PD_OPT_FTRL_MULTI, PD_WEIGHTS_F32);
+    pd_learner *a = pd_learner_new(&c, err, sizeof err), *b = pd_learner_new(&c, err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(pd_learner_delta_start(a), 0);
+    assert_int_equal(pd_learner_delta_start(b), 0);
+    example *ex = make_stream();
+    parts pa, pb;
+    bool any;
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = (size_t)round * 200; i < (size_t)round * 200 + 200; i++) {
+            pd_learner *l = i % 2 ? a : b;
+            pd_learner_delta_mark(l, ex[i].x, N_FEAT);
+            pd_learner_learn(l, ex[i].x, N_FEAT, ex[i].label, 1.0);
+        }
+        collect(a, &pa, &any);
+        assert_true(any);
+        collect(b, &pb, &any);
+        assert_true(any);
+        apply_all(b, &pa);
+        apply_all(a, &pb);
+        parts_free(&pa);
+        parts_free(&pb);
+    }
+    /* one more exchange so each has applied the other's last round */
+    collect(a, &pa, &any);
+    collect(b, &pb, &any);
+    apply_all(b, &pa);
+    apply_all(a, &pb);
+    parts_free(&pa);
+    parts_free(&pb);
+    double pa0 = pd_learner_predict(a, ex[0].x, N_FEAT), pb0 = pd_learner_predict(b, ex[0].x, N_FEAT);
+    for (int round = 0; round < 20; round++) {
+        collect(a, &pa, &any);
+        assert_false(any);
+        collect(b, &pb, &any);
+        assert_false(any);
+    }
+    assert_true(pd_learner_predict(a, ex[0].x, N_FEAT) == pa0);
+    assert_true(pd_learner_predict(b, ex[0].x, N_FEAT) == pb0);
+    free(ex);
+    pd_learner_free(a);
+    pd_learner_free(b);
+}
+
 /* The state of l as save() writes it, for comparing before and after. */
 static char *state_bytes(const pd_learner *l, size_t *ret_len)
 {
@@ -452,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_ftrl_exchange),   cmocka_unit_test(test_multi_exchange),
         cmocka_unit_test(test_adagrad_sgd_exchange), cmocka_unit_test(test_f16_exchange),
         cmocka_unit_test(test_nothing_learned), cmocka_unit_test(test_bad_deltas),
+        cmocka_unit_test(test_idle_multi_is_still),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
