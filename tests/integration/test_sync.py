@@ -207,8 +207,13 @@ def main():
                     return None
                 p0 = status(ctl[0])["sync"]["probe"]["purchase_propensity"]
                 diff = max(abs(logit(x) - logit(y)) for x, y in zip(p0, p2))
-                return diff if diff <= TOLERANCE else None
-            diff2 = harness.wait_for(joined_agrees, 30, 0.3, "daemon 2's model to agree")
+                seen["joined"] = (diff, p0[:3], p2[:3])
+                return (diff,) if diff <= TOLERANCE else None  # 0.0 agrees too
+            try:
+                diff2, = harness.wait_for(joined_agrees, 30, 0.3, "daemon 2's model to agree")
+            except harness.HarnessError:
+                raise AssertionError("daemon 2's model differs by %s (probes %s, %s):\n%s"
+                                     % (seen.get("joined") + (daemons[2].log_tail(30),)))
             print("a member started from the group's snapshot agrees within %.2g" % diff2)
 
             # all at once, as a deployment stops: one stopping alone rebalances the group
