@@ -417,6 +417,8 @@ static pd_decoder *decoder_with(const char *const *paths, size_t n)
 
 /* Appends to buf at *at; fails the test when it would not fit. */
 static void append(char *buf, size_t size, size_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void append(char *buf, size_t size, size_t *at, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
