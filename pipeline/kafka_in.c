@@ -498,10 +498,12 @@ int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *o
         if (err) {
             in->stats.commit_failures++;
             snprintf(errbuf, errlen, "offset commit failed: %s", rd_kafka_err2str(err));
-            /* refused while the group rebalances: not a fault, the next commit goes through */
+            /* refused while the group rebalances, or the member is leaving it: not a fault,
+             * the next commit (or the next owner's) goes through */
             r = err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
                         err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
-                        err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID
+                        err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+                        err == RD_KAFKA_RESP_ERR__DESTROY
                     ? -EBUSY
                     : -EIO;
         } else {

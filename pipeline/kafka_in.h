@@ -68,7 +68,7 @@ rd_kafka_topic_partition_list_t *pd_kafka_in_positions(pd_kafka_in *in);
 
 /* Commits offsets (only those of partitions still assigned). sync waits for the broker.
  * Returns 0, -EBUSY when the group refused it because it is rebalancing (or no longer knows
- * this member), or -EIO. */
+ * this member, or the consumer is closing), or -EIO. */
 int pd_kafka_in_commit(pd_kafka_in *in, const rd_kafka_topic_partition_list_t *offsets, bool sync,
                        char *errbuf, size_t errlen);
 
