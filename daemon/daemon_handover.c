@@ -260,6 +260,31 @@ out_delete:
     free(data);
 }
 
+/* Users of partitions this member does not own after the assignment (what a snapshot of
+ * an earlier ownership restored, after a crash) go: their partitions' owners hold them, and
+ * their waiting examples resolved here too would be learned twice. parts: what is being
+ * added; the assignment held so far stays. */
+static void drop_unowned(pd_daemon *d, const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *held = NULL;
+    if (rd_kafka_assignment(pd_kafka_in_handle(d->in), &held) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return; /* not knowing what is held, keep everything */
+    size_t n = (size_t)held->cnt + (size_t)parts->cnt, k = 0;
+    uint32_t *shards = malloc((n ? n : 1) * sizeof *shards);
+    if (shards) {
+        for (int i = 0; i < held->cnt; i++)
+            shards[k++] = daemon_shard_of(d, held->elems[i].topic, held->elems[i].partition);
+        for (int i = 0; i < parts->cnt; i++)
+            shards[k++] = daemon_shard_of(d, parts->elems[i].topic, parts->elems[i].partition);
+        uint64_t dropped = pd_engine_keep_shards(d->engine, shards, k);
+        if (dropped > 0)
+            pd_logkv(PD_LOG_INFO, "dropped the users of partitions other members own",
+                     "users=%" PRIu64 " partitions_held=%zu", dropped, k);
+        free(shards);
+    }
+    rd_kafka_topic_partition_list_destroy(held);
+}
+
 void daemon_handover_assigning(pd_daemon *d, rd_kafka_topic_partition_list_t *parts)
 {
     if (d->conf->kafka.handover != PD_HANDOVER_REDIS || parts->cnt == 0)
@@ -282,4 +307,5 @@ void daemon_handover_assigning(pd_daemon *d, rd_kafka_topic_partition_list_t *pa
                   cerr == RD_KAFKA_RESP_ERR_NO_ERROR && c && c->offset >= 0 ? c->offset : -1);
     }
     rd_kafka_topic_partition_list_destroy(committed);
+    drop_unowned(d, parts);
 }

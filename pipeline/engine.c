@@ -1275,6 +1275,24 @@ static uint64_t drop_shards(pd_engine *eng, const shard_set *ss, bool handed_out
     return n;
 }
 
+uint64_t pd_engine_keep_shards(pd_engine *eng, const uint32_t *shards, size_t n_shards)
+{
+    pd_engine_flush(eng);
+    shard_set ss = {.shards = shards, .n = n_shards};
+    uint64_t n = 0;
+    pd_user *u = pd_user_state_oldest(eng->users);
+    while (u) {
+        pd_user *next = u->lru_prev;
+        if (u->shard != PD_SHARD_NONE && !in_shards(&ss, u)) {
+            pd_labels_forget_user(eng->labels, u);
+            pd_user_state_remove(eng->users, u);
+            n++;
+        }
+        u = next;
+    }
+    return n;
+}
+
 uint64_t pd_engine_drop_shards(pd_engine *eng, const uint32_t *shards, size_t n_shards)
 {
     pd_engine_flush(eng);

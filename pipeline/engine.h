@@ -198,6 +198,10 @@ int pd_engine_hand_out(pd_engine *eng, const uint32_t *shards, size_t n_shards, 
                        uint64_t *ret_users, char *errbuf, size_t errlen);
 /* Removes the users of the shards, their waiting examples counted as handed out; how many. */
 uint64_t pd_engine_drop_shards(pd_engine *eng, const uint32_t *shards, size_t n_shards);
+/* Removes the users of every other shard (users of no known shard stay) and their waiting
+ * examples, counted as dropped: what a snapshot restored of partitions another member owns
+ * now. Returns how many. */
+uint64_t pd_engine_keep_shards(pd_engine *eng, const uint32_t *shards, size_t n_shards);
 /* Takes over a handover blob: the users held here of its shards go (they are older), its
  * users and their examples come in (behind the examples waiting here). */
 int pd_engine_take_over(pd_engine *eng, FILE *f, uint64_t *ret_users, char *errbuf,

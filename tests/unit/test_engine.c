@@ -694,6 +694,12 @@ static void test_hand_over_users(void **state)
                      examples(x, 0) + sx.labels.pending);
     assert_int_equal(sa.users_handed_out, 1);
     assert_int_equal(sb.users_handed_in, 1);
+    /* an engine keeping shard 2 only loses the users of every other shard */
+    uint32_t two = 2;
+    pd_user_info ui;
+    assert_int_equal(pd_engine_keep_shards(x, &two, 1), 1);
+    assert_int_equal(pd_engine_user_info(x, "a", 1, &ui), -ENOENT);
+    assert_int_equal(pd_engine_user_info(x, "b", 1, &ui), 0);
     pd_engine_free(x);
     pd_engine_free(a);
     pd_engine_free(b);
