@@ -90,9 +90,13 @@ static void join(fixture *f, const char *group, const char *strategy, seen *s,
                  pd_kafka_stats *ret_stats)
 {
     char *topics[] = {TOPIC};
+    /* a short session bounds how long leaving a group whose assignment was refused may
+     * wait (the default is 45 s; a run under load was cut off by the test's timeout) */
     pd_kv props[] = {
         {.key = "partition.assignment.strategy", .value = (char *)strategy},
         {.key = "log_level", .value = "3"},
+        {.key = "session.timeout.ms", .value = "6000"},
+        {.key = "heartbeat.interval.ms", .value = "500"},
     };
     pd_kafka_conf conf = {.brokers = f->brokers,
                           .topics = topics,
@@ -100,7 +104,7 @@ static void join(fixture *f, const char *group, const char *strategy, seen *s,
                           .group = (char *)group,
                           .start = PD_START_EARLIEST,
                           .properties = props,
-                          .n_properties = 2};
+                          .n_properties = sizeof props / sizeof props[0]};
     pd_kafka_hooks hooks = {.ctx = s, .assigning = on_assigning, .log = on_log};
     char err[512];
     pd_kafka_in *in = pd_kafka_in_new(&conf, &hooks, err, sizeof err);
