@@ -1230,8 +1230,6 @@ int pd_engine_hand_out(pd_engine *eng, const uint32_t *shards, size_t n_shards, 
     pd_engine_flush(eng); /* a deferred example may belong to one of them */
     shard_set ss = {.shards = shards, .n = n_shards};
     uint64_t users = 0;
-    for (pd_user *u = pd_user_state_oldest(eng->users); u; u = u->lru_prev)
-        users += in_shards(&ss, u);
     pd_bin_writer w;
     pd_bin_writer_init(&w, f);
     pd_bin_put_version(&w, HANDOVER_VERSION);
@@ -1242,7 +1240,7 @@ int pd_engine_hand_out(pd_engine *eng, const uint32_t *shards, size_t n_shards, 
         pd_bin_put_str(&w, eng->cur.models[i].name, strlen(eng->cur.models[i].name));
         pd_bin_put_u64(&w, eng->cur.models[i].fingerprint);
     }
-    if (pd_user_state_save_some(eng->users, in_shards, &ss, &w) == 0)
+    if (pd_user_state_save_some(eng->users, in_shards, &ss, &w, &users) == 0)
         pd_labels_save_some(eng->labels, in_shards, &ss, &w);
     if (w.err || fflush(f) != 0) {
         snprintf(errbuf, errlen, "cannot write the users handed over: %s",
@@ -1254,15 +1252,21 @@ int pd_engine_hand_out(pd_engine *eng, const uint32_t *shards, size_t n_shards, 
     return 0;
 }
 
-/* Removes every user of the shards (their examples counted as handed out, or as dropped when
+static bool outside_shards(void *ctx, const pd_user *u)
+{
+    return u->shard != PD_SHARD_NONE && !in_shards(ctx, u);
+}
+
+/* Removes every user which() takes (their examples counted as handed out, or as dropped when
  * stale); returns how many. */
-static uint64_t drop_shards(pd_engine *eng, const shard_set *ss, bool handed_out)
+static uint64_t remove_users(pd_engine *eng, pd_user_filter_fn which, const shard_set *ss,
+                             bool handed_out)
 {
     uint64_t n = 0;
     pd_user *u = pd_user_state_oldest(eng->users);
     while (u) {
         pd_user *next = u->lru_prev;
-        if (in_shards((void *)ss, u)) {
+        if (which((void *)ss, u)) {
             if (handed_out)
                 pd_labels_hand_out_user(eng->labels, u);
             else
@@ -1279,25 +1283,14 @@ uint64_t pd_engine_keep_shards(pd_engine *eng, const uint32_t *shards, size_t n_
 {
     pd_engine_flush(eng);
     shard_set ss = {.shards = shards, .n = n_shards};
-    uint64_t n = 0;
-    pd_user *u = pd_user_state_oldest(eng->users);
-    while (u) {
-        pd_user *next = u->lru_prev;
-        if (u->shard != PD_SHARD_NONE && !in_shards(&ss, u)) {
-            pd_labels_forget_user(eng->labels, u);
-            pd_user_state_remove(eng->users, u);
-            n++;
-        }
-        u = next;
-    }
-    return n;
+    return remove_users(eng, outside_shards, &ss, false);
 }
 
 uint64_t pd_engine_drop_shards(pd_engine *eng, const uint32_t *shards, size_t n_shards)
 {
     pd_engine_flush(eng);
     shard_set ss = {.shards = shards, .n = n_shards};
-    uint64_t n = drop_shards(eng, &ss, true);
+    uint64_t n = remove_users(eng, in_shards, &ss, true);
     eng->stats.users_handed_out += n;
     return n;
 }
@@ -1336,7 +1329,7 @@ int pd_engine_take_over(pd_engine *eng, FILE *f, uint64_t *ret_users, char *errb
     /* what is here of these shards is older than what their last owner hands over (a
      * snapshot's, or this instance's before it let them go) */
     shard_set ss = {.shards = shards, .n = n_shards};
-    drop_shards(eng, &ss, false);
+    remove_users(eng, in_shards, &ss, false);
     size_t before = pd_user_state_count(eng->users);
     int ret = pd_user_state_load(eng->users, &r, errbuf, errlen);
     if (ret == 0)

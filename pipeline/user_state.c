@@ -559,12 +559,14 @@ static void put_user(pd_bin_writer *w, const pd_user_layout *l, const pd_user *u
 }
 
 int pd_user_state_save_some(const pd_user_state *st, pd_user_filter_fn keep, void *ctx,
-                            pd_bin_writer *w)
+                            pd_bin_writer *w, uint64_t *ret_n)
 {
     const pd_user_layout *l = &st->layout;
     uint64_t n = 0;
     for (const pd_user *u = st->lru_last; u; u = u->lru_prev)
         n += !keep || keep(ctx, u);
+    if (ret_n)
+        *ret_n = n;
     pd_bin_put_version(w, USERS_VERSION);
     pd_bin_put_u64(w, n);
     put_layout(w, l);
@@ -576,7 +578,7 @@ int pd_user_state_save_some(const pd_user_state *st, pd_user_filter_fn keep, voi
 
 int pd_user_state_save(const pd_user_state *st, pd_bin_writer *w)
 {
-    return pd_user_state_save_some(st, NULL, NULL, w);
+    return pd_user_state_save_some(st, NULL, NULL, w, NULL);
 }
 
 /* Reads one user in the saved layout into old (its body at tmp); the id goes to id. */

@@ -143,8 +143,8 @@ int pd_user_state_load(pd_user_state *st, pd_bin_reader *r, char *errbuf, size_t
 /* Which users a partial save takes. */
 typedef bool (*pd_user_filter_fn)(void *ctx, const pd_user *u);
 /* The users section with only the users keep() takes (the same format, so
- * pd_user_state_load() reads it). */
+ * pd_user_state_load() reads it); how many into *ret_n when given. */
 int pd_user_state_save_some(const pd_user_state *st, pd_user_filter_fn keep, void *ctx,
-                            pd_bin_writer *w);
+                            pd_bin_writer *w, uint64_t *ret_n);
 
 #endif
