@@ -441,7 +441,8 @@ static int connect_ctx(pd_publisher *pub, char *errbuf, size_t errlen)
     return 0;
 }
 
-int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen)
+/* 0 when the caller's thread may use the connection (no flush in flight), else -EBUSY. */
+static int caller_owns_ctx(pd_publisher *pub, char *errbuf, size_t errlen)
 {
     pthread_mutex_lock(&pub->mu);
     bool busy = pub->state == W_BUSY;
@@ -450,7 +451,15 @@ int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "a redis flush is in flight");
         return -EBUSY;
     }
-    int r = connect_ctx(pub, errbuf, errlen);
+    return 0;
+}
+
+int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen)
+{
+    int r = caller_owns_ctx(pub, errbuf, errlen);
+    if (r < 0)
+        return r;
+    r = connect_ctx(pub, errbuf, errlen);
     if (r == 0)
         pub->stats.connects++;
     return r;
@@ -461,19 +470,10 @@ int pd_publisher_connect(pd_publisher *pub, char *errbuf, size_t errlen)
 /* The connection, for the caller's thread: only while no flush is in flight. */
 static int caller_ctx(pd_publisher *pub, char *errbuf, size_t errlen)
 {
-    pthread_mutex_lock(&pub->mu);
-    bool busy = pub->state == W_BUSY;
-    pthread_mutex_unlock(&pub->mu);
-    if (busy) {
-        snprintf(errbuf, errlen, "a redis flush is in flight");
-        return -EBUSY;
-    }
-    if (pub->ctx && pub->ctx->err == 0)
-        return 0;
-    int r = connect_ctx(pub, errbuf, errlen);
-    if (r == 0)
-        pub->stats.connects++;
-    return r;
+    int r = caller_owns_ctx(pub, errbuf, errlen);
+    if (r < 0 || (pub->ctx && pub->ctx->err == 0))
+        return r;
+    return pd_publisher_connect(pub, errbuf, errlen);
 }
 
 /* The reply of one command, or NULL with the reason in errbuf (the connection is dropped on
